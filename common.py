@@ -1,0 +1,218 @@
+"""Tiny helpers shared by parity.py, pcfg.py and lm_pretrain.py.
+
+Only plumbing lives here (flags and presets, devices, atomic files, the distillation loss, learning-rate
+schedules, small statistics and plot helpers). Everything that belongs to one experiment stays in its
+own script, so that each script reads top to bottom next to its section of the paper.
+"""
+import json
+import math
+import os
+import sys
+import tempfile
+
+import torch
+import torch.nn.functional as F
+
+
+# ----------------------------------------------------------------------------------------------------
+# Flags and presets
+
+def parse_with_presets(parser, preset_for, argv=None):
+    """Parse `argv` twice: first to read the flags that choose a preset (e.g. --preset, --arch), then
+    with preset_for(first_args) as defaults, so that any flag given explicitly wins over the preset."""
+    first, _ = parser.parse_known_args(argv)
+    preset = preset_for(first)
+    unknown = set(preset) - {a.dest for a in parser._actions}
+    assert not unknown, f"preset sets unknown flags {sorted(unknown)}"
+    parser.set_defaults(**preset)
+    return parser.parse_args(argv)
+
+
+def fail(flag, message):
+    """Stop on bad input: name the flag and what is allowed, exit status 2 (as argparse does), write nothing."""
+    print(f"error: {flag}: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def parse_list(text, kind, flag):
+    """'0,1,2' -> [0, 1, 2]; a clear error naming `flag` otherwise."""
+    try:
+        values = [kind(v) for v in str(text).split(",") if v.strip() != ""]
+    except ValueError:
+        fail(flag, f"expected a comma-separated list of {kind.__name__}, got {text!r}")
+    if not values:
+        fail(flag, "expected at least one value")
+    return values
+
+
+def pick_device(name):
+    """'auto' picks cuda, then mps, then cpu (DEVELOPERS.md); anything else must be a valid torch device."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        fail("--device", f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        fail("--device", "cuda was asked for but torch.cuda.is_available() is False")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        fail("--device", "mps was asked for but is not available")
+    return device
+
+
+# ----------------------------------------------------------------------------------------------------
+# Files: atomic writes, checkpoints, JSON lines
+
+def _atomic(path, write):
+    """Write to a temp file in the same folder, then rename: a killed run never leaves half a file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; use the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_checkpoint(obj, path):
+    _atomic(path, lambda f: torch.save(obj, f))
+
+
+def load_checkpoint(path, device="cpu"):
+    return torch.load(path, map_location=device, weights_only=True)
+
+
+def write_json(obj, path):
+    _atomic(path, lambda f: f.write((json.dumps(obj, indent=1) + "\n").encode()))
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def append_jsonl(path, record):
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def read_jsonl(path):
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def rewrite_jsonl(path, records):
+    """Replace a metrics file (used on --resume to drop records written after the last checkpoint)."""
+    _atomic(path, lambda f: f.write("".join(json.dumps(r) + "\n" for r in records).encode()))
+
+
+def prepare_run_dir(out, config, resume, ignore=("resume", "device", "out")):
+    """Create `out` and write config.json. An existing run is only continued with --resume, and only
+    with the same settings, so nothing is overwritten by accident."""
+    cfg_path = os.path.join(out, "config.json")
+    if os.path.exists(cfg_path):
+        if not resume:
+            fail("--out", f"{out} already holds a run; pass --resume to continue it or choose another --out")
+        old = read_json(cfg_path)
+        diff = sorted(k for k in set(old) | set(config)
+                      if k not in ignore and old.get(k) != config.get(k))
+        if diff:
+            fail("--resume", f"{out} was made with other settings: " +
+                 ", ".join(f"--{k} {old.get(k)!r} (now {config.get(k)!r})" for k in diff))
+    elif os.path.isdir(out) and os.listdir(out) and not resume:
+        fail("--out", f"{out} is not empty and holds no config.json; choose another --out")
+    os.makedirs(os.path.join(out, "ckpt"), exist_ok=True)
+    write_json(config, cfg_path)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Losses and schedules
+
+def distill_targets(teacher_logits, temperature):
+    """softmax(teacher_logits / temperature), Sec. 2 eq. (KD). Subtracting the max first keeps tiny
+    temperatures finite: at 1e-20 (the official MLP and PCFG scripts) this is one-hot on the argmax."""
+    t = teacher_logits.float()
+    return torch.softmax((t - t.amax(-1, keepdim=True)) / temperature, dim=-1)
+
+
+def soft_cross_entropy(logits, targets):
+    """-sum_c q_c log softmax(s)_c per row. With q = softmax(t / tau) this is KL(q || p_s) + H(q): the
+    official code's distillation loss (no tau on the student, no tau^2 factor; paper_spec 1.2)."""
+    return -(targets * F.log_softmax(logits.float(), dim=-1)).sum(-1)
+
+
+def lr_factor(step, total, schedule, warmup=0.0, floor=0.0):
+    """Multiplier of the base learning rate at `step` of `total`: linear warmup over a fraction `warmup`
+    of the optimizer steps, then 'constant' or 'cosine' decay to `floor` x lr."""
+    warm = int(round(warmup * total))
+    if step < warm:
+        return (step + 1) / warm
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warm) / max(1, total - warm))
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def check_finite(value, what):
+    """A NaN or inf stops the run with a message instead of silently training on garbage."""
+    if not math.isfinite(value):
+        print(f"error: {what} is {value}; stopping. Lower the learning rate or check the inputs.",
+              file=sys.stderr)
+        sys.exit(3)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Small statistics, tables and plots
+
+def steps_to(steps, accs, threshold):
+    """First logged step at which accuracy reaches `threshold`, or None."""
+    for s, a in zip(steps, accs):
+        if a >= threshold:
+            return s
+    return None
+
+
+def mean_std(values):
+    values = [float(v) for v in values]
+    m = sum(values) / len(values)
+    return m, math.sqrt(sum((v - m) ** 2 for v in values) / len(values))
+
+
+def format_table(headers, rows):
+    cols = [[str(h)] + [str(r[i]) for r in rows] for i, h in enumerate(headers)]
+    widths = [max(len(c) for c in col) for col in cols]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
+    return "\n".join([line(headers), line("-" * w for w in widths)] + [line(r) for r in rows])
+
+
+def plt():
+    """matplotlib's pyplot with a file-only backend (no display on servers or in CI)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as pyplot
+    return pyplot
+
+
+def plot_band(ax, x, ys, label, color=None, style="-"):
+    """Mean over seeds as a line, min..max over seeds as a shaded band (paper Fig. 1)."""
+    t = torch.tensor(ys, dtype=torch.float64).reshape(len(ys), -1)
+    mean = t.mean(0)
+    line, = ax.plot(x, mean, style, label=label, color=color)
+    if t.shape[0] > 1:
+        ax.fill_between(x, t.min(0).values, t.max(0).values, color=line.get_color(), alpha=0.2, lw=0)
+    return line

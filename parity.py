@@ -1,0 +1,1201 @@
+"""(n, k)-sparse parity: progressive distillation against one-shot distillation and CE (paper Sec. 3).
+
+A wide teacher learns sparse parity through a phase transition. A narrow student learns it far faster
+from the teacher's intermediate checkpoints (progressive distillation) than from the final teacher
+(one-shot) or from labels (CE), because checkpoints inside the transition correlate with low-degree
+monomials of the support: an implicit curriculum. This script regenerates, for an MLP or a small
+GPT-style Transformer:
+  Fig. 1 left / middle   accuracy against steps: teacher, CE, one-shot, progressive students;
+  Fig. 3                 teacher accuracy with candidate checkpoints, the correlation spike, and
+                         (2,T)-progressive students from before, inside and after the transition;
+  --mode sweep           steps to 95% against teacher width (MLP) or heads (Transformer).
+
+    python parity.py                                  # the whole CPU MLP study
+    python parity.py --arch transformer               # the same with Transformers
+    python parity.py --preset paper --device cuda     # the paper's settings (GPU)
+    python parity.py --mode progressive --lr 5e-3 --teacher_dir out/parity/cpu-mlp-all
+
+All students of a run (methods x learning rates x seeds) train together as one stacked model, so that
+dozens of small students cost about one kernel launch per layer and step.
+"""
+import argparse
+import itertools
+import math
+import os
+import random
+import sys
+import time
+from functools import lru_cache
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import common
+from common import fail
+
+# ----------------------------------------------------------------------------------------------------
+# 0. Presets. Any flag given on the command line overrides these.
+
+PAPER_GRID = "1e-2,7.5e-3,5e-3,2.5e-3,1e-3"
+PRESETS = {
+    # The paper's settings (paper_spec.md sections 2.2, 2.3). For a GPU.
+    ("paper", "mlp"): dict(
+        n=100, k=6, teacher_width=50_000, student_width=100,
+        teacher_optim="sgd", teacher_lr=0.01, teacher_batch=1, teacher_steps=20_000_000,
+        teacher_schedule="cosine", teacher_warmup=0.0, teacher_floor=0.1,
+        optim="sgd", lr_grid="1e-2,5e-3,1e-3", batch=1, steps=20_000_000,
+        schedule="cosine", warmup=0.0, floor=0.1,
+        ckpt_every=100_000, eval_every=20_000, T=1_000_000, temperature=1e-20,
+        sweep="1000,5000,10000,50000", sweep_steps=20_000_000),
+    ("paper", "transformer"): dict(
+        n=100, k=6, layers=2, head_dim=8, teacher_heads=32, student_heads=4, dropout=0.1,
+        teacher_optim="adam", teacher_lr=3e-4, teacher_batch=32, teacher_steps=250_000,
+        teacher_schedule="cosine", teacher_warmup=0.06, teacher_floor=0.0,
+        optim="adam", lr_grid="1e-4", batch=32, steps=250_000,
+        schedule="cosine", warmup=0.06, floor=0.0,
+        ckpt_every=3125, eval_every=625, T=31_250, temperature=1.0,
+        sweep="4,8,16,32", sweep_steps=250_000),
+    # Measured to show the claim on 2 CPU cores in minutes (README, "CPU presets").
+    ("cpu", "mlp"): dict(
+        n=50, k=5, teacher_width=2000, student_width=20,
+        teacher_optim="adam", teacher_lr=1e-3, teacher_batch=32, teacher_steps=10_000,
+        teacher_schedule="constant", teacher_warmup=0.0, teacher_floor=0.0,
+        optim="adam", lr_grid=PAPER_GRID, batch=32, steps=30_000,
+        schedule="constant", warmup=0.0, floor=0.0,
+        ckpt_every=100, eval_every=100, T=5_000, temperature=1e-20,
+        sweep="250,500,1000,2000,4000", sweep_steps=30_000),
+    ("cpu", "transformer"): dict(
+        n=20, k=3, layers=2, head_dim=8, teacher_heads=16, student_heads=2, dropout=0.0,
+        teacher_optim="adam", teacher_lr=1e-3, teacher_batch=32, teacher_steps=2_000,
+        teacher_schedule="constant", teacher_warmup=0.0, teacher_floor=0.0,
+        optim="adam", lr_grid=PAPER_GRID, batch=32, steps=6_000,
+        schedule="constant", warmup=0.0, floor=0.0,
+        ckpt_every=100, eval_every=50, T=500, temperature=1e-20,
+        sweep="1,2,4,8,16", sweep_steps=6_000),
+    # Seconds, for tests.
+    ("smoke", "mlp"): dict(
+        n=12, k=3, teacher_width=256, student_width=16,
+        teacher_optim="adam", teacher_lr=3e-3, teacher_batch=32, teacher_steps=400,
+        teacher_schedule="constant", teacher_warmup=0.0, teacher_floor=0.0,
+        optim="adam", lr_grid="1e-2,3e-3", batch=32, steps=400,
+        schedule="constant", warmup=0.0, floor=0.0,
+        ckpt_every=50, eval_every=50, T=100, temperature=1e-20,
+        sweep="64,256", sweep_steps=400, probe_samples=20_000, probe_off=20, eval_size=1024),
+    ("smoke", "transformer"): dict(
+        n=8, k=2, layers=1, head_dim=4, teacher_heads=4, student_heads=1, dropout=0.0,
+        teacher_optim="adam", teacher_lr=3e-3, teacher_batch=16, teacher_steps=60,
+        teacher_schedule="constant", teacher_warmup=0.0, teacher_floor=0.0,
+        optim="adam", lr_grid="3e-3", batch=16, steps=60,
+        schedule="constant", warmup=0.0, floor=0.0,
+        ckpt_every=20, eval_every=20, T=20, temperature=1e-20,
+        sweep="1,2", sweep_steps=40, probe_samples=4_000, probe_off=10, eval_size=512),
+}
+MODES = ["all", "teacher", "probe", "ce", "oneshot", "progressive", "two_shot", "sweep"]
+THRESHOLDS = (0.9, 0.95)
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    a = p.add_argument
+    a("--mode", default="all", choices=MODES, help="what to run (see the module docstring)")
+    a("--arch", default="mlp", choices=["mlp", "transformer"], help="model family (Sec. 3.1)")
+    a("--preset", default="cpu", choices=["cpu", "paper", "smoke"], help="defaults for all flags below")
+    # task
+    a("--n", type=int, help="input dimension n of (n,k)-sparse parity")
+    a("--k", type=int, help="support size k")
+    a("--random_support", type=int, default=0, choices=[0, 1],
+      help="1: a random support drawn from --teacher_seed; 0: the first k coordinates (paper)")
+    # models
+    a("--teacher_width", type=int, help="MLP teacher hidden width")
+    a("--student_width", type=int, help="MLP student hidden width")
+    a("--layers", type=int, help="Transformer layers")
+    a("--head_dim", type=int, help="Transformer head dimension")
+    a("--teacher_heads", type=int, help="Transformer teacher heads (width = heads x head_dim)")
+    a("--student_heads", type=int, help="Transformer student heads")
+    a("--dropout", type=float, default=0.0, help="Transformer dropout (GPT-2 default 0.1)")
+    # teacher optimisation
+    a("--teacher_optim", choices=["sgd", "adam"], help="teacher optimizer (no momentum, no weight decay)")
+    a("--teacher_lr", type=float, help="teacher learning rate")
+    a("--teacher_batch", type=int, help="teacher batch size (fresh samples every step)")
+    a("--teacher_steps", type=int, help="teacher optimizer steps")
+    a("--teacher_schedule", choices=["constant", "cosine"], help="teacher lr schedule")
+    a("--teacher_warmup", type=float, help="teacher linear warmup, fraction of its optimizer steps")
+    a("--teacher_floor", type=float, help="cosine decays to floor x lr")
+    a("--teacher_seed", type=int, default=0, help="teacher init and data seed")
+    # student optimisation
+    a("--optim", choices=["sgd", "adam"], help="student optimizer")
+    a("--lr", type=float, default=None, help="one student learning rate (replaces --lr_grid)")
+    a("--lr_grid", type=str, help="student learning rates; each method is reported at its best one")
+    a("--batch", type=int, help="student batch size")
+    a("--steps", type=int, help="student optimizer steps")
+    a("--schedule", choices=["constant", "cosine"], help="student lr schedule")
+    a("--warmup", type=float, help="student linear warmup, fraction of its optimizer steps")
+    a("--floor", type=float, help="cosine decays to floor x lr")
+    a("--betas", type=str, default="0.9,0.95", help="Adam betas")
+    a("--seeds", type=str, default="0,1,2", help="student seeds (the paper averages 3)")
+    # distillation
+    a("--temperature", type=float, help="teacher softmax temperature; 1e-20 = argmax targets")
+    a("--alpha", type=float, default=0.0, help="weight of label CE mixed into the distillation loss")
+    a("--speed", type=float, default=1.0, help="progressive: student step t uses the first checkpoint >= t x speed")
+    a("--ckpt", type=str, default="auto", help="two_shot stage-1 checkpoint step, or auto (picked by the probe)")
+    a("--T", type=int, help="two_shot: steps on the stage-1 checkpoint before switching to the final one")
+    a("--fig3", type=str, default="auto", help="two_shot checkpoints 'before,after' the transition for Fig. 3, or auto")
+    a("--teacher_dir", type=str, default=None, help="reuse the teacher of an earlier run (its --out folder)")
+    # bookkeeping
+    a("--ckpt_every", type=int, help="teacher checkpoint interval (steps)")
+    a("--eval_every", type=int, help="evaluation interval (steps); divides --ckpt_every")
+    a("--eval_size", type=int, default=4096, help="held-out examples (paper: 4096)")
+    a("--probe_samples", type=int, default=100_000, help="fresh samples for the monomial probe")
+    a("--probe_off", type=int, default=100, help="random off-support monomials per degree")
+    a("--sweep", type=str, help="sweep: teacher widths (MLP) or head counts (Transformer)")
+    a("--sweep_steps", type=int, help="sweep: step budget per model")
+    a("--out", type=str, default=None, help="run folder (default out/parity/<preset>-<arch>-<mode>)")
+    a("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    a("--save_every", type=int, default=None, help="student resume-checkpoint interval (default: 20 evals)")
+    a("--device", type=str, default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    a("--cuda_graph", type=int, default=1, choices=[0, 1], help="replay each train step as a CUDA graph (cuda only)")
+    a("--bench", action="store_true", help="print throughput and GFLOP/s of teacher and student steps, then exit")
+    a("--bench_steps", type=int, default=200, help="steps timed by --bench")
+    a("--halt_at", type=str, default=None, help=argparse.SUPPRESS)  # tests: "teacher:N" or "students:N"
+    return p
+
+
+def parse_args(argv=None):
+    parser = build_parser()
+    args = common.parse_with_presets(parser, lambda f: PRESETS[(f.preset, f.arch)], argv)
+    validate(args)
+    return args
+
+
+def validate(args):
+    """Every check that can fail runs before anything is written."""
+    positive = ["n", "k", "teacher_batch", "teacher_steps", "batch", "steps", "ckpt_every", "eval_every",
+                "eval_size", "probe_samples", "sweep_steps", "bench_steps"]
+    positive += ["teacher_width", "student_width"] if args.arch == "mlp" else \
+                ["layers", "head_dim", "teacher_heads", "student_heads"]
+    for name in positive:
+        if getattr(args, name) < 1:
+            fail(f"--{name}", f"must be at least 1, got {getattr(args, name)}")
+    if args.k > args.n:
+        fail("--k", f"the support size k={args.k} cannot exceed n={args.n}")
+    for name in ["teacher_lr", "temperature", "speed"]:
+        if not getattr(args, name) > 0:
+            fail(f"--{name}", f"must be positive, got {getattr(args, name)}")
+    if not 0 <= args.alpha <= 1:
+        fail("--alpha", f"must be in [0, 1], got {args.alpha}")
+    if not 0 <= args.dropout < 1:
+        fail("--dropout", f"must be in [0, 1), got {args.dropout}")
+    if args.ckpt_every % args.eval_every:
+        fail("--eval_every", f"must divide --ckpt_every ({args.ckpt_every}), got {args.eval_every}")
+    if args.lr is not None:
+        if not args.lr > 0:
+            fail("--lr", f"must be positive, got {args.lr}")
+        args.lr_grid = str(args.lr)
+    args.lrs = common.parse_list(args.lr_grid, float, "--lr_grid")
+    if any(not lr > 0 for lr in args.lrs):
+        fail("--lr_grid", f"learning rates must be positive, got {args.lr_grid}")
+    args.seed_list = common.parse_list(args.seeds, int, "--seeds")
+    if len(set(args.seed_list)) != len(args.seed_list):
+        fail("--seeds", f"seeds must be distinct, got {args.seeds}")
+    args.beta_pair = tuple(common.parse_list(args.betas, float, "--betas"))
+    if len(args.beta_pair) != 2 or not all(0 <= b < 1 for b in args.beta_pair):
+        fail("--betas", f"expected two numbers in [0, 1), got {args.betas}")
+    args.sweep_list = common.parse_list(args.sweep, int, "--sweep")
+    if any(v < 1 for v in args.sweep_list):
+        fail("--sweep", f"sizes must be at least 1, got {args.sweep}")
+    if not 0 <= args.T <= args.steps:
+        fail("--T", f"must be between 0 and --steps ({args.steps}), got {args.T}")
+    if args.save_every is None:
+        args.save_every = 20 * args.eval_every
+    if args.save_every < 1 or args.save_every % args.eval_every:
+        fail("--save_every", f"must be a positive multiple of --eval_every ({args.eval_every})")
+    if args.ckpt != "auto" and not args.ckpt.isdigit():
+        fail("--ckpt", f"expected a checkpoint step or 'auto', got {args.ckpt!r}")
+    if args.fig3 != "auto":
+        steps = common.parse_list(args.fig3, int, "--fig3")
+        if len(steps) != 2:
+            fail("--fig3", f"expected 'before,after' (two checkpoint steps) or auto, got {args.fig3!r}")
+    if args.halt_at is not None and not (args.halt_at.split(":")[0] in ("teacher", "students")
+                                         and args.halt_at.split(":")[-1].isdigit()):
+        fail("--halt_at", "expected teacher:N or students:N")
+    args.device = str(common.pick_device(args.device))
+    if args.out is None:
+        args.out = os.path.join("out", "parity", f"{args.preset}-{args.arch}-{args.mode}")
+    args.support = pick_support(args)
+    if args.teacher_dir is not None:
+        check_teacher_dir(args)
+    else:  # a teacher trained in this run: --ckpt must name one of its checkpoints
+        if args.ckpt != "auto" and (int(args.ckpt) % args.ckpt_every or int(args.ckpt) > args.teacher_steps):
+            fail("--ckpt", f"{args.ckpt} is not a saved step (multiples of --ckpt_every={args.ckpt_every} "
+                           f"up to --teacher_steps={args.teacher_steps})")
+
+
+TEACHER_KEYS = ["arch", "n", "k", "support", "teacher_width", "layers", "head_dim", "teacher_heads"]
+
+
+def check_teacher_dir(args):
+    """--teacher_dir must hold a finished teacher for the same task and architecture."""
+    d = args.teacher_dir
+    cfg_path = os.path.join(d, "config.json")
+    if not os.path.isdir(d):
+        fail("--teacher_dir", f"{d} does not exist")
+    if not os.path.exists(cfg_path) or not teacher_steps_in(d):
+        fail("--teacher_dir", f"{d} holds no teacher checkpoints (expected config.json and ckpt/teacher/)")
+    cfg = common.read_json(cfg_path)
+    mine = {"arch": args.arch, "n": args.n, "k": args.k, "support": args.support}
+    mine.update({"teacher_width": args.teacher_width} if args.arch == "mlp" else
+                {"layers": args.layers, "head_dim": args.head_dim, "teacher_heads": args.teacher_heads})
+    diff = [f"{key}={cfg.get(key)!r} (here {value!r})" for key, value in mine.items() if cfg.get(key) != value]
+    if diff:
+        fail("--teacher_dir", f"{d} was made for another setting: " + ", ".join(diff))
+    if args.ckpt != "auto" and int(args.ckpt) not in teacher_steps_in(d):
+        fail("--ckpt", f"{args.ckpt} is not a checkpoint in {d}")
+
+
+def pick_support(args):
+    if not args.random_support:
+        return list(range(args.k))
+    return sorted(random.Random(args.teacher_seed).sample(range(args.n), args.k))
+
+
+# ----------------------------------------------------------------------------------------------------
+# 1. Data: (n, k)-sparse parity (Sec. 3, Def. 3.1). x ~ Unif{-1,+1}^n, y = prod_{i in S} x_i.
+# As in the paper's code, class 0 <=> parity +1 and class 1 <=> parity -1.
+
+def parity_labels(x, support):
+    return (x[..., support].prod(-1) < 0).long()
+
+
+def sample(gen, shape, n, support):
+    """Fresh samples on the generator's device: x of shape (*shape, n) in {-1,+1}, labels of `shape`."""
+    x = torch.randint(0, 2, (*shape, n), generator=gen, device=gen.device).float().mul_(2).sub_(1)
+    return x, parity_labels(x, support)
+
+
+def generator(device, seed, stream):
+    """Independent random streams: 1 teacher data, 2 student data, 3 held-out set, 4 probe."""
+    return torch.Generator(device=device).manual_seed(1000 * seed + stream)
+
+
+# ----------------------------------------------------------------------------------------------------
+# 2. Models. Each holds S independent models as stacked weights (leading dim S), so a batch of
+# students (or of teacher checkpoints) runs as one batched matmul per layer. Input x: (S, B, n).
+
+def blinear(x, w, b=None):
+    """(S, ..., i) @ (S, i, o) + (S, o) for every stacked model at once."""
+    flat = x.reshape(x.shape[0], -1, x.shape[-1])
+    out = torch.bmm(flat, w) if b is None else torch.baddbmm(b.unsqueeze(1), flat, w)
+    return out.view(*x.shape[:-1], w.shape[-1])
+
+
+class MLP(nn.Module):
+    """One-hidden-layer ReLU MLP, n -> width -> 2 (Sec. 3.1; PyTorch's default uniform init)."""
+
+    def __init__(self, S, n, width):
+        super().__init__()
+        self.w1, self.b1 = nn.Parameter(torch.empty(S, n, width)), nn.Parameter(torch.empty(S, width))
+        self.w2, self.b2 = nn.Parameter(torch.empty(S, width, 2)), nn.Parameter(torch.empty(S, 2))
+
+    @torch.no_grad()
+    def reset(self, gens):
+        for s, g in enumerate(gens):  # nn.Linear's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+            for w, b in [(self.w1, self.b1), (self.w2, self.b2)]:
+                bound = 1 / math.sqrt(w.shape[1])
+                for p in (w, b):
+                    p[s].copy_(torch.rand(p[s].shape, generator=g).mul_(2 * bound).sub_(bound))
+
+    def forward(self, x):
+        return blinear(torch.relu(blinear(x, self.w1, self.b1)), self.w2, self.b2)
+
+
+class LayerNorm(nn.Module):
+    def __init__(self, S, d):
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(torch.ones(S, d)), nn.Parameter(torch.zeros(S, d))
+
+    def forward(self, x):  # x: (S, B, T, d)
+        return F.layer_norm(x, x.shape[-1:]) * self.weight[:, None, None] + self.bias[:, None, None]
+
+
+class Block(nn.Module):
+    """GPT-2 block: pre-LN causal self-attention and a GELU MLP of width 4d."""
+
+    def __init__(self, S, heads, head_dim, dropout):
+        super().__init__()
+        d = heads * head_dim
+        self.heads, self.dropout = heads, dropout
+        self.ln1, self.ln2 = LayerNorm(S, d), LayerNorm(S, d)
+        self.attn_w, self.attn_b = nn.Parameter(torch.empty(S, d, 3 * d)), nn.Parameter(torch.zeros(S, 3 * d))
+        self.proj_w, self.proj_b = nn.Parameter(torch.empty(S, d, d)), nn.Parameter(torch.zeros(S, d))
+        self.fc_w, self.fc_b = nn.Parameter(torch.empty(S, d, 4 * d)), nn.Parameter(torch.zeros(S, 4 * d))
+        self.out_w, self.out_b = nn.Parameter(torch.empty(S, 4 * d, d)), nn.Parameter(torch.zeros(S, d))
+
+    def forward(self, h, last_only=False):
+        """last_only: compute the output at the last position only (all the classifier reads)."""
+        S, B, T, d = h.shape
+        q, k, v = blinear(self.ln1(h), self.attn_w, self.attn_b).split(d, dim=-1)
+        if last_only:  # the last query sees every key, so no mask is needed
+            q, h = q[:, :, -1:], h[:, :, -1:]
+        q, k, v = (t.reshape(S * B, t.shape[2], self.heads, -1).transpose(1, 2) for t in (q, k, v))
+        p = self.dropout if self.training else 0.0
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=not last_only, dropout_p=p)
+        a = a.transpose(1, 2).reshape(h.shape)
+        h = h + F.dropout(blinear(a, self.proj_w, self.proj_b), p, self.training)
+        m = blinear(F.gelu(blinear(self.ln2(h), self.fc_w, self.fc_b)), self.out_w, self.out_b)
+        return h + F.dropout(m, p, self.training)
+
+
+class GPT(nn.Module):
+    """GPT-2-style Transformer on tokens (1 - x) / 2 in {0, 1}; the class is read from the logits at
+    the last position, as the paper's code reads HF GPT-2's LM head (Sec. 3.1)."""
+
+    def __init__(self, S, n, layers, heads, head_dim, dropout):
+        super().__init__()
+        d = heads * head_dim
+        self.dropout = dropout
+        self.wte, self.wpe = nn.Parameter(torch.empty(S, 2, d)), nn.Parameter(torch.empty(S, n, d))
+        self.blocks = nn.ModuleList(Block(S, heads, head_dim, dropout) for _ in range(layers))
+        self.ln_f = LayerNorm(S, d)
+        self.head = nn.Parameter(torch.empty(S, d, 2))
+
+    @torch.no_grad()
+    def reset(self, gens):
+        """GPT-2 init: N(0, 0.02), residual projections scaled by 1/sqrt(2 x layers), zero biases."""
+        big = [self.wte, self.wpe, self.head] + [b.attn_w for b in self.blocks] + [b.fc_w for b in self.blocks]
+        res = [b.proj_w for b in self.blocks] + [b.out_w for b in self.blocks]
+        std_res = 0.02 / math.sqrt(2 * len(self.blocks))
+        for s, g in enumerate(gens):
+            for ps, std in [(big, 0.02), (res, std_res)]:
+                for p in ps:
+                    p[s].copy_(torch.randn(p[s].shape, generator=g) * std)
+
+    def forward(self, x):
+        tokens = F.one_hot(((1 - x) / 2).long(), 2).to(self.wte.dtype)  # (S, B, n, 2)
+        h = torch.einsum("sbtv,svd->sbtd", tokens, self.wte) + self.wpe[:, None]
+        h = F.dropout(h, self.dropout, self.training)
+        for i, block in enumerate(self.blocks):
+            h = block(h, last_only=i == len(self.blocks) - 1)
+        return blinear(self.ln_f(h), self.head)[:, :, 0]
+
+
+def make_model(args, role, S, seeds=None, width=None, heads=None):
+    """role 'teacher' or 'student'; `seeds` (len S) initialise each stacked model independently."""
+    if args.arch == "mlp":
+        width = width or (args.teacher_width if role == "teacher" else args.student_width)
+        model = MLP(S, args.n, width)
+    else:
+        heads = heads or (args.teacher_heads if role == "teacher" else args.student_heads)
+        model = GPT(S, args.n, args.layers, heads, args.head_dim, args.dropout)
+    if seeds is not None:
+        model.reset([torch.Generator().manual_seed(1000 * s + (0 if role == "teacher" else 5)) for s in seeds])
+    return model.to(args.device)
+
+
+def load_into(model, slot, state):
+    """Copy a single-model checkpoint (S = 1) into stacked model `slot`."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p[slot].copy_(state[name][0])
+
+
+@torch.no_grad()
+def evaluate(model, x, y, chunk=2048):
+    """Accuracy and CE loss of every stacked model on a held-out set x (N, n)."""
+    was_training = model.training
+    model.eval()
+    S = next(model.parameters()).shape[0]
+    correct, loss = 0, 0
+    for i in range(0, len(x), chunk):
+        logits = model(x[i:i + chunk].expand(S, -1, -1)).float()
+        yy = y[i:i + chunk].expand(S, -1)
+        correct = correct + (logits.argmax(-1) == yy).sum(-1)
+        loss = loss + F.cross_entropy(logits.transpose(1, 2), yy, reduction="none").sum(-1)
+    model.train(was_training)
+    return (correct / len(x)).cpu().tolist(), (loss / len(x)).cpu().tolist()
+
+
+# ----------------------------------------------------------------------------------------------------
+# 3. Optimizer: SGD or Adam with one learning rate per stacked model (the lr grid runs in one batch).
+# No weight decay, no momentum for SGD, as in the paper. State lives in tensors, so a whole train step
+# can be captured as a CUDA graph.
+
+class Optimizer:
+    def __init__(self, params, kind, lrs, betas=(0.9, 0.999), eps=1e-8):
+        self.params, self.kind, self.betas, self.eps = list(params), kind, betas, eps
+        device = self.params[0].device
+        self.lr = torch.tensor(lrs, dtype=torch.float32, device=device)
+        self.factor = torch.ones((), device=device)  # schedule multiplier, set before each step
+        self.t = torch.zeros((), device=device)
+        self.m = [torch.zeros_like(p) for p in self.params] if kind == "adam" else []
+        self.v = [torch.zeros_like(p) for p in self.params] if kind == "adam" else []
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self):
+        self.t += 1
+        b1, b2 = self.betas
+        for i, p in enumerate(self.params):
+            lr = (self.lr * self.factor).view(-1, *[1] * (p.dim() - 1))
+            if self.kind == "sgd":
+                p.sub_(lr * p.grad)
+            else:  # torch.optim.Adam's update, written out
+                self.m[i].lerp_(p.grad, 1 - b1)
+                self.v[i].mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+                denom = (self.v[i] / (1 - b2 ** self.t)).sqrt_().add_(self.eps)
+                p.sub_(lr * self.m[i] / (1 - b1 ** self.t) / denom)
+
+    def tensors(self):
+        return [self.t] + self.m + self.v
+
+    def state_dict(self):
+        return {"t": self.t, "m": self.m, "v": self.v}
+
+    def load_state_dict(self, state):
+        self.t.copy_(state["t"])
+        for mine, saved in zip(self.m + self.v, state["m"] + state["v"]):
+            mine.copy_(saved)
+
+
+def compile_step(step, state_tensors, args):
+    """On CUDA, capture one train step as a CUDA graph and return its replay: batch-1 SGD at width 50k
+    is otherwise bound by kernel launches, not by arithmetic. Warm-up steps run on a side stream (as
+    torch.cuda.graphs requires) and are then undone, so results do not depend on the capture."""
+    if not (args.cuda_graph and args.device.startswith("cuda")):
+        return step
+    backup = [t.detach().clone() for t in state_tensors]
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    with torch.no_grad():
+        for t, b in zip(state_tensors, backup):
+            t.copy_(b)
+    return graph.replay
+
+
+def halt_if_asked(args, phase, step):
+    """Testing aid: die abruptly, as a killed job would, to check that --resume ends the same."""
+    if args.halt_at == f"{phase}:{step}":
+        print(f"halting at {phase} step {step} (--halt_at)", flush=True)
+        os._exit(1)
+
+
+# ----------------------------------------------------------------------------------------------------
+# 4. Teacher training: a wide model on labels, checkpointed every --ckpt_every steps (step 0 included).
+
+def teacher_dir(args):
+    return os.path.join(args.teacher_dir or args.out, "ckpt", "teacher")
+
+
+def teacher_steps_in(run_dir):
+    folder = os.path.join(run_dir, "ckpt", "teacher")
+    if not os.path.isdir(folder):
+        return []
+    return sorted(int(f[5:-3]) for f in os.listdir(folder) if f.startswith("step_") and f.endswith(".pt"))
+
+
+def ckpt_path(folder, step):
+    return os.path.join(folder, f"step_{step:09d}.pt")
+
+
+def teacher_step(model, opt, x_buf, y_buf, loss_sum):
+    """One optimizer step of the teacher(s) on labels, reading the batch from x_buf, y_buf (S, B, ...)."""
+    def step():
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x_buf).flatten(0, 1), y_buf.flatten(), reduction="none")
+        loss = loss.view(y_buf.shape).mean(-1)  # (S,): one mean loss per stacked teacher
+        loss.sum().backward()
+        opt.step()
+        loss_sum.add_(loss.detach())
+    return step
+
+
+def train_teacher(args, heldout):
+    folder, state_path = teacher_dir(args), os.path.join(args.out, "ckpt", "teacher_state.pt")
+    metrics = os.path.join(args.out, "metrics.jsonl")
+    model = make_model(args, "teacher", 1, seeds=[args.teacher_seed])
+    opt = Optimizer(model.parameters(), args.teacher_optim, [args.teacher_lr], args.beta_pair)
+    gen = generator(args.device, args.teacher_seed, 1)
+    start = 0
+    if os.path.exists(state_path):
+        state = common.load_checkpoint(state_path, args.device)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        gen.set_state(state["gen"].cpu())
+        start = state["step"]
+        if start >= args.teacher_steps:
+            return
+        print(f"teacher: resuming at step {start}")
+    common.rewrite_jsonl(metrics, [r for r in common.read_jsonl(metrics)
+                                   if r["phase"] != "teacher" or r["step"] <= start])
+
+    x_buf = torch.zeros(1, args.teacher_batch, args.n, device=args.device)
+    y_buf = torch.zeros(1, args.teacher_batch, dtype=torch.long, device=args.device)
+    loss_sum = torch.zeros(1, device=args.device)
+    step = teacher_step(model, opt, x_buf, y_buf, loss_sum)
+
+    def checkpoint(step_no, acc):
+        sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        common.save_checkpoint({"model": sd, "step": step_no, "acc": acc}, ckpt_path(folder, step_no))
+        common.save_checkpoint({"model": model.state_dict(), "opt": opt.state_dict(), "step": step_no,
+                                "gen": gen.get_state()}, state_path)
+
+    if start == 0:
+        acc, loss = evaluate(model, *heldout)
+        common.append_jsonl(metrics, {"phase": "teacher", "step": 0, "acc": acc[0], "loss": loss[0]})
+        checkpoint(0, acc[0])
+    model.train()
+    run_step = compile_step(step, list(model.parameters()) + opt.tensors() + [loss_sum], args)
+    t0 = time.time()
+    for s0 in range(start, args.teacher_steps, args.eval_every):
+        n_steps = min(args.eval_every, args.teacher_steps - s0)
+        xs, ys = sample(gen, (n_steps, args.teacher_batch), args.n, args.support)
+        loss_sum.zero_()
+        for i in range(n_steps):
+            opt.factor.fill_(common.lr_factor(s0 + i, args.teacher_steps, args.teacher_schedule,
+                                              args.teacher_warmup, args.teacher_floor))
+            x_buf[0].copy_(xs[i])
+            y_buf[0].copy_(ys[i])
+            run_step()
+            halt_if_asked(args, "teacher", s0 + i + 1)
+        step_no = s0 + n_steps
+        train_loss = loss_sum.item() / n_steps
+        common.check_finite(train_loss, f"teacher training loss at step {step_no}")
+        acc, loss = evaluate(model, *heldout)
+        common.append_jsonl(metrics, {"phase": "teacher", "step": step_no, "acc": acc[0], "loss": loss[0],
+                                      "train_loss": train_loss})
+        if step_no % args.ckpt_every == 0 or step_no == args.teacher_steps:
+            checkpoint(step_no, acc[0])
+        if step_no % (10 * args.eval_every) == 0 or step_no == args.teacher_steps:
+            print(f"teacher step {step_no:>9d}  acc {acc[0]:.3f}  train loss {train_loss:.4f}  "
+                  f"({time.time() - t0:.0f}s)", flush=True)
+
+
+def teacher_curve(args):
+    """Eval accuracy at each saved teacher checkpoint (steps, accs), read from the checkpoint files."""
+    steps = teacher_steps_in(args.teacher_dir or args.out)
+    return steps, [load_teacher(teacher_dir(args), s, "cpu")["acc"] for s in steps]
+
+
+@lru_cache(maxsize=8)
+def load_teacher(folder, step, device):
+    return common.load_checkpoint(ckpt_path(folder, step), device)
+
+
+# ----------------------------------------------------------------------------------------------------
+# 5. The probe (Sec. 3.2, Fig. 3 middle): |E[chi_A(x) p(class 1 | x)]| for every in-support monomial A
+# of degree 1..k-1 and for random off-support monomials. A checkpoint inside the teacher's phase
+# transition correlates with in-support monomials far above the off-support level: the curriculum.
+
+def monomials(args):
+    """{degree: (in-support index lists, off-support index lists)}; off-support ones are fixed by seed."""
+    rng = random.Random(1234)
+    support = set(args.support)
+    out = {}
+    for d in range(1, args.k):
+        inside = [list(a) for a in itertools.combinations(args.support, d)]
+        outside, seen, tries = [], set(), 0
+        while len(outside) < args.probe_off and tries < 100 * args.probe_off:
+            a = tuple(sorted(rng.sample(range(args.n), d)))
+            tries += 1
+            if not set(a) <= support and a not in seen:
+                seen.add(a)
+                outside.append(list(a))
+        out[d] = (inside, outside)
+    return out
+
+
+def correlations(p, x, sets, chunk=2048):
+    """|mean_x chi_A(x) p(x)| for each index list A in `sets`; p (N,), x (N, n)."""
+    total = torch.zeros(len(sets), dtype=torch.float64, device=x.device)
+    for i in range(0, len(sets), chunk):
+        idx = torch.tensor(sets[i:i + chunk], device=x.device)  # all of one degree: (m, d)
+        chi = x[:, idx].prod(-1)  # (N, m)
+        total[i:i + chunk] = (p.double() @ chi.double()) / len(x)
+    return total.abs().cpu().tolist()
+
+
+@torch.no_grad()
+def run_probe(args):
+    folder = teacher_dir(args)
+    steps = teacher_steps_in(args.teacher_dir or args.out)
+    gen = generator(args.device, args.teacher_seed, 4)
+    x, y = sample(gen, (args.probe_samples,), args.n, args.support)
+    mons = monomials(args)
+    model = make_model(args, "teacher", 1)
+    model.eval()
+    res = {"steps": steps, "acc": [], "score": [], "degrees": {
+        str(d): {"in_support": {",".join(map(str, a)): [] for a in mons[d][0]}, "off_mean": [], "off_std": []}
+        for d in mons}}
+    for step in steps:
+        load_into(model, 0, load_teacher(folder, step, args.device)["model"])
+        p = torch.cat([torch.softmax(model(x[None, i:i + 4096]).float(), -1)[0, :, 1]
+                       for i in range(0, len(x), 4096)])
+        res["acc"].append(((p > 0.5).long() == y).float().mean().item())
+        ratios = []
+        for d, (inside, outside) in mons.items():
+            entry = res["degrees"][str(d)]
+            for a, c in zip(inside, correlations(p, x, inside)):
+                entry["in_support"][",".join(map(str, a))].append(c)
+            off = correlations(p, x, outside)
+            m, sd = common.mean_std(off)
+            entry["off_mean"].append(m)
+            entry["off_std"].append(sd)
+            ratios.append(sum(entry["in_support"][k][-1] for k in entry["in_support"]) / len(inside) / max(m, 1e-12))
+        res["score"].append(max(ratios))  # in-support mean / off-support mean, best degree
+    best = max(range(len(steps)), key=lambda i: res["score"][i])
+    res["auto_ckpt"] = steps[best]
+    res["auto_degree"] = 1 + max(range(len(mons)), key=lambda j: in_over_off(res, j + 1, best))
+    return res
+
+
+def in_over_off(probe, d, i):
+    """Mean in-support correlation over off-support mean, degree d, checkpoint index i."""
+    e = probe["degrees"][str(d)]
+    inside = sum(v[i] for v in e["in_support"].values()) / len(e["in_support"])
+    return inside / max(e["off_mean"][i], 1e-12)
+
+
+def fig3_checkpoints(args, probe):
+    """Stage-1 checkpoints before, inside and after the transition (Fig. 3 right): inside is the probe's
+    choice; before is half its step; after is halfway from the teacher's first 99% to its final step."""
+    steps, accs = probe["steps"], probe["acc"]
+    nearest = lambda t: min(steps, key=lambda s: abs(s - t))
+    inside = probe["auto_ckpt"]
+    if args.fig3 != "auto":
+        before, after = common.parse_list(args.fig3, int, "--fig3")
+        for s in (before, after):
+            if s not in steps:
+                fail("--fig3", f"{s} is not a teacher checkpoint")
+        return before, inside, after
+    t99 = common.steps_to(steps, accs, 0.99)
+    after = nearest(((t99 if t99 is not None else steps[-1]) + steps[-1]) / 2)
+    return nearest(inside / 2), inside, after
+
+
+# ----------------------------------------------------------------------------------------------------
+# 6. Students (Sec. 3, Fig. 1; Alg. 1). Every method, learning rate and seed is one slice of one stacked
+# model. Each distillation method owns a "slot" of a stacked teacher whose weights are swapped for the
+# checkpoint that the method's schedule asks for at the current step.
+
+def schedule_ckpt(method, t, steps, args, stage1=None):
+    """Teacher checkpoint step that `method` learns from at student step t; `steps` are the saved ones."""
+    final = steps[-1]
+    if method == "oneshot":
+        return final
+    if method == "progressive":  # the first saved checkpoint at or after t x speed (paper_spec 1.3)
+        target = t * args.speed
+        return next((s for s in steps if s >= target), final)
+    if method.startswith("two_shot"):  # Alg. 1: stage-1 checkpoint for T steps, then the final one
+        return stage1 if t < args.T else final
+    raise ValueError(method)
+
+
+def student_specs(args, methods, stage1):
+    """One spec per stacked student: method x lr x seed (same seed => same init and data)."""
+    specs = []
+    for method in methods:
+        for lr in args.lrs:
+            for seed in args.seed_list:
+                specs.append({"method": method, "lr": lr, "seed": seed, "stage1": stage1.get(method)})
+    return specs
+
+
+class TeacherSlots:
+    """The teacher checkpoints that the distillation students need at the current step, stacked so that
+    one batched forward serves them all. Methods that want the same checkpoint share a row, so after
+    two_shot's switch (and for one-shot) the final teacher runs once, not once per method."""
+
+    def __init__(self, args, specs, saved, fixed_rows):
+        self.args, self.saved = args, saved
+        self.methods = list(dict.fromkeys(sp["method"] for sp in specs if sp["method"] != "ce"))
+        self.stage1 = {sp["method"]: sp["stage1"] for sp in specs}
+        self.student_method = [sp["method"] for sp in specs]
+        self.model = make_model(args, "teacher", max(1, len(self.methods))).eval()
+        self.rows = []  # checkpoint step held by each row
+        self.fixed_rows = fixed_rows  # CUDA graphs need static shapes: then every row runs every step
+        self.row_of_student = torch.zeros(len(specs), dtype=torch.long, device=args.device)
+        self.active = len(self.methods)
+
+    def refresh(self, t):
+        want = {m: schedule_ckpt(m, t, self.saved, self.args, self.stage1[m]) for m in self.methods}
+        rows = sorted(set(want.values()))
+        if self.fixed_rows:
+            rows += [rows[-1]] * (len(self.methods) - len(rows))
+        if rows == self.rows:
+            return
+        for i, step in enumerate(rows):
+            if i >= len(self.rows) or self.rows[i] != step:
+                load_into(self.model, i, load_teacher(teacher_dir(self.args), step, self.args.device)["model"])
+        self.rows, self.active = rows, len(rows)
+        index = [rows.index(want[m]) if m in want else 0 for m in self.student_method]
+        self.row_of_student.copy_(torch.tensor(index))
+
+    @torch.no_grad()
+    def logits(self, x):
+        """x: (N, n) -> teacher logits (active rows, N, 2)."""
+        params = {k: v[:self.active] for k, v in self.model.named_parameters()}
+        return torch.func.functional_call(self.model, params, (x.expand(self.active, -1, -1),))
+
+
+def student_step(args, specs, model, opt, slots, x_buf, y_buf, loss_sum):
+    """One optimizer step of all stacked students on the batch in x_buf (seeds, B, n): CE students on
+    labels, the others on softmax(teacher / temperature) of their current checkpoint (Sec. 2)."""
+    seed_idx = torch.tensor([args.seed_list.index(sp["seed"]) for sp in specs], device=args.device)
+    is_distill = torch.tensor([sp["method"] != "ce" for sp in specs], device=args.device)
+    nS, B = x_buf.shape[:2]
+
+    def step():
+        opt.zero_grad()
+        targets = F.one_hot(y_buf, 2).float()[seed_idx]  # (S, B, 2): labels for CE students
+        if slots is not None:
+            t_logits = slots.logits(x_buf.reshape(nS * B, -1)).view(-1, nS, B, 2)
+            q = common.distill_targets(t_logits, args.temperature)[slots.row_of_student, seed_idx]
+            targets = torch.where(is_distill[:, None, None], args.alpha * targets + (1 - args.alpha) * q, targets)
+        loss = common.soft_cross_entropy(model(x_buf[seed_idx]), targets).mean(-1)  # (S,)
+        loss.sum().backward()  # students are independent: the sum gives each its own gradient
+        opt.step()
+        loss_sum.add_(loss.detach())
+    return step
+
+
+def train_students(args, specs, heldout):
+    """Train all students together; return their eval history. Resumable from ckpt/students_state.pt."""
+    state_path = os.path.join(args.out, "ckpt", "students_state.pt")
+    metrics = os.path.join(args.out, "metrics.jsonl")
+    device, S = args.device, len(specs)
+    seeds = args.seed_list
+    methods = list(dict.fromkeys(sp["method"] for sp in specs))
+    slots = None
+    if any(m != "ce" for m in methods):
+        graphed = bool(args.cuda_graph and device.startswith("cuda"))
+        slots = TeacherSlots(args, specs, teacher_steps_in(args.teacher_dir or args.out), graphed)
+
+    model = make_model(args, "student", S, seeds=[sp["seed"] for sp in specs])
+    opt = Optimizer(model.parameters(), args.optim, [sp["lr"] for sp in specs], args.beta_pair)
+    gens = [generator(device, s, 2) for s in seeds]
+    history = {"steps": [], "acc": [], "loss": []}
+    start = 0
+    if os.path.exists(state_path):
+        state = common.load_checkpoint(state_path, device)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        for g, st in zip(gens, state["gens"]):
+            g.set_state(st.cpu())
+        history = {k: v for k, v in state["history"].items()}
+        start = state["step"]
+        print(f"students: resuming at step {start}")
+    common.rewrite_jsonl(metrics, [r for r in common.read_jsonl(metrics)
+                                   if r["phase"] != "students" or r["step"] <= start])
+    names = [f"{sp['method']}/lr={sp['lr']:g}/seed={sp['seed']}" for sp in specs]
+
+    def log_eval(step_no, train_loss=None):
+        acc, loss = evaluate(model, *heldout)
+        history["steps"].append(step_no)
+        history["acc"].append(acc)
+        history["loss"].append(loss)
+        rec = {"phase": "students", "step": step_no, "acc": dict(zip(names, acc))}
+        if train_loss is not None:
+            rec["train_loss"] = dict(zip(names, train_loss))
+        common.append_jsonl(metrics, rec)
+        return acc
+
+    x_buf = torch.zeros(len(seeds), args.batch, args.n, device=device)
+    y_buf = torch.zeros(len(seeds), args.batch, dtype=torch.long, device=device)
+    loss_sum = torch.zeros(S, device=device)
+    step = student_step(args, specs, model, opt, slots, x_buf, y_buf, loss_sum)
+    refresh_slots = slots.refresh if slots is not None else (lambda t: None)
+    if start == 0:
+        log_eval(0)
+    model.train()
+    refresh_slots(start)
+    run_step = compile_step(step, list(model.parameters()) + opt.tensors() + [loss_sum], args)
+    t0 = time.time()
+    for s0 in range(start, args.steps, args.eval_every):
+        n_steps = min(args.eval_every, args.steps - s0)
+        chunk = [sample(g, (n_steps, args.batch), args.n, args.support) for g in gens]
+        loss_sum.zero_()
+        for i in range(n_steps):
+            refresh_slots(s0 + i)
+            opt.factor.fill_(common.lr_factor(s0 + i, args.steps, args.schedule, args.warmup, args.floor))
+            for j, (xs, ys) in enumerate(chunk):
+                x_buf[j].copy_(xs[i])
+                y_buf[j].copy_(ys[i])
+            run_step()
+            halt_if_asked(args, "students", s0 + i + 1)
+        step_no = s0 + n_steps
+        train_loss = (loss_sum / n_steps).cpu().tolist()
+        bad = [nm for nm, v in zip(names, train_loss) if not math.isfinite(v)]
+        if bad:
+            common.check_finite(float("nan"), f"training loss of {', '.join(bad)} at step {step_no}")
+        acc = log_eval(step_no, train_loss)
+        if step_no % args.save_every == 0 or step_no == args.steps:
+            common.save_checkpoint({"model": model.state_dict(), "opt": opt.state_dict(), "step": step_no,
+                                    "gens": [g.get_state() for g in gens], "history": history}, state_path)
+        if step_no % (10 * args.eval_every) == 0 or step_no == args.steps:
+            summary = "  ".join(f"{m} {max(a for a, sp in zip(acc, specs) if sp['method'] == m):.3f}"
+                                for m in methods)
+            print(f"students step {step_no:>9d}  best acc: {summary}  ({time.time() - t0:.0f}s)", flush=True)
+    return history
+
+
+def summarize_students(args, specs, history):
+    """Per method: per-lr results, and the best lr (fewest mean steps to 90%, unreached counted as the
+    budget; ties broken by final accuracy), the paper's protocol of reporting each method tuned."""
+    steps = history["steps"]
+    out = {}
+    for method in dict.fromkeys(sp["method"] for sp in specs):
+        by_lr = {}
+        for lr in args.lrs:
+            idx = [i for i, sp in enumerate(specs) if sp["method"] == method and sp["lr"] == lr]
+            curves = [[row[i] for row in history["acc"]] for i in idx]
+            by_lr[f"{lr:g}"] = {
+                "lr": lr, "seeds": [specs[i]["seed"] for i in idx], "final_acc": [c[-1] for c in curves],
+                "steps_to": {str(th): [common.steps_to(steps, c, th) for c in curves] for th in THRESHOLDS},
+                "acc": curves}
+        budget = lambda r: sum(args.steps if s is None else s for s in r["steps_to"]["0.9"])
+        best = min(by_lr.values(), key=lambda r: (budget(r), -sum(r["final_acc"])))
+        out[method] = {**{k: v for k, v in best.items() if k != "acc"}, "stage1": specs[
+            [sp["method"] for sp in specs].index(method)]["stage1"], "acc": best["acc"],
+            "by_lr": {k: {kk: vv for kk, vv in v.items() if kk != "acc"} for k, v in by_lr.items()}}
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# 7. "Wider learns faster" (Sec. 3, Fig. 2): steps to 95% against teacher width or number of heads.
+
+def run_sweep(args, heldout):
+    path = os.path.join(args.out, "sweep.json")
+    done = common.read_json(path) if os.path.exists(path) else {}
+    for size in args.sweep_list:
+        if str(size) in done:
+            continue
+        kw = {"width": size} if args.arch == "mlp" else {"heads": size}
+        model = make_model(args, "teacher", len(args.seed_list), seeds=args.seed_list, **kw)
+        opt = Optimizer(model.parameters(), args.teacher_optim, [args.teacher_lr] * len(args.seed_list),
+                        args.beta_pair)
+        gens = [generator(args.device, s, 1) for s in args.seed_list]
+        reached = [None] * len(args.seed_list)
+        t0 = time.time()
+        for s0 in range(0, args.sweep_steps, args.eval_every):
+            n_steps = min(args.eval_every, args.sweep_steps - s0)
+            chunk = [sample(g, (n_steps, args.teacher_batch), args.n, args.support) for g in gens]
+            xs, ys = torch.stack([c[0] for c in chunk], 1), torch.stack([c[1] for c in chunk], 1)
+            for i in range(n_steps):
+                opt.factor.fill_(common.lr_factor(s0 + i, args.sweep_steps, args.teacher_schedule,
+                                                  args.teacher_warmup, args.teacher_floor))
+                opt.zero_grad()
+                logits = model(xs[i])
+                F.cross_entropy(logits.flatten(0, 1), ys[i].flatten(), reduction="sum").div(
+                    args.teacher_batch).backward()
+                opt.step()
+            acc, _ = evaluate(model, *heldout)
+            for j, a in enumerate(acc):
+                if reached[j] is None and a >= 0.95:
+                    reached[j] = s0 + n_steps
+            if all(r is not None for r in reached):
+                break
+        done[str(size)] = reached
+        common.write_json(done, path)
+        print(f"sweep {'width' if args.arch == 'mlp' else 'heads'} {size}: steps to 95% {reached} "
+              f"({time.time() - t0:.0f}s)", flush=True)
+    return {"sizes": args.sweep_list, "kind": "width" if args.arch == "mlp" else "heads",
+            "budget": args.sweep_steps, "steps_to_0.95": [done[str(s)] for s in args.sweep_list]}
+
+
+# ----------------------------------------------------------------------------------------------------
+# 8. Results: table, results.json and figures.
+
+def fmt_steps(values, budget):
+    vals = [budget if v is None else v for v in values]
+    m, sd = common.mean_std(vals)
+    hit = sum(v is not None for v in values)
+    return f"{m:.0f} ± {sd:.0f}" + ("" if hit == len(values) else f" ({hit}/{len(values)} reached)")
+
+
+def print_table(results, args):
+    rows = []
+    t = results.get("teacher")
+    if t:
+        rows.append(["teacher", f"{args.teacher_lr:g}", t["steps_to"]["0.9"], t["steps_to"]["0.95"],
+                     f"{t['final_acc']:.3f}"])
+    for method, r in results.get("students", {}).items():
+        m, sd = common.mean_std(r["final_acc"])
+        rows.append([method + (f" (ckpt {r['stage1']})" if r.get("stage1") is not None else ""), f"{r['lr']:g}",
+                     fmt_steps(r["steps_to"]["0.9"], args.steps), fmt_steps(r["steps_to"]["0.95"], args.steps),
+                     f"{m:.3f} ± {sd:.3f}"])
+    if rows:
+        print("\n" + common.format_table(["method", "lr", "steps to 90%", "steps to 95%", "final acc"], rows))
+
+
+def claim_checks(results, args):
+    """The acceptance checks of the README, computed from this run (per seed, each method at its best lr)."""
+    st, checks = results.get("students", {}), {}
+    budget = lambda v: args.steps if v is None else v
+    fast = [m for m in ("progressive", "two_shot") if m in st]
+    slow = [m for m in ("ce", "oneshot") if m in st]
+    if fast and slow:
+        checks["half_the_steps_every_seed"] = all(
+            budget(f) <= 0.5 * budget(s) for a in fast for b in slow
+            for f, s in zip(st[a]["steps_to"]["0.9"], st[b]["steps_to"]["0.9"]))
+    probe = results.get("probe")
+    if probe:
+        i = probe["steps"].index(results.get("two_shot_ckpt", probe["auto_ckpt"]))
+        ratios = {d: in_over_off(probe, int(d), i) for d in probe["degrees"]}
+        checks["chosen_ckpt_in_over_off"] = ratios
+        checks["chosen_ckpt_3x"] = max(ratios.values()) >= 3
+        checks["final_ckpt_in_over_off"] = {d: in_over_off(probe, int(d), len(probe["steps"]) - 1)
+                                            for d in probe["degrees"]}
+    return checks
+
+
+def make_figures(results, args):
+    plt = common.plt()
+    st, teacher, probe = results.get("students", {}), results.get("teacher"), results.get("probe")
+    colors = {"teacher": "k", "ce": "tab:blue", "oneshot": "tab:orange", "progressive": "tab:green",
+              "two_shot": "tab:red", "two_shot_before": "tab:purple", "two_shot_after": "tab:brown"}
+    title = f"{args.arch.upper()} on ({args.n},{args.k})-sparse parity"
+    if st or teacher:  # Fig. 1 left / middle
+        fig, ax = plt.subplots(figsize=(6, 4))
+        if teacher:
+            ax.plot(teacher["steps"], teacher["acc"], "--", color="k", label="teacher")
+        for m in ("ce", "oneshot", "progressive", "two_shot"):
+            if m in st:  # one-shot dotted: at temperature ~0 it can coincide with CE (the final teacher = labels)
+                common.plot_band(ax, results["student_steps"], st[m]["acc"],
+                                 f"{m} (lr {st[m]['lr']:g})", colors[m], ":" if m == "oneshot" else "-")
+        ax.set(xlabel="training steps", ylabel="held-out accuracy", title=title, ylim=(0.4, 1.02))
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(os.path.join(args.out, "fig1_accuracy.png"), dpi=120)
+        plt.close(fig)
+    if probe:  # Fig. 3
+        chosen, d = results.get("two_shot_ckpt", probe["auto_ckpt"]), probe["auto_degree"]
+        two_shots = [m for m in ("two_shot_before", "two_shot", "two_shot_after") if m in st]
+        fig, axes = plt.subplots(1, 3 if two_shots else 2, figsize=(15 if two_shots else 10, 4))
+        axes[0].plot(probe["steps"], probe["acc"], "k-")
+        for name, s in zip(("before", "inside", "after"), results.get("fig3_ckpts", [chosen])):
+            i = probe["steps"].index(s)
+            axes[0].plot(s, probe["acc"][i], "o", label=f"{name}: {s}")
+        axes[0].set(xlabel="teacher steps", ylabel="accuracy", title="teacher accuracy, candidates")
+        axes[0].legend(fontsize=8)
+        plot_degree(axes[1], probe, d, chosen)
+        ax = axes[-1]
+        for m, label in (("two_shot_before", "before"), ("two_shot", "inside"), ("two_shot_after", "after"),
+                         ("oneshot", "one-shot")):
+            if m in st:
+                extra = f" (ckpt {st[m]['stage1']})" if st[m].get("stage1") is not None else ""
+                common.plot_band(ax, results["student_steps"], st[m]["acc"], label + extra, colors[m])
+        if two_shots:
+            ax.axvline(args.T, color="gray", ls=":", lw=1)
+            ax.set(xlabel="student steps", ylabel="accuracy", title=f"(2,{args.T})-progressive", ylim=(0.4, 1.02))
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(os.path.join(args.out, "fig3_curriculum.png"), dpi=120)
+        plt.close(fig)
+        degrees = sorted(int(k) for k in probe["degrees"])
+        fig, axes = plt.subplots(1, len(degrees), figsize=(4 * len(degrees), 3.5), squeeze=False)
+        for ax, deg in zip(axes[0], degrees):
+            plot_degree(ax, probe, deg, chosen)
+        fig.tight_layout()
+        fig.savefig(os.path.join(args.out, "probe_degrees.png"), dpi=120)
+        plt.close(fig)
+    sweep = results.get("sweep")
+    if sweep:
+        fig, ax = plt.subplots(figsize=(5, 4))
+        vals = [[sweep["budget"] if v is None else v for v in row] for row in sweep["steps_to_0.95"]]
+        ax.errorbar(sweep["sizes"], [sum(v) / len(v) for v in vals],
+                    yerr=[[sum(v) / len(v) - min(v) for v in vals], [max(v) - sum(v) / len(v) for v in vals]],
+                    fmt="o-", capsize=3)
+        ax.axhline(sweep["budget"], color="gray", ls=":", lw=1, label="budget (not reached)")
+        ax.set(xscale="log", yscale="log", xlabel=f"teacher {sweep['kind']}", ylabel="steps to 95%",
+               title=title)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(os.path.join(args.out, "sweep.png"), dpi=120)
+        plt.close(fig)
+
+
+def plot_degree(ax, probe, d, chosen):
+    e = probe["degrees"][str(d)]
+    for name, vals in e["in_support"].items():
+        ax.plot(probe["steps"], vals, lw=1, label="{" + name + "}" if len(e["in_support"]) <= 6 else None)
+    m = torch.tensor(e["off_mean"])
+    sd = torch.tensor(e["off_std"])
+    ax.plot(probe["steps"], m, "k--", lw=1, label="off-support mean ± std")
+    ax.fill_between(probe["steps"], (m - sd).clamp(min=0), m + sd, color="gray", alpha=0.3, lw=0)
+    ax.axvline(chosen, color="gray", ls=":", lw=1)
+    ax.set(xlabel="teacher steps", ylabel="|E[chi_A(x) p(x)]|", title=f"degree-{d} monomials")
+    ax.legend(fontsize=7)
+
+
+# ----------------------------------------------------------------------------------------------------
+# 9. Benchmark: samples/s and achieved GFLOP/s against a measured matmul peak.
+
+def flops_per_sample(args, role, heads=None, width=None):
+    """Forward multiply-adds x 2 per sample (attention included); a train step costs about 3x this."""
+    n = args.n
+    if args.arch == "mlp":
+        w = width or (args.teacher_width if role == "teacher" else args.student_width)
+        return 2 * (n * w + 2 * w)
+    d = (heads or (args.teacher_heads if role == "teacher" else args.student_heads)) * args.head_dim
+    per_token = args.layers * (12 * d * d + 2 * n * d)  # qkv+proj+mlp, and QK^T, AV (causal: ~half)
+    return 2 * n * per_token
+
+
+def bench(args):
+    device = torch.device(args.device)
+    sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)
+    size = 4096 if device.type == "cuda" else 1024
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    for _ in range(3):
+        a @ b
+    sync()
+    t0, reps = time.time(), 0
+    while time.time() - t0 < 1.0:
+        a @ b
+        reps += 1
+    sync()
+    peak = 2 * size ** 3 * reps / (time.time() - t0) / 1e9
+    print(f"device {args.device}: fp32 matmul peak {peak:.0f} GFLOP/s ({size}x{size})")
+
+    # Teacher: the real train step (CUDA graph included), timed over --bench_steps.
+    model = make_model(args, "teacher", 1, seeds=[0])
+    opt = Optimizer(model.parameters(), args.teacher_optim, [args.teacher_lr], args.beta_pair)
+    gen = generator(args.device, 0, 1)
+    xs, ys = sample(gen, (args.bench_steps, 1, args.teacher_batch), args.n, args.support)
+    x_buf, y_buf, loss = xs[0].clone(), ys[0].clone(), torch.zeros(1, device=device)
+    run = compile_step(teacher_step(model, opt, x_buf, y_buf, loss),
+                       list(model.parameters()) + opt.tensors() + [loss], args)
+    rate = time_steps(run, lambda i: (x_buf.copy_(xs[i]), y_buf.copy_(ys[i])), args, sync)
+    f = 3 * flops_per_sample(args, "teacher") * args.teacher_batch
+    print(f"teacher step: {rate * args.teacher_batch:,.0f} samples/s, {rate:,.0f} steps/s, "
+          f"{rate * f / 1e9:.1f} GFLOP/s ({100 * rate * f / 1e9 / peak:.1f}% of peak)")
+    common.check_finite(loss.item(), "benchmark teacher loss")
+
+    # Students: the four methods x lrs x seeds of a run, in the steady state of progressive
+    # distillation: two teacher rows (the current progressive checkpoint and the final one).
+    specs = student_specs(args, ["ce", "oneshot", "progressive", "two_shot"], {"two_shot": 0})
+    S, nS = len(specs), len(args.seed_list)
+    students = make_model(args, "student", S, seeds=[sp["seed"] for sp in specs])
+    sopt = Optimizer(students.parameters(), args.optim, [sp["lr"] for sp in specs], args.beta_pair)
+    slots = TeacherSlots(args, specs, [], fixed_rows=True)
+    slots.model.reset([torch.Generator().manual_seed(i) for i in range(len(slots.methods))])
+    slots.active = 2
+    slots.row_of_student.copy_(torch.tensor([int(sp["method"] == "progressive") for sp in specs]))
+    xs, ys = sample(gen, (args.bench_steps, nS, args.batch), args.n, args.support)
+    x_buf, y_buf, loss = xs[0].clone(), ys[0].clone(), torch.zeros(S, device=device)
+    run = compile_step(student_step(args, specs, students, sopt, slots, x_buf, y_buf, loss),
+                       list(students.parameters()) + sopt.tensors() + [loss], args)
+    rate = time_steps(run, lambda i: (x_buf.copy_(xs[i]), y_buf.copy_(ys[i])), args, sync)
+    f_student = 3 * flops_per_sample(args, "student") * S * args.batch
+    f_teacher = flops_per_sample(args, "teacher") * 2 * nS * args.batch
+    print(f"student step ({S} students = 4 methods x {len(args.lrs)} lrs x {nS} seeds; 2 teacher rows): "
+          f"{rate * S * args.batch:,.0f} student samples/s, {rate:,.0f} steps/s, "
+          f"{rate * (f_student + f_teacher) / 1e9:.1f} GFLOP/s "
+          f"({100 * rate * (f_student + f_teacher) / 1e9 / peak:.1f}% of peak; "
+          f"teacher forward = {100 * f_teacher / (f_student + f_teacher):.0f}% of the FLOPs)")
+    common.check_finite(loss.sum().item(), "benchmark student loss")
+
+
+def time_steps(run, feed, args, sync):
+    for i in range(min(5, args.bench_steps)):
+        feed(i)
+        run()
+    sync()
+    t0 = time.time()
+    for i in range(args.bench_steps):
+        feed(i)
+        run()
+    sync()
+    return args.bench_steps / (time.time() - t0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# 10. Main: teacher -> probe -> students -> results.
+
+def config_of(args):
+    skip = {"resume", "halt_at", "bench", "bench_steps", "lrs", "seed_list", "beta_pair", "sweep_list"}
+    return {k: v for k, v in vars(args).items() if k not in skip}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.manual_seed(args.teacher_seed)  # dropout masks; everything else uses its own generator
+    if args.device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True
+    if args.bench:
+        return bench(args)
+    results_path = os.path.join(args.out, "results.json")
+    common.prepare_run_dir(args.out, config_of(args), args.resume)
+    heldout = sample(generator(args.device, 12345, 3), (args.eval_size,), args.n, args.support)
+    results = {"config": config_of(args)}
+    t_start = time.time()
+
+    if args.mode == "sweep":
+        results["sweep"] = run_sweep(args, heldout)
+        for size, row in zip(results["sweep"]["sizes"], results["sweep"]["steps_to_0.95"]):
+            print(f"{results['sweep']['kind']} {size}: steps to 95% {fmt_steps(row, args.sweep_steps)}")
+    else:
+        needs_teacher = args.mode != "ce" or args.teacher_dir is not None
+        if needs_teacher and args.teacher_dir is None:
+            train_teacher(args, heldout)
+        if needs_teacher:
+            steps, accs = teacher_curve(args)
+            results["teacher"] = {"steps": steps, "acc": accs, "final_acc": accs[-1],
+                                  "steps_to": {str(th): common.steps_to(steps, accs, th) for th in THRESHOLDS}}
+        wants_probe = args.mode in ("all", "probe") or (args.mode == "two_shot" and args.ckpt == "auto")
+        if wants_probe:
+            probe_path = os.path.join(args.out, "probe.json")
+            if os.path.exists(probe_path) and args.resume:
+                results["probe"] = common.read_json(probe_path)
+            else:
+                t0 = time.time()
+                results["probe"] = run_probe(args)
+                common.write_json(results["probe"], probe_path)
+                print(f"probe: {len(results['probe']['steps'])} checkpoints in {time.time() - t0:.0f}s; "
+                      f"strongest in-support signal at step {results['probe']['auto_ckpt']} "
+                      f"(degree {results['probe']['auto_degree']})")
+        if args.mode in ("all", "two_shot"):
+            chosen = results["probe"]["auto_ckpt"] if args.ckpt == "auto" else int(args.ckpt)
+            results["two_shot_ckpt"] = chosen
+            print(f"two_shot: stage-1 checkpoint {chosen} ({'picked by the probe' if args.ckpt == 'auto' else '--ckpt'})"
+                  f", then the final one after T={args.T} steps")
+        methods = {"all": ["ce", "oneshot", "progressive", "two_shot", "two_shot_before", "two_shot_after"],
+                   "teacher": [], "probe": []}.get(args.mode, [args.mode])
+        stage1 = {}
+        if "two_shot" in methods:
+            stage1["two_shot"] = results["two_shot_ckpt"]
+        if "two_shot_before" in methods:
+            before, inside, after = fig3_checkpoints(args, results["probe"])
+            results["fig3_ckpts"] = [before, inside, after]
+            stage1.update(two_shot_before=before, two_shot_after=after)
+        if methods:
+            specs = student_specs(args, methods, stage1)
+            print(f"students: {len(specs)} stacked ({len(methods)} methods x {len(args.lrs)} lrs x "
+                  f"{len(args.seed_list)} seeds), {args.steps} steps")
+            history = train_students(args, specs, heldout)
+            results["student_steps"] = history["steps"]
+            results["students"] = summarize_students(args, specs, history)
+
+    results["checks"] = claim_checks(results, args)
+    common.write_json(results, results_path)
+    print_table(results, args)
+    if results["checks"]:
+        print("\nchecks:", {k: v for k, v in results["checks"].items() if isinstance(v, bool)})
+    make_figures(results, args)
+    print(f"\nwrote {results_path} and figures to {args.out}/ in {time.time() - t_start:.0f}s")
+    return results
+
+
+if __name__ == "__main__":
+    main()
