@@ -45,6 +45,23 @@ def parse_list(text, kind, flag):
     return values
 
 
+def check_lr_seeds_betas(args):
+    """The optimiser flags every script shares: --lr (overrides --lr_grid), --lr_grid, --seeds, --betas."""
+    if args.lr is not None:
+        if not args.lr > 0:
+            fail("--lr", f"must be positive, got {args.lr}")
+        args.lr_grid = str(args.lr)
+    args.lrs = parse_list(args.lr_grid, float, "--lr_grid")
+    if any(not lr > 0 for lr in args.lrs):
+        fail("--lr_grid", f"learning rates must be positive, got {args.lr_grid}")
+    args.seed_list = parse_list(args.seeds, int, "--seeds")
+    if len(set(args.seed_list)) != len(args.seed_list):
+        fail("--seeds", f"seeds must be distinct, got {args.seeds}")
+    args.beta_pair = tuple(parse_list(args.betas, float, "--betas"))
+    if len(args.beta_pair) != 2 or not all(0 <= b < 1 for b in args.beta_pair):
+        fail("--betas", f"expected two numbers in [0, 1), got {args.betas}")
+
+
 def pick_device(name):
     """'auto' picks cuda, then mps, then cpu (DEVELOPERS.md); anything else must be a valid torch device."""
     if name == "auto":
