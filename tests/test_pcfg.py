@@ -1,0 +1,395 @@
+"""Tests of pcfg.py: grammars, sampler, masking, boundary labels, model masks, schedules, probes, phases,
+faults, resume, and smoke runs of every mode for both objectives."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import pcfg
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny smoke models run fastest on one thread (and a shared machine stays usable)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def args_for(*argv):
+    return pcfg.parse_args(["--out", "/nonexistent/unused", *argv])
+
+
+def run_cli(*argv, cwd=ROOT):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "pcfg.py"), *argv], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+# ---------------------------------------------------------------------------------------------------- grammars
+
+def test_grammars_have_the_official_rule_counts_and_probabilities():
+    counts = {name: sum(len(a) for a in pcfg.grammar(name)["rules"].values()) for name in pcfg.GRAMMARS}
+    assert counts == {"cfg3b": 31, "cfg3f": 54, "cfg3g": 48, "cfg3h": 39, "cfg3i": 32}  # pcfg_spec section 1
+    assert pcfg.uniform_probs(2) == [0.5, 0.5]
+    assert pcfg.uniform_probs(3)[:2] == [0.333, 0.333] and abs(pcfg.uniform_probs(3)[2] - 0.334) < 1e-12
+    assert pcfg.uniform_probs(4) == [0.25] * 4
+    g = pcfg.grammar("cfg3b")
+    assert g["rules"]["s"] == [["r", "q"], ["q", "p"]] and g["rules"]["f"] == [["c", "b", "a"]]
+    assert g["max_len"] == 432  # longest possible cfg3b sentence (pcfg_spec 1.4: 161..432)
+
+
+def parse_back(g, tokens, anc, ends):
+    """Rebuild the tree of one sentence from its ancestor table: the depth-d spans end where ends[:, d];
+    each span's children (the depth-d+1 spans inside it) must be a right-hand side of its symbol."""
+    D = anc.shape[1]
+    assert (anc[:, 0] == pcfg.SYMBOLS.index("s")).all() and ends[-1].all() and ends[:, D - 1].all()
+    spans = []
+    for d in range(D):
+        cuts = np.flatnonzero(ends[:, d]) + 1
+        starts = np.concatenate([[0], cuts[:-1]])
+        spans.append(list(zip(starts, cuts)))
+        for a, b in spans[d]:
+            assert (anc[a:b, d] == anc[a, d]).all()  # one ancestor per span
+    for d in range(D - 1):
+        for a, b in spans[d]:
+            kids = [pcfg.SYMBOLS[anc[x, d + 1]] for x, y in spans[d + 1] if a <= x and y <= b]
+            assert kids in g["rules"][pcfg.SYMBOLS[anc[a, d]]]
+    for x, (a, b) in enumerate(spans[D - 1]):  # preterminal -> its own token
+        assert b - a == 1 and tokens[a] == pcfg.TOKENS[pcfg.SYMBOLS[anc[a, D - 1]]]
+
+
+@pytest.mark.parametrize("name", sorted(pcfg.GRAMMARS))
+def test_every_sampled_sentence_parses_back_under_its_grammar(name):
+    g = pcfg.grammar(name)
+    s = pcfg.sample_sentences(g, 100, pcfg.rng_for(0, 9))
+    for i in range(100):
+        a, b = s["offsets"][i], s["offsets"][i + 1]
+        parse_back(g, s["tokens"][a:b], s["anc"][a:b], s["ends"][a:b])
+
+
+def test_sentence_lengths_match_the_grammar():
+    s = pcfg.sample_sentences(pcfg.grammar("cfg3b"), 4000, pcfg.rng_for(1, 9))
+    lengths = np.diff(s["offsets"])
+    assert 161 <= lengths.min() and lengths.max() <= 432
+    assert abs(lengths.mean() - 294.0) < 3  # analytic E[len] = 294.0 (pcfg_spec 1.4); SE about 1
+
+
+def test_crops_and_whole_sentences_keep_tokens_and_annotations_aligned():
+    g = pcfg.grammar("cfg3f")
+    ids, anc, ends = pcfg.sample_batch(g, 50, pcfg.rng_for(0, 8), 0)
+    assert (ids[:, 0] == pcfg.BOS).all() and (anc[:, 0] == -1).all() and not ends[:, 0].any()
+    pad = ids == pcfg.PAD
+    assert (anc[pad] == -1).all() and not ends[pad].any()
+    real = anc[..., 0] >= 0
+    assert (ids[real] < 3).all() and (ids[real] == torch.from_numpy(g["token_of"])[anc[real][:, 6]]).all()
+    ids2, anc2, _ = pcfg.sample_batch(g, 50, pcfg.rng_for(0, 8), 16)  # same sentences, random windows
+    assert ids2.shape == (50, 16)
+    for i in range(50):
+        row = ids[i][ids[i] != pcfg.PAD].tolist()
+        crop = ids2[i].tolist()
+        assert any(row[k:k + 16] == crop for k in range(len(row) - 15))
+
+
+def test_cached_training_data_equals_the_on_the_fly_stream(tmp_path):
+    args = pcfg.parse_args(["--preset", "smoke", "--out", str(tmp_path), "--cache_data", "1"])
+    cached = pcfg.train_batch(args, 0, 2, 7)
+    args.cache_data = 0
+    fresh = pcfg.train_batch(args, 0, 2, 7)
+    assert all(torch.equal(a, b) for a, b in zip(cached, fresh))
+    assert os.listdir(tmp_path / "data")
+
+
+# ---------------------------------------------------------------------------------------------------- targets
+
+def test_masking_proportions_and_key_hiding():
+    ids = torch.randint(0, 3, (400, 100))
+    ids[:, 90:] = pcfg.PAD
+    can = ids != pcfg.PAD
+    gen = torch.Generator().manual_seed(0)
+    x, y, km = pcfg.mask_tokens(ids, gen, 0.3, pcfg.MASK, pcfg.TERMINAL_IDS, can)
+    sel = y != -100
+    assert not sel[:, 90:].any() and not km[:, 90:].any()
+    assert abs(sel[can].float().mean().item() - 0.3) < 0.01
+    assert (y[sel] == ids[sel]).all()
+    n = sel.sum().item()
+    masked = (x == pcfg.MASK) & sel
+    changed = (x != ids) & (x != pcfg.MASK) & sel
+    assert abs(masked.sum().item() / n - 0.8) < 0.01
+    # random replacement: 10%, of which 1/3 draws the same token back (BERT's rule), so 2/3 x 10% change
+    assert abs(changed.sum().item() / n - 0.1 * 2 / 3) < 0.01
+    assert (x[~sel] == ids[~sel]).all()
+    assert torch.equal(km, can & ~sel)  # every selected position is hidden as a key (pcfg_spec 9.1)
+    _, _, km2 = pcfg.mask_tokens(ids, torch.Generator().manual_seed(0), 0.3, pcfg.MASK, pcfg.TERMINAL_IDS, can,
+                                 hide_selected=False)
+    assert torch.equal(km2, can)
+
+
+TINY = """
+s -> p q
+p -> m n
+q -> m
+m -> j
+n -> j j
+j -> g
+g -> d
+d -> a b"""
+
+
+def test_boundary_labels_sit_exactly_at_span_ends(monkeypatch):
+    """A hand-built tree: s[ p[ m[j..(a b)] n[ j..(a b) j..(a b) ] ] q[ m[j..(a b)] ] ], tokens a b a b a b a b.
+    Spans end at token 5, 7 (depth 1: p, q), 1, 5, 7 (depth 2: m, n, m), 1, 3, 5, 7 (depth 3: the j's)."""
+    monkeypatch.setitem(pcfg.GRAMMARS, "tiny", TINY)
+    pcfg.grammar.cache_clear()
+    try:
+        g = pcfg.grammar("tiny")
+        s = pcfg.sample_sentences(g, 1, pcfg.rng_for(0, 0))
+        parse_back(g, s["tokens"], s["anc"], s["ends"])
+        assert s["tokens"].tolist() == [0, 1] * 4
+        ids, anc, ends = pcfg.sample_batch(g, 1, pcfg.rng_for(0, 0), 0)
+        expect = {1: [5, 7], 2: [1, 5, 7], 3: [1, 3, 5, 7], 0: [7]}
+        for level, tokens in expect.items():
+            t = pcfg.boundary_targets(ids, ends, level)[0]
+            # the token at sequence position i+1 (token index i) is predicted at output position i
+            assert torch.nonzero(t != -100).flatten().tolist() == tokens
+            assert t[t != -100].tolist() == [1] * len(tokens)
+    finally:
+        pcfg.grammar.cache_clear()
+
+
+def test_heldout_sentences_never_appear_in_training():
+    args = args_for("--objective", "boundary", "--preset", "smoke", "--crop", "0", "--max_len", "1024")
+    held, _, _ = pcfg.fixed_set(args, 3, 256)
+    key = lambda row: tuple(row[row != pcfg.PAD].tolist())
+    heldout = {key(r) for r in held}
+    assert len(heldout) == 256
+    for stream in (1, 2):
+        for step in range(20):
+            ids, _, _ = pcfg.train_batch(args, 0, stream, step)
+            assert not heldout & {key(r) for r in ids}
+
+
+# ---------------------------------------------------------------------------------------------------- model
+
+def test_hidden_keys_do_not_reach_other_positions_and_all_hidden_rows_are_finite():
+    torch.manual_seed(0)
+    m = pcfg.Encoder(8, 16, 2, 2, 4).eval()
+    ids = torch.randint(0, 3, (2, 10))
+    km = torch.ones(2, 10, dtype=torch.bool)
+    km[:, 4] = False
+    out = m(ids, km)
+    ids2 = ids.clone()
+    ids2[:, 4] = 2 - ids2[:, 4]
+    out2 = m(ids2, km)
+    others = [i for i in range(10) if i != 4]
+    assert torch.allclose(out[:, others], out2[:, others], atol=1e-6)
+    assert not torch.allclose(out[:, 4], out2[:, 4])  # its own residual stream still sees it (pcfg_spec 9.1)
+    assert torch.isfinite(m(ids, torch.zeros_like(km))).all()
+    logits, hidden = m(ids, None, return_hidden=True)
+    assert logits.shape == (2, 10, 8) and hidden.shape == (2, 10, 8)
+
+
+def test_causal_model_never_sees_the_future():
+    torch.manual_seed(0)
+    m = pcfg.Encoder(8, 16, 2, 2, 4, causal=True).eval()
+    ids = torch.randint(0, 3, (3, 12))
+    for t in (3, 7, 11):
+        ids2 = ids.clone()
+        ids2[:, t:] = (ids2[:, t:] + 1) % 3
+        for km in (None, torch.ones(3, 12, dtype=torch.bool)):
+            a, b = m(ids, km), m(ids2, km)
+            assert torch.allclose(a[:, :t], b[:, :t], atol=1e-6)
+            assert not torch.allclose(a[:, t:], b[:, t:])
+
+
+# ---------------------------------------------------------------------------------------------------- schedules
+
+def test_teacher_checkpoint_schedule():
+    saved = [0, 25, 50, 75, 100, 125, 150]
+    f = pcfg.teacher_ckpt_for
+    # speed 1, refresh 50: steps [0, 50) use the latest saved <= 50, [50, 100) <= 100, ...
+    assert [f(s, saved, 50, 1) for s in (0, 49, 50, 99, 100, 149, 1000)] == [50, 50, 100, 100, 150, 150, 150]
+    assert [f(s, saved, 25, 2) for s in (0, 24, 25, 50)] == [50, 50, 100, 150]  # twice as fast
+    assert f(0, [0, 40, 80], 30, 1) == 0  # latest saved <= 30 is the step-0 checkpoint
+    assert all(f(s, saved, 25, math.inf) == 150 for s in (0, 10, 200))  # one-shot: the final one
+    with pytest.raises(ValueError):
+        f(0, [100, 200], 50, 1)  # without a step-0 checkpoint nothing precedes the first target
+    args = args_for("--preset", "smoke", "--two_shot_frac", "0.5", "--speed", "1")
+    assert [pcfg.schedule_for("two_shot", s, saved, args, 40, stage1=25) for s in (0, 19, 20, 39)] == [25, 25, 150, 150]
+    assert pcfg.horizon_steps(saved, args, 100) == [0, 25, 50, 75, 100]
+
+
+def test_phases_of_a_synthetic_three_phase_curve():
+    steps = list(range(0, 1501, 25))
+    loss = [2.0 if s == 0 else 1.05 - 0.0001 * s if s < 300 else max(0.4, 1.02 - 0.004 * (s - 300)) - 0.00005 * s
+            for s in steps]
+    ph = pcfg.find_phases(steps, loss)
+    assert 25 <= ph["plateau_start"] <= 100 and 250 <= ph["drop_start"] <= 325 and 425 <= ph["drop_end"] <= 500
+    assert 300 <= ph["inflection"] <= 450
+    assert abs(ph["slopes"]["drop"]) > 3 * abs(ph["slopes"]["plateau"])
+
+
+# ---------------------------------------------------------------------------------------------------- probes
+
+class LooksTwoBack(nn.Module):
+    """Predicts, at every position t, the token at t-2 if that key is visible and not [MASK]; else uniform."""
+
+    def forward(self, ids, key_mask=None):
+        key_mask = torch.ones_like(ids, dtype=torch.bool) if key_mask is None else key_mask
+        prev = torch.roll(ids, 2, dims=1)
+        seen = torch.roll(key_mask, 2, dims=1) & (prev != pcfg.MASK)
+        seen[:, :2] = False
+        onehot = torch.nn.functional.one_hot(prev.clamp(max=7), 8).float() * 50
+        return torch.where(seen[..., None], onehot, torch.zeros_like(onehot))
+
+
+def test_ngram_probe_on_a_model_whose_answer_is_known():
+    ids = torch.randint(0, 3, (6, 20))
+    km = torch.ones_like(ids, dtype=torch.bool)
+    windows = {"3gram": (1, 1), "5gram": (2, 2), "4gram": (2, 1), "2gram": (1, 0)}
+    r = pcfg.ngram_probe(LooksTwoBack(), ids, km, [5, 10, 15], windows, pcfg.MASK)
+    full = 2 * 7 / 8  # ||uniform over 8 - one-hot||_1
+    assert all(r[name]["count"] == 18 for name in windows)
+    for name, (left, right) in windows.items():
+        removes = left >= 2  # the window covers t-2: masking it removes the evidence (robust), keeping it keeps it
+        rob, close = r[name]["robust"]["l1"]["median"], r[name]["close"]["l1"]["median"]
+        assert rob == pytest.approx(full if removes else 0, abs=1e-4)
+        assert close == pytest.approx(0 if removes else full, abs=1e-4)
+        assert r[name]["robust"]["tv"]["median"] == pytest.approx(rob / 2, abs=1e-6)
+        assert r[name]["robust"]["l1"]["q25"] <= rob <= r[name]["robust"]["l1"]["q75"]
+    short = km.clone()
+    short[:3, 12:] = False  # three sequences end before p = 15: skipped there
+    assert pcfg.ngram_probe(LooksTwoBack(), ids, short, [5, 10, 15], windows, pcfg.MASK)["2gram"]["count"] == 15
+
+
+def test_nt_probe_reads_features_that_encode_the_answer():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.stack([torch.randint(0, k, (600,), generator=g) for k in (1, 3, 3)], 1)
+    onehots = torch.cat([torch.nn.functional.one_hot(labels[:, k], n).float() for k, n in enumerate((1, 3, 3))], 1)
+    feats = torch.cat([onehots, torch.randn(600, 5, generator=g)], 1)
+    acc = pcfg.nt_probe(feats[:400], labels[:400], feats[400:], labels[400:], [1, 3, 3], steps=150)
+    assert acc == [1.0, 1.0, 1.0]
+    noise = torch.randn(600, 8, generator=g)
+    acc = pcfg.nt_probe(noise[:400], labels[:400], noise[400:], labels[400:], [1, 3, 3], steps=150)
+    assert acc[0] == 1.0 and max(acc[1:]) < 0.5  # chance is 1/3
+
+
+# ---------------------------------------------------------------------------------------------------- faults
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--probe_positions", "15"], "--windows"),  # the smoke crop is 16 tokens: a window right of 15 leaves it
+    (["--probe_positions", "20"], "--probe_positions"),
+    (["--windows", "wide:9:1"], "--windows"),
+    (["--budgets", "20,80"], "--budgets"),
+    (["--teacher_dir", "/nonexistent/teacher"], "--teacher_dir"),
+    (["--level", "0", "--objective", "boundary"], "--level"),
+    (["--lr_grid", "1e-3,-1"], "--lr_grid"),
+    (["--max_len", "8"], "--max_len"),
+    (["--ckpt", "15"], "--ckpt"),
+])
+def test_bad_input_names_the_flag_exits_2_and_writes_nothing(tmp_path, capsys, argv, flag):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as e:
+        pcfg.main(["--preset", "smoke", "--out", str(out), *argv])
+    assert e.value.code == 2
+    assert flag in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_unknown_grammar_exits_2_from_the_command_line(tmp_path):
+    r = run_cli("--preset", "smoke", "--grammar", "cfg9z", "--threads", "1", "--out", str(tmp_path / "run"))
+    assert r.returncode == 2 and "--grammar" in r.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_teacher_dir_made_for_other_sizes_is_refused(tmp_path, capsys):
+    pcfg.main(["--preset", "smoke", "--mode", "teacher", "--out", str(tmp_path / "t")])
+    with pytest.raises(SystemExit) as e:
+        pcfg.main(["--preset", "smoke", "--mode", "ce", "--teacher_heads", "2", "--teacher_dir", str(tmp_path / "t"),
+                   "--out", str(tmp_path / "s")])
+    assert e.value.code == 2 and "teacher_heads" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def test_nan_stops_the_run_with_a_message(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        pcfg.main(["--preset", "smoke", "--mode", "teacher", "--teacher_lr", "1e30", "--clip", "0",
+                   "--out", str(tmp_path / "nan")])
+    assert e.value.code == 3 and "nan" in capsys.readouterr().err.lower()
+
+
+# ---------------------------------------------------------------------------------------------------- end to end
+
+def test_smoke_mode_all_mlm_writes_the_promised_results(tmp_path):
+    out = tmp_path / "all"
+    res = pcfg.main(["--preset", "smoke", "--out", str(out)])
+    saved = json.loads((out / "results.json").read_text())
+    t = saved["teacher"]
+    assert t["steps"][0] == 0 and t["steps"][-1] == 40 and len(t["val_loss"]) == len(t["val_acc"]) == len(t["steps"])
+    assert set(saved["students"]) == {"ce", "oneshot", "progressive", "two_shot"}
+    for entries in saved["students"].values():
+        assert {(e["budget"], e["seed"]) for e in entries} == {(b, s) for b in (20, 40) for s in (0, 1)}
+        assert all(0 <= e["acc"] <= 1 for e in entries)
+    p = saved["probe"]
+    assert p["steps"] == t["steps"]
+    for key in ("m_robust", "m_close"):
+        assert set(p[key]) == {"3gram", "5gram", "4gram", "2gram"}
+        assert all(len(p[key][w]["l1"]["median"]) == len(p["steps"]) for w in p[key])
+    assert len(p["nt"]["acc"]) == len(p["steps"]) and len(p["nt"]["acc"][0]) == 7
+    assert set(p["students_nt"]) == set(saved["students"])
+    assert saved["two_shot_ckpt"] in t["steps"] and "two_shot_sweep" in saved
+    for fig in ("fig1_accuracy.png", "fig_curriculum.png", "fig_probes.png"):
+        assert (out / fig).stat().st_size > 1000
+    assert res["students"] == saved["students"]
+
+
+def test_smoke_boundary_all_and_single_modes(tmp_path):
+    out = tmp_path / "b"
+    saved = pcfg.main(["--preset", "smoke", "--objective", "boundary", "--out", str(out)])
+    assert {e["level"] for e in saved["students"]["progressive"]} == {2, 3}
+    assert set(saved["teacher"]) == {"2", "3"} and (out / "fig_boundary_accuracy.png").exists()
+    two = pcfg.main(["--preset", "smoke", "--objective", "boundary", "--mode", "two_shot", "--level", "3",
+                     "--teacher_dir", str(out), "--seeds", "0", "--out", str(tmp_path / "two")])
+    assert [e["stage1"] for e in two["students"]["two_shot"]] == [20, 20]  # inflection, clamped to each horizon
+
+
+def test_ce_needs_no_teacher(tmp_path):
+    saved = pcfg.main(["--preset", "smoke", "--mode", "ce", "--seeds", "0", "--out", str(tmp_path / "ce")])
+    assert "teacher" not in saved and len(saved["students"]["ce"]) == 2
+
+
+def test_resume_after_a_kill_gives_the_same_results(tmp_path):
+    base = ["--preset", "smoke", "--budgets", "40", "--seeds", "0", "--lr", "3e-3", "--two_shot_sweep", "none",
+            "--probe_every", "2", "--threads", "1"]
+    whole = pcfg.main(base + ["--out", str(tmp_path / "whole")])
+    for halt in ("teacher:23", "students:27"):
+        out = str(tmp_path / halt.split(":")[0])
+        r = run_cli(*base, "--out", out, "--halt_at", halt)
+        assert r.returncode == 1 and "halting" in r.stdout
+        with pytest.raises(SystemExit):  # without --resume an existing run is never overwritten
+            pcfg.main(base + ["--out", out])
+        resumed = pcfg.main(base + ["--out", out, "--resume"])
+        assert resumed["students"] == whole["students"]
+        assert resumed["teacher"]["val_loss"] == whole["teacher"]["val_loss"]
+        assert resumed["probe"]["nt"] == whole["probe"]["nt"]
+
+
+def test_paper_presets_build_and_take_their_first_steps_on_cpu(tmp_path):
+    """The paper's models and schedules, a step cap, and a tiny batch and eval set so that it fits a test."""
+    small = ["--device", "cpu", "--max_steps", "2", "--batch", "2", "--eval_size", "4", "--eval_every", "1"]
+    t = pcfg.main(["--preset", "paper", "--mode", "teacher", *small, "--out", str(tmp_path / "t")])
+    assert t["teacher"]["steps"] == [0, 2]
+    s = pcfg.main(["--preset", "paper", "--mode", "progressive", *small, "--teacher_dir", str(tmp_path / "t"),
+                   "--budgets", "2", "--seeds", "0", "--lr", "5e-3", "--out", str(tmp_path / "s")])
+    assert len(s["students"]["progressive"]) == 1
+    args = pcfg.parse_args(["--preset", "paper", "--objective", "boundary", "--out", str(tmp_path / "b")])
+    model = pcfg.make_model(args, "teacher", 0)
+    assert sum(p.numel() for p in model.parameters()) > 3e6 and model.causal  # 4 layers x 256 wide
