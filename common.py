@@ -19,8 +19,10 @@ import torch.nn.functional as F
 
 def parse_with_presets(parser, preset_for, argv=None):
     """Parse `argv` twice: first to read the flags that choose a preset (e.g. --preset, --arch), then
-    with preset_for(first_args) as defaults, so that any flag given explicitly wins over the preset."""
-    first, _ = parser.parse_known_args(argv)
+    with preset_for(first_args) as defaults, so that any flag given explicitly wins over the preset.
+    --help is held back from the first pass so that it shows the chosen preset's values."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    first, _ = parser.parse_known_args([a for a in argv if a not in ("-h", "--help")])
     preset = preset_for(first)
     unknown = set(preset) - {a.dest for a in parser._actions}
     assert not unknown, f"preset sets unknown flags {sorted(unknown)}"
