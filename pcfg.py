@@ -28,6 +28,8 @@ from collections import OrderedDict
 from functools import lru_cache
 
 import numpy as np
+
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")  # same seed, same numbers: MKL results otherwise vary with memory alignment
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -39,7 +41,7 @@ from common import fail
 # 0. Presets. Any flag given on the command line overrides these.
 
 PAPER_GRID = "1e-2,7.5e-3,5e-3,2.5e-3,1e-3"
-_PAPER = dict(  # pcfg_spec sections 3-4: HF BERT, 512 x full sentences, AdamW (0.9, 0.95), cosine, 6% warmup
+_PAPER = dict(  # the official code: HF BERT, 512 x full sentences, AdamW (0.9, 0.95), cosine, 6% warmup
     crop=0, max_len=1024, layers=4, head_dim=8, teacher_heads=32, student_heads=8, dropout=0.1,
     batch=512, teacher_lr=5e-3, lr_grid=PAPER_GRID, warmup=0.06, schedule="cosine", teacher_schedule="cosine",
     clip=1.0, temperature=1e-20, eval_size=4096, eval_every=200, probe_size=1024,
@@ -86,7 +88,7 @@ PRESETS = {
 }
 MODES = ["all", "teacher", "probe", "ce", "oneshot", "progressive", "two_shot"]
 DISTILL = ("oneshot", "progressive", "two_shot")
-WINDOWS = "3gram:1:1,5gram:2:2,4gram:2:1,2gram:1:0"  # (left, right) context, pcfg_spec section 5
+WINDOWS = "3gram:1:1,5gram:2:2,4gram:2:1,2gram:1:0"  # (left, right) context, as the official probing code
 
 
 def build_parser():
@@ -98,11 +100,11 @@ def build_parser():
       help="mlm: BERT masked prediction; boundary: causal next-token prediction at span ends (GPT-style)")
     a("--preset", default="cpu", choices=["cpu", "paper", "smoke"], help="defaults for all flags below")
     # data
-    a("--grammar", choices=sorted(GRAMMARS), help="which cfg3 grammar (pcfg_spec section 1)")
+    a("--grammar", choices=sorted(GRAMMARS), help="which cfg3 grammar (Allen-Zhu & Li)")
     a("--crop", type=int, help="train on random crops of this many tokens of [BOS]+sentence; 0 = whole sentences")
     a("--mask_rate", type=float, default=0.3, help="fraction of positions selected for prediction (80/10/10)")
     a("--hide_masked_keys", type=int, default=1, choices=[0, 1],
-      help="1: selected positions are hidden as attention keys, as the official code does (pcfg_spec 9.1)")
+      help="1: selected positions are hidden as attention keys, as the official code does")
     a("--level", type=str, help="boundary: depth(s) whose span ends carry labels, e.g. '1,2,3' (root = 0)")
     a("--cache_data", type=int, default=0, choices=[0, 1],
       help="1: write each training stream to <out>/data once and read it back (0: generate on the fly)")
@@ -293,7 +295,7 @@ def check_teacher_dir(args):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 1. Grammars (Sec. 4.1; pcfg_spec section 1). From Allen-Zhu & Li, as in the paper's code. Strictly
+# 1. Grammars (Sec. 4.1). From Allen-Zhu & Li, as in the paper's code. Strictly
 # layered: s -> {p,q,r} -> {m,n,o} -> {j,k,l} -> {g,h,i} -> {d,e,f} -> preterminals {a,b,c} -> one token,
 # so every token has exactly 7 ancestors (depths 0..6). Rule probabilities are uniform per left-hand side,
 # rounded to 3 decimals with the remainder on the last rule (0.333/0.333/0.334), as the original pickles.
@@ -527,9 +529,9 @@ def fixed_set(args, stream, n):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 3. Prediction targets. MLM (Sec. 4, pcfg_spec section 2): each position is selected with probability 0.3;
+# 3. Prediction targets. MLM (Sec. 4): each position is selected with probability 0.3;
 # a selected one becomes [MASK] 80%, stays 10%, a random terminal 10%; the loss is on selected positions.
-# The official code also hides every selected position as an attention key (pcfg_spec 9.1), kept by default.
+# The official code also hides every selected position as an attention key, kept by default.
 
 def mask_tokens(ids, gen, rate, mask_id, random_ids, can_select, hide_selected=True, attendable=None):
     """BERT masking. ids (B,T) long; gen a torch.Generator on ids' device; random_ids a 1-D tensor of ids a
@@ -547,8 +549,8 @@ def mask_tokens(ids, gen, rate, mask_id, random_ids, can_select, hide_selected=T
 
 
 def boundary_targets(ids, ends, level):
-    """GPT-style variant (pcfg_spec section 7): next-token targets only where the next token closes the span
-    of its depth-`level` ancestor. targets[:, i] = ids[:, i+1] there, -100 elsewhere (causal shift)."""
+    """GPT-style variant (as the official autoregressive code): next-token targets only where the next
+    token closes the span of its depth-`level` ancestor. targets[:, i] = ids[:, i+1] there, -100 elsewhere (causal shift)."""
     targets = torch.full_like(ids, -100)
     closes = ends[:, 1:, level]
     targets[:, :-1] = torch.where(closes, ids[:, 1:], targets[:, :-1])
@@ -585,10 +587,10 @@ def eval_set(args, level):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 4. Model: BERT in plain PyTorch (pcfg_spec section 3): learned positions, post-LN blocks with GELU MLPs of
+# 4. Model: BERT in plain PyTorch (Sec. 4): learned positions, post-LN blocks with GELU MLPs of
 # width 4d, LayerNorm eps 1e-12, init N(0, 0.02), MLM head dense + GELU + LN + decoder tied to the token
-# embeddings. No token types and no padding_idx (the official config's padding_idx=0 is terminal 'a',
-# pcfg_spec 9.2). causal=True gives the GPT-style model of the boundary objective, same block.
+# embeddings. No token types and no padding_idx (the official config's padding_idx=0 is terminal 'a').
+# causal=True gives the GPT-style model of the boundary objective, same block.
 
 class Block(nn.Module):
     def __init__(self, d, heads, dropout):
@@ -670,7 +672,7 @@ def make_optimizer(model, lr, args):
 
 def train_step(model, opt, lr, x, key_mask, targets, soft=None, clip=1.0):
     """One AdamW step on the positions that carry a target: CE on labels, or the distillation loss
-    -sum_v q_v log p_v against teacher distributions `soft` at those positions (Sec. 2, pcfg_spec 4)."""
+    -sum_v q_v log p_v against teacher distributions `soft` at those positions (Sec. 2)."""
     for group in opt.param_groups:
         group["lr"] = lr
     opt.zero_grad(set_to_none=True)
@@ -716,7 +718,7 @@ def capped(args, steps):
 
 # ----------------------------------------------------------------------------------------------------
 # 5. Teacher training: the wide model on labels, checkpointed every --ckpt_every steps, step 0 included
-# (pcfg_spec 3: the official scripts save no step 0, which breaks the progressive lookup at the start).
+# (the official scripts save no step 0, which breaks the progressive lookup at the start).
 
 def teacher_folder(run_dir, level):
     return os.path.join(run_dir, "ckpt", "teacher" if level is None else f"teacher_level{level}")
@@ -837,13 +839,13 @@ def find_phases(steps, losses, frac=0.25):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 6. Distillation (Sec. 2; pcfg_spec section 4). The teacher sees the student's own (masked) inputs and key
+# 6. Distillation (Sec. 2). The teacher sees the student's own (masked) inputs and key
 # mask. Students learn from the teacher's run truncated at its horizon min(speed x budget, teacher steps): at
 # budget B every method uses a teacher trained as long as itself, as in Fig. 1 right.
 
 def teacher_ckpt_for(step, saved_steps, refresh, speed):
-    """Progressive schedule (pcfg_spec 4, "clean semantics"): student step `step` learns from the latest saved
-    checkpoint <= speed x (floor(step / refresh) + 1) x refresh, so the teacher changes every `refresh` steps
+    """Progressive schedule (the official refresh-and-speed rule, without its lookup bugs): student step
+    `step` learns from the latest saved checkpoint <= speed x (floor(step / refresh) + 1) x refresh, so the teacher changes every `refresh` steps
     and runs `speed` times faster, one refresh ahead. speed = inf gives the final checkpoint (one-shot).
     Unlike the official lookup, a step-0 checkpoint is required, so no request falls before the first one."""
     target = speed * (step // refresh + 1) * refresh
@@ -1074,9 +1076,9 @@ def sweep_candidates(args, level, phases, chosen):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 7. Probes. M_robust / M_close (Sec. 4.2, Fig. 4; pcfg_spec section 5): at a masked position p, how far the
+# 7. Probes. M_robust / M_close (Sec. 4.2, Fig. 4): at a masked position p, how far the
 # prediction moves when the n-gram window around p is also masked (robust) or when only that window is kept
-# (close). The non-terminal probe (pcfg_spec section 6): a linear read-out of each token's ancestors.
+# (close). The non-terminal probe (Sec. 4.2): a linear read-out of each token's ancestors.
 
 @torch.no_grad()
 def ngram_probe(model, ids, key_mask, positions, windows, mask_id, hide_masked=True, chunk=512):
@@ -1138,7 +1140,7 @@ def quartiles(values):
 
 
 def features(model, ids, key_mask, batch):
-    """Last-layer hidden states of the unmasked input (pcfg_spec 6), frozen."""
+    """Last-layer hidden states of the unmasked input, frozen."""
     was = model.training
     model.eval()
     with torch.no_grad():

@@ -131,7 +131,7 @@ def test_progressive_and_two_shot_schedules():
     args = lm.parse_args(["--preset", "smoke", "--data", FIXTURE, "--refresh", "10", "--ckpt_every", "5", "--T", "20"])
     saved = list(range(0, 41, 5))
     prog = [lm.schedule_ckpt(args, "progressive", t, saved, None) for t in (0, 9, 10, 25, 39)]
-    assert prog == [10, 10, 20, 30, 40]  # the next refresh point (paper_spec 1.3, the PCFG code)
+    assert prog == [10, 10, 20, 30, 40]  # the next refresh point (the official PCFG code)
     assert lm.schedule_ckpt(args, "oneshot", 0, saved, None) == 40
     two = [lm.schedule_ckpt(args, "two_shot", t, saved, 15) for t in (0, 19, 20, 39)]
     assert two == [15, 15, 40, 40]  # T=20 steps on the stage-1 checkpoint, then the final one

@@ -77,7 +77,7 @@ def test_lr_schedule():
     assert common.lr_factor(0, 100, "cosine") == 1.0
     assert abs(common.lr_factor(100, 100, "cosine", floor=0.1) - 0.1) < 1e-12
     assert abs(common.lr_factor(50, 100, "cosine") - 0.5) < 1e-12
-    # 6% warmup is over optimizer steps (the official transformer code's warmup never ended; paper_spec 9.2)
+    # 6% warmup is over optimizer steps (the official transformer code's warmup never ended)
     assert common.lr_factor(5, 100, "cosine", warmup=0.06) == 1.0
     assert common.lr_factor(0, 100, "cosine", warmup=0.06) == 1 / 6
     assert common.lr_factor(6, 100, "cosine", warmup=0.06) == 1.0

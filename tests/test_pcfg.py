@@ -38,13 +38,13 @@ def run_cli(*argv, cwd=ROOT):
 
 def test_grammars_have_the_official_rule_counts_and_probabilities():
     counts = {name: sum(len(a) for a in pcfg.grammar(name)["rules"].values()) for name in pcfg.GRAMMARS}
-    assert counts == {"cfg3b": 31, "cfg3f": 54, "cfg3g": 48, "cfg3h": 39, "cfg3i": 32}  # pcfg_spec section 1
+    assert counts == {"cfg3b": 31, "cfg3f": 54, "cfg3g": 48, "cfg3h": 39, "cfg3i": 32}
     assert pcfg.uniform_probs(2) == [0.5, 0.5]
     assert pcfg.uniform_probs(3)[:2] == [0.333, 0.333] and abs(pcfg.uniform_probs(3)[2] - 0.334) < 1e-12
     assert pcfg.uniform_probs(4) == [0.25] * 4
     g = pcfg.grammar("cfg3b")
     assert g["rules"]["s"] == [["r", "q"], ["q", "p"]] and g["rules"]["f"] == [["c", "b", "a"]]
-    assert g["max_len"] == 432  # longest possible cfg3b sentence (pcfg_spec 1.4: 161..432)
+    assert g["max_len"] == 432  # longest possible cfg3b sentence (161..432)
 
 
 def parse_back(g, tokens, anc, ends):
@@ -80,7 +80,7 @@ def test_sentence_lengths_match_the_grammar():
     s = pcfg.sample_sentences(pcfg.grammar("cfg3b"), 4000, pcfg.rng_for(1, 9))
     lengths = np.diff(s["offsets"])
     assert 161 <= lengths.min() and lengths.max() <= 432
-    assert abs(lengths.mean() - 294.0) < 3  # analytic E[len] = 294.0 (pcfg_spec 1.4); SE about 1
+    assert abs(lengths.mean() - 294.0) < 3  # analytic E[len] = 294.0; SE about 1
 
 
 def test_crops_and_whole_sentences_keep_tokens_and_annotations_aligned():
@@ -127,7 +127,7 @@ def test_masking_proportions_and_key_hiding():
     # random replacement: 10%, of which 1/3 draws the same token back (BERT's rule), so 2/3 x 10% change
     assert abs(changed.sum().item() / n - 0.1 * 2 / 3) < 0.01
     assert (x[~sel] == ids[~sel]).all()
-    assert torch.equal(km, can & ~sel)  # every selected position is hidden as a key (pcfg_spec 9.1)
+    assert torch.equal(km, can & ~sel)  # every selected position is hidden as a key
     _, _, km2 = pcfg.mask_tokens(ids, torch.Generator().manual_seed(0), 0.3, pcfg.MASK, pcfg.TERMINAL_IDS, can,
                                  hide_selected=False)
     assert torch.equal(km2, can)
@@ -191,7 +191,7 @@ def test_hidden_keys_do_not_reach_other_positions_and_all_hidden_rows_are_finite
     out2 = m(ids2, km)
     others = [i for i in range(10) if i != 4]
     assert torch.allclose(out[:, others], out2[:, others], atol=1e-6)
-    assert not torch.allclose(out[:, 4], out2[:, 4])  # its own residual stream still sees it (pcfg_spec 9.1)
+    assert not torch.allclose(out[:, 4], out2[:, 4])  # its own residual stream still sees it
     assert torch.isfinite(m(ids, torch.zeros_like(km))).all()
     logits, hidden = m(ids, None, return_hidden=True)
     assert logits.shape == (2, 10, 8) and hidden.shape == (2, 10, 8)
