@@ -10,6 +10,8 @@ import os
 import sys
 import tempfile
 
+# Same seed, same numbers: MKL results otherwise vary with memory alignment. Scripts import common before torch.
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 import torch
 import torch.nn.functional as F
 

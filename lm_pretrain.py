@@ -40,12 +40,11 @@ import zlib
 from collections import Counter
 from functools import lru_cache
 
-os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")  # same seed, same numbers: MKL results otherwise vary with memory alignment
+import common  # first: it pins MKL before torch loads
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-import common
 import pcfg
 from common import fail
 

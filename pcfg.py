@@ -29,12 +29,11 @@ from functools import lru_cache
 
 import numpy as np
 
-os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")  # same seed, same numbers: MKL results otherwise vary with memory alignment
+import common  # first: it pins MKL before torch loads
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import common
 from common import fail
 
 # ----------------------------------------------------------------------------------------------------
