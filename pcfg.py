@@ -161,8 +161,8 @@ def build_parser():
     a("--workers", type=int, help="processes that train student groups / probe checkpoints in "
                                              "parallel (CPU: one per core, 1 thread each)")
     a("--max_steps", type=int, default=None, help="stop every training run after this many steps (tests)")
-    a("--bench", action="store_true", help="print sampler and training throughput (vs nltk and HF BERT if "
-                                           "installed), then exit")
+    a("--bench", action="store_true", help="print sampler and training throughput, then exit "
+                                           "(references: bench_references.py)")
     a("--bench_steps", type=int, default=20, help="steps timed by --bench")
     a("--halt_at", type=str, default=None, help=argparse.SUPPRESS)  # tests: "teacher:N" or "students:N"
     return p
@@ -1442,56 +1442,33 @@ def make_probe_figure(plt, probe, res, args, lk):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 9. Benchmark: sampler sentences/s (vs a naive recursive nltk sampler when nltk is importable) and training
-# tokens/s of teacher and student steps (vs transformers.BertForMaskedLM of the same size when importable).
+# 9. Benchmark: sampler sentences/s and training tokens/s of teacher and student steps. The side-by-side
+# comparisons with nltk and transformers.BertForMaskedLM live in bench_references.py (not dependencies).
 
-def nltk_reference(name):
-    """The naive reference of the paper's code: recursive expansion with nltk productions + np.random.choice."""
-    import nltk
-    rules = grammar(name)["rules"]
-    lines = [f"{lhs} -> " + " | ".join(" ".join(alt) + f" [{p:.3f}]" for alt, p in zip(alts, uniform_probs(len(alts))))
-             for lhs, alts in rules.items()]
-    lines += [f"{c} -> '{c}' [1.0]" for c in "abc"]
-    pcfg = nltk.PCFG.fromstring("\n".join(lines))
+def bench_sampler(args, seconds=2.0):
+    """Sentences/s of our batched sampler, ancestors and span ends included."""
+    g = grammar(args.grammar)
+    n, t0 = 0, time.time()
+    while time.time() - t0 < seconds:
+        s = sample_sentences(g, 1000, rng_for(0, 9, n))
+        n += 1000
+    rate = n / (time.time() - t0)
+    print(f"sampler ({args.grammar}, with ancestors and span ends): {rate:,.0f} sentences/s "
+          f"({rate * len(s['tokens']) / 1000 / 1e6:.1f}M tokens/s)")
+    return rate
 
-    def expand(sym, out):
-        if isinstance(sym, str):
-            out.append(TOKENS[sym])
-            return
-        prods = pcfg.productions(lhs=sym)
-        prod = prods[np.random.choice(len(prods), p=[p.prob() for p in prods])]
-        for child in prod.rhs():
-            expand(child, out)
-    return lambda: expand(pcfg.start(), [])
+
+def bench_batches(args):
+    batches = [batch_for(args, 0, 1, i, args.level_list[0]) for i in range(args.bench_steps + 3)]
+    return batches, sum(int((b[0] != PAD).sum()) for b in batches) / len(batches)
 
 
 def bench(args):
     torch.manual_seed(0)
-    g = grammar(args.grammar)
-    n, t0 = 0, time.time()
-    while time.time() - t0 < 2.0:
-        s = sample_sentences(g, 1000, rng_for(0, 9, n))
-        n += 1000
-    ours = n / (time.time() - t0)
-    tokens = len(s["tokens"]) / 1000
-    print(f"sampler ({args.grammar}, with ancestors and span ends): {ours:,.0f} sentences/s "
-          f"({ours * tokens / 1e6:.1f}M tokens/s)")
-    try:
-        ref = nltk_reference(args.grammar)
-        np.random.seed(5)
-        n, t0 = 0, time.time()
-        while time.time() - t0 < 2.0:
-            ref()
-            n += 1
-        theirs = n / (time.time() - t0)
-        print(f"nltk recursive reference: {theirs:,.0f} sentences/s -> ours is {ours / theirs:,.0f}x faster")
-    except ImportError:
-        print("nltk recursive reference: skipped (nltk is not installed here; see README 'Speed')")
+    bench_sampler(args)
     dev = torch.device(args.device)
     sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
-    level = args.level_list[0]
-    batches = [batch_for(args, 0, 1, i, level) for i in range(args.bench_steps + 3)]
-    tokens_per = sum(int((b[0] != PAD).sum()) for b in batches) / len(batches)
+    batches, tokens_per = bench_batches(args)
     for role in ("teacher", "student"):
         model = make_model(args, role, 0)
         opt = make_optimizer(model, 1e-3, args)
@@ -1503,8 +1480,6 @@ def bench(args):
                 model.eval()
                 fwd = time_train(lambda b: model(b[0], b[1]), batches, sync)
             print(f"teacher forward (distillation targets): {fwd * tokens_per:,.0f} tokens/s")
-        if args.objective == "mlm":
-            bench_hf(args, role, batches, tokens_per, rate, sync)
 
 
 def time_train(step, batches, sync):
@@ -1516,33 +1491,6 @@ def time_train(step, batches, sync):
         step(b)
     sync()
     return (len(batches) - 3) / (time.time() - t0)
-
-
-def bench_hf(args, role, batches, tokens_per, ours, sync):
-    """transformers.BertForMaskedLM of the same size (dropout, positions, vocab), same batches, same optimizer."""
-    try:
-        import transformers
-    except ImportError:
-        print("  HF BertForMaskedLM: skipped (transformers is not installed here; see README 'Speed')")
-        return
-    d = (args.teacher_heads if role == "teacher" else args.student_heads) * args.head_dim
-    cfg = transformers.BertConfig(vocab_size=VOCAB, hidden_size=d, num_hidden_layers=args.layers,
-                                  num_attention_heads=d // args.head_dim, intermediate_size=4 * d,
-                                  max_position_embeddings=args.max_len, hidden_dropout_prob=args.dropout,
-                                  attention_probs_dropout_prob=args.dropout, type_vocab_size=2)
-    model = transformers.BertForMaskedLM(cfg).to(args.device)
-    opt = make_optimizer(model, 1e-3, args)
-
-    def step(b):
-        x, km, y = b
-        opt.zero_grad(set_to_none=True)
-        model(input_ids=x, attention_mask=None if km is None else km.long(), labels=y).loss.backward()
-        if args.clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), args.clip)
-        opt.step()
-    rate = time_train(step, batches, sync)
-    print(f"  HF BertForMaskedLM {transformers.__version__} ({getattr(cfg, '_attn_implementation', '')}) same size "
-          f"and batch: {rate * tokens_per:,.0f} tokens/s -> ours is {ours / rate:.2f}x")
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -393,3 +393,13 @@ def test_paper_presets_build_and_take_their_first_steps_on_cpu(tmp_path):
     args = pcfg.parse_args(["--preset", "paper", "--objective", "boundary", "--out", str(tmp_path / "b")])
     model = pcfg.make_model(args, "teacher", 0)
     assert sum(p.numel() for p in model.parameters()) > 3e6 and model.causal  # 4 layers x 256 wide
+
+
+def test_bench_and_the_reference_bench_run_without_the_references_installed(capsys):
+    import bench_references
+    pcfg.main(["--preset", "smoke", "--bench", "--bench_steps", "2"])
+    bench_references.main(["--preset", "smoke", "--bench_steps", "2"])
+    out = capsys.readouterr().out
+    assert "sentences/s" in out and "teacher train step" in out and "ours" in out
+    assert "nltk recursive sampler:" in out  # a ratio when nltk is installed, else a line saying it was skipped
+    assert out.count("transformers") >= 2  # the same for the teacher and the student encoder
