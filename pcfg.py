@@ -162,7 +162,7 @@ def build_parser():
                                              "parallel (CPU: one per core, 1 thread each)")
     a("--max_steps", type=int, default=None, help="stop every training run after this many steps (tests)")
     a("--bench", action="store_true", help="print sampler and training throughput, then exit "
-                                           "(references: bench_references.py)")
+                                           "(references: bench/references.py)")
     a("--bench_steps", type=int, default=20, help="steps timed by --bench")
     a("--halt_at", type=str, default=None, help=argparse.SUPPRESS)  # tests: "teacher:N" or "students:N"
     return p
@@ -1443,7 +1443,7 @@ def make_probe_figure(plt, probe, res, args, lk):
 
 # ----------------------------------------------------------------------------------------------------
 # 9. Benchmark: sampler sentences/s and training tokens/s of teacher and student steps. The side-by-side
-# comparisons with nltk and transformers.BertForMaskedLM live in bench_references.py (not dependencies).
+# comparisons with nltk and transformers.BertForMaskedLM live in bench/references.py (not dependencies).
 
 def bench_sampler(args, seconds=2.0):
     """Sentences/s of our batched sampler, ancestors and span ends included."""

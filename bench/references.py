@@ -9,16 +9,18 @@
 nltk and transformers are not dependencies of the project, so run this in a throwaway environment:
 
     python -m venv /tmp/refs && /tmp/refs/bin/pip install -r requirements.txt nltk transformers
-    /tmp/refs/bin/python bench_references.py --threads 1
+    /tmp/refs/bin/python bench/references.py --threads 1
 
 Flags are pcfg.py's (the cpu mlm preset by default). A reference that is not installed is skipped.
 """
+import os
 import sys
 import time
 
 import numpy as np
 
-import pcfg  # imports common first, which pins MKL before torch loads
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
+import pcfg  # noqa: E402  imports common first, which pins MKL before torch loads
 import torch
 import torch.nn as nn
 
