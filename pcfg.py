@@ -41,7 +41,7 @@ from common import fail
 
 PAPER_GRID = "1e-2,7.5e-3,5e-3,2.5e-3,1e-3"
 _PAPER = dict(  # the official code: HF BERT, 512 x full sentences, AdamW (0.9, 0.95), cosine, 6% warmup
-    crop=0, max_len=1024, layers=4, head_dim=8, teacher_heads=32, student_heads=8, dropout=0.1,
+    crop=0, subtree=0, max_len=1024, layers=4, head_dim=8, teacher_heads=32, student_heads=8, dropout=0.1,
     batch=512, teacher_lr=5e-3, lr_grid=PAPER_GRID, warmup=0.06, schedule="cosine", teacher_schedule="cosine",
     clip=1.0, temperature=1e-20, eval_size=4096, eval_every=200, probe_size=1024,
     probe_positions="30,60,90,120,150,180,210,240,270,300,330,360,390,420", nt_train=10240, nt_eval=4096)
@@ -52,9 +52,10 @@ PRESETS = {
     ("paper", "boundary"): dict(_PAPER, grammar="cfg3f", teacher_steps=2000, budgets="1000", ckpt_every=200,
                                 refresh=200, speed=2.0, level="1,2,3", workers=1, methods="ce,oneshot,progressive",
                                 two_shot_sweep="none"),
-    # Measured on 2 CPU cores (README "CPU presets"): random 32-token crops keep the three phases.
+    # Measured on 2 CPU cores (README "CPU presets"): random 32-token crops keep the three phases
+    # (whole subtrees, --subtree 3, let M_robust fall but lose the plateau and the distillation gain).
     ("cpu", "mlm"): dict(
-        grammar="cfg3b", crop=32, max_len=32, layers=4, head_dim=8, teacher_heads=16, student_heads=4,
+        grammar="cfg3b", crop=32, subtree=0, max_len=32, layers=4, head_dim=8, teacher_heads=16, student_heads=4,
         dropout=0.0, batch=64, teacher_lr=3e-3, lr_grid="5e-3,1e-2", warmup=0.06, schedule="cosine",
         teacher_schedule="cosine", clip=1.0, temperature=1e-20, teacher_steps=1500, budgets="600,1000",
         ckpt_every=25, refresh=200, speed=1.0, level="3", eval_size=1024, eval_every=50, probe_size=128,
@@ -63,7 +64,7 @@ PRESETS = {
     # The autoregressive variant: cfg3f and speed 2 as the paper's scripts; level 3 only (levels 1 and 2
     # stay on their plateau at this scale, README).
     ("cpu", "boundary"): dict(
-        grammar="cfg3f", crop=64, max_len=64, layers=4, head_dim=8, teacher_heads=16, student_heads=4,
+        grammar="cfg3f", crop=64, subtree=0, max_len=64, layers=4, head_dim=8, teacher_heads=16, student_heads=4,
         dropout=0.0, batch=64, teacher_lr=3e-3, lr_grid="1e-2", warmup=0.06, schedule="cosine",
         teacher_schedule="cosine", clip=1.0, temperature=1e-20, teacher_steps=2000, budgets="500,1000",
         ckpt_every=50, refresh=200, speed=2.0, level="3", eval_size=1024, eval_every=50, probe_size=128,
@@ -71,14 +72,14 @@ PRESETS = {
         methods="ce,oneshot,progressive", two_shot_sweep="none"),
     # Seconds, for tests.
     ("smoke", "mlm"): dict(
-        grammar="cfg3b", crop=16, max_len=16, layers=1, head_dim=4, teacher_heads=4, student_heads=2,
+        grammar="cfg3b", crop=16, subtree=0, max_len=16, layers=1, head_dim=4, teacher_heads=4, student_heads=2,
         dropout=0.0, batch=16, teacher_lr=3e-3, lr_grid="3e-3,1e-2", warmup=0.06, schedule="cosine",
         teacher_schedule="cosine", clip=1.0, temperature=1.0, teacher_steps=40, budgets="20,40",
         ckpt_every=10, refresh=10, speed=1.0, level="3", eval_size=64, eval_every=10, probe_size=16,
         probe_positions="4,8,11", nt_train=32, nt_eval=32, nt_steps=20,
         methods="ce,oneshot,progressive,two_shot", two_shot_sweep="auto", seeds="0,1", workers=1),
     ("smoke", "boundary"): dict(
-        grammar="cfg3b", crop=24, max_len=24, layers=1, head_dim=4, teacher_heads=4, student_heads=2,
+        grammar="cfg3b", crop=24, subtree=0, max_len=24, layers=1, head_dim=4, teacher_heads=4, student_heads=2,
         dropout=0.0, batch=16, teacher_lr=3e-3, lr_grid="3e-3", warmup=0.06, schedule="cosine",
         teacher_schedule="cosine", clip=1.0, temperature=1.0, teacher_steps=40, budgets="20,40",
         ckpt_every=10, refresh=10, speed=1.0, level="2,3", eval_size=64, eval_every=10, probe_size=16,
@@ -101,6 +102,8 @@ def build_parser():
     # data
     a("--grammar", choices=sorted(GRAMMARS), help="which cfg3 grammar (Allen-Zhu & Li)")
     a("--crop", type=int, help="train on random crops of this many tokens of [BOS]+sentence; 0 = whole sentences")
+    a("--subtree", type=int, help="D > 0: each sequence is [BOS] + the whole span of a random depth-D node "
+                                  "(a complete derivation, as a sentence is for D = 0); with --crop 0")
     a("--mask_rate", type=float, default=0.3, help="fraction of positions selected for prediction (80/10/10)")
     a("--hide_masked_keys", type=int, default=1, choices=[0, 1],
       help="1: selected positions are hidden as attention keys, as the official code does")
@@ -206,17 +209,22 @@ def validate(args):
         fail("--level", f"depths must be in 1..{g['depth'] - 1} (0 is the root, whose span is the sentence)")
     if args.objective == "mlm":
         args.level_list = [None]
-    seq_len = args.crop or g["max_len"] + 1
+    if not 0 <= args.subtree < g["depth"]:
+        fail("--subtree", f"must be a depth in 0..{g['depth'] - 1} (0 = whole sentences), got {args.subtree}")
+    if args.subtree and args.crop:
+        fail("--crop", f"--subtree {args.subtree} trains on whole subtrees; it needs --crop 0, got {args.crop}")
+    seq_len = args.crop or g["longest_at"][args.subtree] + 1
     if args.crop and args.crop > args.max_len:
         fail("--max_len", f"must be at least --crop ({args.crop}), got {args.max_len}")
     if not args.crop and seq_len > args.max_len:
-        fail("--max_len", f"{args.grammar} sentences reach {seq_len} tokens with BOS; got {args.max_len}")
+        fail("--max_len", f"{args.grammar} {'depth-%d subtrees' % args.subtree if args.subtree else 'sentences'} "
+                          f"reach {seq_len} tokens with BOS; got {args.max_len}")
     args.position_list = common.parse_list(args.probe_positions, int, "--probe_positions")
     args.window_dict = parse_windows(args.windows)
     for p in args.position_list:
         if not 1 <= p < seq_len:
             fail("--probe_positions", f"{p} is outside the sequences in use (1..{seq_len - 1}; "
-                                      f"{'--crop' if args.crop else 'longest sentence'} = {seq_len})")
+                                      f"{'--crop' if args.crop else 'longest sequence'} = {seq_len})")
         for name, (left, right) in args.window_dict.items():
             if p - left < 0 or (args.crop and p + right >= args.crop):
                 fail("--windows", f"window {name} ({left} left, {right} right) around position {p} leaves the "
@@ -266,8 +274,8 @@ def parse_windows(text):
     return out
 
 
-TEACHER_KEYS = ["objective", "grammar", "crop", "max_len", "layers", "head_dim", "teacher_heads", "mask_rate",
-                "hide_masked_keys"]
+TEACHER_KEYS = ["objective", "grammar", "crop", "subtree", "max_len", "layers", "head_dim", "teacher_heads",
+                "mask_rate", "hide_masked_keys"]
 
 
 def check_teacher_dir(args):
@@ -279,7 +287,8 @@ def check_teacher_dir(args):
     if not os.path.exists(cfg_path):
         fail("--teacher_dir", f"{d} holds no config.json (expected the --out folder of an earlier run)")
     cfg = common.read_json(cfg_path)
-    diff = [f"{k}={cfg.get(k)!r} (here {getattr(args, k)!r})" for k in TEACHER_KEYS if cfg.get(k) != getattr(args, k)]
+    diff = [f"{k}={cfg.get(k, 0 if k == 'subtree' else None)!r} (here {getattr(args, k)!r})" for k in TEACHER_KEYS
+            if cfg.get(k, 0 if k == "subtree" else None) != getattr(args, k)]  # runs before --subtree: 0
     if diff:
         fail("--teacher_dir", f"{d} was made for another setting: " + ", ".join(diff))
     for level in args.level_list:
@@ -439,6 +448,7 @@ def grammar(name):
     return {"name": name, "rules": rules, "first": first, "cum": cum, "children": np.array(children),
             "n_children": np.array(n_children), "start": SYMBOLS.index("s"), "depth": depth,
             "token_of": np.array([TOKENS.get(c, -1) for c in SYMBOLS]), "max_len": longest["s"],
+            "longest_at": [max(v for k, v in longest.items() if LEVEL_OF[k] == d) for d in range(depth + 1)],
             "n_classes": [len(c) for c in classes], "class_of": class_of}
 
 
@@ -476,16 +486,29 @@ def sample_sentences(g, n, rng):
             "offsets": np.concatenate([[0], np.cumsum(lengths)])}
 
 
-def sample_batch(g, n, rng, crop):
+def subtree_spans(s, depth, rng):
+    """(first token, length) of one uniformly chosen depth-`depth` node's span in each sentence of `s`."""
+    closes = s["ends"][:, depth]
+    span_of = np.concatenate([[0], np.cumsum(closes)[:-1]])  # running span index of every token
+    lo, hi = span_of[s["offsets"][:-1]], span_of[s["offsets"][1:] - 1]
+    pick = lo + (rng.random(len(lo)) * (hi - lo + 1)).astype(np.int64)
+    first = np.searchsorted(span_of, pick)
+    return first, np.searchsorted(span_of, pick, side="right") - first
+
+
+def sample_batch(g, n, rng, crop, subtree=0):
     """n sequences [BOS] + sentence, or a random `crop`-token window of one (crop=0: whole sentences, padded
-    with PAD). Returns torch tensors ids (n,T), anc (n,T,7) (-1 at BOS/PAD) and ends (n,T,7)."""
+    with PAD), or (subtree=D) [BOS] + the whole span of a random depth-D node, padded: a complete derivation
+    of the grammar cut below depth D. Returns torch tensors ids (n,T), anc (n,T,7) (-1 at BOS/PAD) and
+    ends (n,T,7)."""
     s = sample_sentences(g, n, rng)
-    length = np.diff(s["offsets"]) + 1  # with BOS
+    first, length = subtree_spans(s, subtree, rng) if subtree else (s["offsets"][:-1], np.diff(s["offsets"]))
+    length = length + 1  # with BOS
     T = crop or int(length.max())
     start = (rng.random(n) * np.maximum(length - T + 1, 1)).astype(np.int64) if crop else np.zeros(n, np.int64)
     pos = start[:, None] + np.arange(T)[None]  # position in [BOS] + sentence
     real = (pos >= 1) & (pos < length[:, None])
-    src = np.where(real, s["offsets"][:-1, None] + pos - 1, 0)
+    src = np.where(real, first[:, None] + pos - 1, 0)
     ids = np.where(real, s["tokens"][src], np.where(pos == 0, BOS, PAD))
     anc = np.where(real[..., None], s["anc"][src], -1)
     ends = real[..., None] & s["ends"][src]
@@ -502,7 +525,8 @@ def rng_for(seed, stream, index=0):
 def train_batch(args, seed, stream, step):
     """The batch of optimizer step `step`, generated on the fly or read from <out>/data (--cache_data)."""
     if not args.cache_data:
-        return sample_batch(grammar(args.grammar), args.batch, rng_for(seed, stream, step), args.crop)
+        return sample_batch(grammar(args.grammar), args.batch, rng_for(seed, stream, step), args.crop,
+                            args.subtree)
     return cached_stream(args, seed, stream)[step]
 
 
@@ -512,10 +536,12 @@ _CACHE = {}
 def cached_stream(args, seed, stream):
     """Write the whole stream to disk once (same content as on the fly), then read it back."""
     n = args.teacher_steps if stream == 1 else max(args.budget_list)
-    path = os.path.join(args.out, "data", f"{args.grammar}-crop{args.crop}-b{args.batch}-seed{seed}-s{stream}.pt")
+    name = f"{args.grammar}-crop{args.crop}-sub{args.subtree}-b{args.batch}-seed{seed}-s{stream}.pt"
+    path = os.path.join(args.out, "data", name)
     if path not in _CACHE:
         if not os.path.exists(path):
-            batches = [sample_batch(grammar(args.grammar), args.batch, rng_for(seed, stream, i), args.crop)
+            batches = [sample_batch(grammar(args.grammar), args.batch, rng_for(seed, stream, i), args.crop,
+                                    args.subtree)
                        for i in range(n)]
             common.save_checkpoint(batches, path)
         _CACHE[path] = common.load_checkpoint(path)
@@ -524,7 +550,7 @@ def cached_stream(args, seed, stream):
 
 def fixed_set(args, stream, n):
     """Held-out sets, fixed by seed 12345 and a stream of their own, so they never come from training data."""
-    return sample_batch(grammar(args.grammar), n, rng_for(12345, stream), args.crop)
+    return sample_batch(grammar(args.grammar), n, rng_for(12345, stream), args.crop, args.subtree)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -45,21 +45,25 @@ def test_grammars_have_the_official_rule_counts_and_probabilities():
     g = pcfg.grammar("cfg3b")
     assert g["rules"]["s"] == [["r", "q"], ["q", "p"]] and g["rules"]["f"] == [["c", "b", "a"]]
     assert g["max_len"] == 432  # longest possible cfg3b sentence (161..432)
+    assert g["longest_at"] == [432, 216, 72, 27, 9, 3, 1]  # longest span of a node at each depth
 
 
-def parse_back(g, tokens, anc, ends):
-    """Rebuild the tree of one sentence from its ancestor table: the depth-d spans end where ends[:, d];
-    each span's children (the depth-d+1 spans inside it) must be a right-hand side of its symbol."""
+def parse_back(g, tokens, anc, ends, top=0):
+    """Rebuild the tree of one sentence (or of one depth-`top` subtree) from its ancestor table: the depth-d
+    spans end where ends[:, d]; each span's children (the depth-d+1 spans inside it) must be a right-hand
+    side of its symbol."""
     D = anc.shape[1]
-    assert (anc[:, 0] == pcfg.SYMBOLS.index("s")).all() and ends[-1].all() and ends[:, D - 1].all()
-    spans = []
-    for d in range(D):
+    assert (anc[:, top] == anc[0, top]).all() and ends[-1, top:].all() and ends[:, D - 1].all()
+    assert top > 0 or anc[0, 0] == pcfg.SYMBOLS.index("s")
+    assert not ends[:-1, top].any()  # one whole span, nothing cut off
+    spans = [[]] * top
+    for d in range(top, D):
         cuts = np.flatnonzero(ends[:, d]) + 1
         starts = np.concatenate([[0], cuts[:-1]])
         spans.append(list(zip(starts, cuts)))
         for a, b in spans[d]:
             assert (anc[a:b, d] == anc[a, d]).all()  # one ancestor per span
-    for d in range(D - 1):
+    for d in range(top, D - 1):
         for a, b in spans[d]:
             kids = [pcfg.SYMBOLS[anc[x, d + 1]] for x, y in spans[d + 1] if a <= x and y <= b]
             assert kids in g["rules"][pcfg.SYMBOLS[anc[a, d]]]
@@ -74,6 +78,20 @@ def test_every_sampled_sentence_parses_back_under_its_grammar(name):
     for i in range(100):
         a, b = s["offsets"][i], s["offsets"][i + 1]
         parse_back(g, s["tokens"][a:b], s["anc"][a:b], s["ends"][a:b])
+
+
+@pytest.mark.parametrize("name,depth", [("cfg3b", 3), ("cfg3f", 2)])
+def test_every_sampled_subtree_is_a_whole_derivation_of_its_root(name, depth):
+    g = pcfg.grammar(name)
+    ids, anc, ends = pcfg.sample_batch(g, 200, pcfg.rng_for(0, 9), 0, depth)
+    assert (ids[:, 0] == pcfg.BOS).all() and ids.shape[1] <= g["longest_at"][depth] + 1
+    lengths = []
+    for i in range(200):
+        real = anc[i, :, 0] >= 0
+        assert real[1:real.sum() + 1].all()  # [BOS], the span, then PAD only
+        parse_back(g, ids[i][real].numpy(), anc[i][real].numpy(), ends[i][real].numpy(), top=depth)
+        lengths.append(int(real.sum()))
+    assert len(set(lengths)) > 3 and len({int(a) for a in anc[:, 1, depth]}) > 1  # random nodes, not one
 
 
 def test_sentence_lengths_match_the_grammar():
@@ -294,6 +312,9 @@ def test_nt_probe_reads_features_that_encode_the_answer():
     (["--lr_grid", "1e-3,-1"], "--lr_grid"),
     (["--max_len", "8"], "--max_len"),
     (["--ckpt", "15"], "--ckpt"),
+    (["--subtree", "7"], "--subtree"),  # cfg3b has depths 0..6
+    (["--subtree", "3"], "--crop"),  # whole subtrees, not crops of them
+    (["--subtree", "3", "--crop", "0", "--max_len", "20"], "--max_len"),  # depth-3 spans reach 27 tokens
 ])
 def test_bad_input_names_the_flag_exits_2_and_writes_nothing(tmp_path, capsys, argv, flag):
     out = tmp_path / "run"
