@@ -286,9 +286,8 @@ def check_teacher_dir(args):
     cfg_path = os.path.join(d, "config.json")
     if not os.path.exists(cfg_path):
         fail("--teacher_dir", f"{d} holds no config.json (expected the --out folder of an earlier run)")
-    cfg = common.read_json(cfg_path)
-    diff = [f"{k}={cfg.get(k, 0 if k == 'subtree' else None)!r} (here {getattr(args, k)!r})" for k in TEACHER_KEYS
-            if cfg.get(k, 0 if k == "subtree" else None) != getattr(args, k)]  # runs before --subtree: 0
+    cfg = {"subtree": 0, **common.read_json(cfg_path)}  # runs from before --subtree existed trained on 0
+    diff = [f"{k}={cfg.get(k)!r} (here {getattr(args, k)!r})" for k in TEACHER_KEYS if cfg.get(k) != getattr(args, k)]
     if diff:
         fail("--teacher_dir", f"{d} was made for another setting: " + ", ".join(diff))
     for level in args.level_list:
@@ -522,11 +521,15 @@ def rng_for(seed, stream, index=0):
     return np.random.default_rng([seed, stream, index])
 
 
+def sample_for(args, n, rng):
+    """n sequences of the kind the flags ask for (--grammar, --crop, --subtree)."""
+    return sample_batch(grammar(args.grammar), n, rng, args.crop, args.subtree)
+
+
 def train_batch(args, seed, stream, step):
     """The batch of optimizer step `step`, generated on the fly or read from <out>/data (--cache_data)."""
     if not args.cache_data:
-        return sample_batch(grammar(args.grammar), args.batch, rng_for(seed, stream, step), args.crop,
-                            args.subtree)
+        return sample_for(args, args.batch, rng_for(seed, stream, step))
     return cached_stream(args, seed, stream)[step]
 
 
@@ -540,9 +543,7 @@ def cached_stream(args, seed, stream):
     path = os.path.join(args.out, "data", name)
     if path not in _CACHE:
         if not os.path.exists(path):
-            batches = [sample_batch(grammar(args.grammar), args.batch, rng_for(seed, stream, i), args.crop,
-                                    args.subtree)
-                       for i in range(n)]
+            batches = [sample_for(args, args.batch, rng_for(seed, stream, i)) for i in range(n)]
             common.save_checkpoint(batches, path)
         _CACHE[path] = common.load_checkpoint(path)
     return _CACHE[path]
@@ -550,7 +551,7 @@ def cached_stream(args, seed, stream):
 
 def fixed_set(args, stream, n):
     """Held-out sets, fixed by seed 12345 and a stream of their own, so they never come from training data."""
-    return sample_batch(grammar(args.grammar), n, rng_for(12345, stream), args.crop, args.subtree)
+    return sample_for(args, n, rng_for(12345, stream))
 
 
 # ----------------------------------------------------------------------------------------------------
