@@ -403,6 +403,19 @@ def test_resume_after_a_kill_gives_the_same_results(tmp_path):
         assert resumed["probe"]["nt"] == whole["probe"]["nt"]
 
 
+def test_cpu_presets_are_valid_and_every_probe_position_lands_inside_every_subtree(tmp_path):
+    """The default study: whole depth-2 subtrees fit --max_len, and each probe window (up to 2 tokens either
+    side) lies inside even the shortest subtree, so every sequence counts at every position."""
+    for objective in ("mlm", "boundary"):
+        pcfg.parse_args(["--objective", objective, "--out", str(tmp_path / objective)])
+    args = pcfg.parse_args(["--out", str(tmp_path / "mlm")])
+    assert (args.crop, args.subtree) == (0, 2)
+    ids, anc, _ = pcfg.sample_for(args, 2000, np.random.default_rng(0))
+    length = (ids != pcfg.PAD).sum(1)
+    assert ids.shape[1] <= args.max_len and int(length.min()) > max(args.position_list) + 2
+    assert bool((anc[:, 1:, 2] == anc[:, 1:2, 2]).where(ids[:, 1:] != pcfg.PAD, True).all())  # one depth-2 root
+
+
 def test_paper_presets_build_and_take_their_first_steps_on_cpu(tmp_path):
     """The paper's models and schedules, a step cap, and a tiny batch and eval set so that it fits a test."""
     small = ["--device", "cpu", "--max_steps", "2", "--batch", "2", "--eval_size", "4", "--eval_every", "1"]
