@@ -217,8 +217,8 @@ def validate(args):
     if args.crop and args.crop > args.max_len:
         fail("--max_len", f"must be at least --crop ({args.crop}), got {args.max_len}")
     if not args.crop and seq_len > args.max_len:
-        fail("--max_len", f"{args.grammar} {'depth-%d subtrees' % args.subtree if args.subtree else 'sentences'} "
-                          f"reach {seq_len} tokens with BOS; got {args.max_len}")
+        what = f"depth-{args.subtree} subtrees" if args.subtree else "sentences"
+        fail("--max_len", f"{args.grammar} {what} reach {seq_len} tokens with BOS; got {args.max_len}")
     args.position_list = common.parse_list(args.probe_positions, int, "--probe_positions")
     args.window_dict = parse_windows(args.windows)
     for p in args.position_list:
