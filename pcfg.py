@@ -1393,18 +1393,20 @@ def make_figures(results, args):
             continue
         panels = 1 + bool(probe and probe.get("m_robust")) + bool(res.get("two_shot_sweep"))
         fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4), squeeze=False)
+        # teacher steps on a log axis, as in the paper's Fig. 4 (step 0 left out), so the phases are visible
         ax = axes[0][0]
-        ax.plot(t["steps"], t["val_loss"], "k-", lw=1.2)
+        first = t["steps"][min(1, len(t["steps"]) - 1)]
+        ax.plot(t["steps"][1:], t["val_loss"][1:], "k-", lw=1.2)
         if ph:
-            for (a, b), c, lab in (((0, ph["drop_start"]), "tab:gray", "1"), ((ph["drop_start"], ph["drop_end"]),
+            for (a, b), c, lab in (((first, ph["drop_start"]), "tab:gray", "1"), ((ph["drop_start"], ph["drop_end"]),
                                    "tab:red", "2"), ((ph["drop_end"], t["steps"][-1]), "tab:blue", "3")):
                 ax.axvspan(a, b, color=c, alpha=0.12, lw=0)
-                ax.text((a + b) / 2, max(t["val_loss"]) * 0.97, lab, ha="center", fontsize=10)
+                ax.text((a * b) ** 0.5, max(t["val_loss"][1:]) * 0.97, lab, ha="center", fontsize=10)
             ax.axvline(ph["inflection"], color="tab:red", ls="--", lw=1, label=f"inflection {ph['inflection']}")
         for b in args.budget_list:
             ax.plot(b, t["val_loss"][t["steps"].index(max(s for s in t["steps"] if s <= b))], "v", color="tab:green")
-        ax.plot(t["steps"], t["val_loss"], "|", color="gray", ms=4, label="checkpoints")
-        ax.set(xlabel="teacher steps", ylabel="validation loss", title="teacher's loss, three phases")
+        ax.plot(t["steps"][1:], t["val_loss"][1:], "|", color="gray", ms=4, label="checkpoints")
+        ax.set(xscale="log", xlabel="teacher steps", ylabel="validation loss", title="teacher's loss, three phases")
         ax.legend(fontsize=8)
         k = 1
         if probe and probe.get("m_robust"):
@@ -1412,10 +1414,14 @@ def make_figures(results, args):
             k += 1
             name = next(iter(probe["m_robust"]))
             q = probe["m_robust"][name]["l1"]
-            ax.plot(probe["steps"], q["median"], "-", color="tab:purple", label=f"median M_robust ({name})")
-            ax.fill_between(probe["steps"], q["q25"], q["q75"], color="tab:purple", alpha=0.2, lw=0)
-            ax.set(xlabel="teacher steps", ylabel="L1 distance", yscale="log", title=f"M_robust, {name}")
+            ax.plot(probe["steps"][1:], q["median"][1:], "-", color="tab:purple", label=f"median M_robust ({name})")
+            ax.fill_between(probe["steps"][1:], q["q25"][1:], q["q75"][1:], color="tab:purple", alpha=0.2, lw=0)
+            peak = int(np.nanargmax(q["median"]))
+            ax.plot(probe["steps"][peak], q["median"][peak], "*", color="tab:purple", ms=10,
+                    label=f"maximum, step {probe['steps'][peak]}")
+            ax.set(xscale="log", xlabel="teacher steps", ylabel="L1 distance", yscale="log", title=f"M_robust, {name}")
             if ph:
+                ax.axvspan(ph["drop_start"], ph["drop_end"], color="tab:red", alpha=0.12, lw=0, label="drop (phase 2)")
                 ax.axvline(ph["inflection"], color="tab:red", ls="--", lw=1)
             ax.legend(fontsize=8)
         sweep = res.get("two_shot_sweep")
@@ -1453,15 +1459,17 @@ def make_probe_figure(plt, probe, res, args, lk):
             ax = axes[0][k]
             k += 1
             for name, q in probe[key].items():
-                ax.plot(probe["steps"], q["l1"]["median"], label=name)
-            ax.set(xlabel="teacher steps", ylabel="median L1", yscale="log", title=key.replace("m_", "M_"))
+                ax.plot(probe["steps"][1:], q["l1"]["median"][1:], label=name)
+            ax.set(xscale="log", xlabel="teacher steps", ylabel="median L1", yscale="log",
+                   title=key.replace("m_", "M_"))
             ax.legend(fontsize=8)
     ax = axes[0][k]
     acc = np.array(probe["nt"]["acc"])
     for d in range(1, acc.shape[1] - 1):
-        line, = ax.plot(probe["steps"], acc[:, d], label=f"depth {d}")
+        line, = ax.plot(probe["steps"][1:], acc[1:, d], label=f"depth {d}")
         ax.axhline(probe["nt"]["majority"][d], color=line.get_color(), ls=":", lw=0.8)
-    ax.set(xlabel="teacher steps", ylabel="probe accuracy", title="non-terminal probe (dotted: majority)")
+    ax.set(xscale="log", xlabel="teacher steps", ylabel="probe accuracy",
+           title="non-terminal probe (dotted: majority)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(os.path.join(args.out, "fig_probes.png" if lk == "mlm" else f"fig_probes_level{lk}.png"), dpi=120)
