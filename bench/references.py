@@ -89,8 +89,8 @@ def main(argv=None):
         print("nltk recursive sampler: skipped (nltk is not installed in this Python)")
 
     sync = (lambda: torch.cuda.synchronize()) if args.device.startswith("cuda") else (lambda: None)
-    batches, tokens_per = pcfg.bench_batches(args)
-    for role in ("teacher", "student"):
+    for role, stream in (("teacher", 1), ("student", 2)):  # each at its own batch (--teacher_batch, --batch)
+        batches, tokens_per = pcfg.bench_batches(args, stream)
         model = pcfg.make_model(args, role, 0)
         opt = pcfg.make_optimizer(model, 1e-3, args)
         rate = pcfg.time_train(lambda b: pcfg.train_step(model, opt, 1e-3, *b, clip=args.clip), batches, sync)

@@ -416,9 +416,17 @@ def test_cpu_presets_are_valid_and_every_probe_position_lands_inside_every_subtr
     assert bool((anc[:, 1:, 2] == anc[:, 1:2, 2]).where(ids[:, 1:] != pcfg.PAD, True).all())  # one depth-2 root
 
 
+def test_teacher_and_students_draw_batches_of_their_own_size(tmp_path):
+    args = pcfg.parse_args(["--preset", "smoke", "--teacher_batch", "5", "--batch", "3", "--out", str(tmp_path)])
+    level = args.level_list[0]
+    assert pcfg.batch_for(args, 0, 1, 0, level)[0].shape[0] == 5  # stream 1: the teacher's
+    assert pcfg.batch_for(args, 0, 2, 0, level)[0].shape[0] == 3  # stream 2: the students'
+
+
 def test_paper_presets_build_and_take_their_first_steps_on_cpu(tmp_path):
     """The paper's models and schedules, a step cap, and a tiny batch and eval set so that it fits a test."""
-    small = ["--device", "cpu", "--max_steps", "2", "--batch", "2", "--eval_size", "4", "--eval_every", "1"]
+    small = ["--device", "cpu", "--max_steps", "2", "--batch", "2", "--teacher_batch", "2", "--eval_size", "4",
+             "--eval_every", "1"]
     t = pcfg.main(["--preset", "paper", "--mode", "teacher", *small, "--out", str(tmp_path / "t")])
     assert t["teacher"]["steps"] == [0, 2]
     s = pcfg.main(["--preset", "paper", "--mode", "progressive", *small, "--teacher_dir", str(tmp_path / "t"),
