@@ -1511,8 +1511,8 @@ def bench(args):
     bench_sampler(args)
     dev = torch.device(args.device)
     sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
-    for role, stream in (("teacher", 1), ("student", 2)):  # each at its own batch (--teacher_batch, --batch)
-        batches, tokens_per = bench_batches(args, stream)
+    data = {role: bench_batches(args, stream) for role, stream in (("teacher", 1), ("student", 2))}
+    for role, (batches, tokens_per) in data.items():  # each at its own batch (--teacher_batch, --batch)
         model = make_model(args, role, 0)
         opt = make_optimizer(model, 1e-3, args)
         rate = time_train(lambda b: train_step(model, opt, 1e-3, *b, clip=args.clip), batches, sync)
@@ -1521,7 +1521,7 @@ def bench(args):
         if role == "teacher":
             with torch.no_grad():
                 model.eval()
-                student_batches, student_tokens = bench_batches(args, 2)
+                student_batches, student_tokens = data["student"]
                 fwd = time_train(lambda b: model(b[0], b[1]), student_batches, sync)
             print(f"teacher forward on student batches (distillation targets): {fwd * student_tokens:,.0f} tokens/s")
 
