@@ -278,6 +278,9 @@ def parse_windows(text):
 
 TEACHER_KEYS = ["objective", "grammar", "crop", "subtree", "max_len", "layers", "head_dim", "teacher_heads",
                 "mask_rate", "hide_masked_keys"]
+# how a teacher was trained: free to differ from this run's flags, so its own values go into results.json
+TEACHER_TRAINING = ["teacher_seed", "teacher_lr", "teacher_batch", "teacher_steps", "teacher_schedule", "warmup",
+                    "ckpt_every"]
 
 
 def check_teacher_dir(args):
@@ -1120,15 +1123,18 @@ def ngram_probe(model, ids, key_mask, positions, windows, mask_id, hide_masked=T
     sequence is skipped at p if p is not a real token), windows {name: (left, right)}. Base input: p masked
     (and hidden as a key if hide_masked, the training convention). M_robust: also mask [p-left, p+right];
     M_close: mask everything outside it. Returns {name: {"robust"|"close": {"l1"|"tv": {"median", "q25",
-    "q75", "mean"}}, "count": number of (sequence, p) pairs}} with L1 = ||P(. | perturbed)[p] - P(. | base)[p]||_1
-    over the whole vocabulary (the official code's number) and TV = L1 / 2."""
+    "q75", "mean", "median_lo", "median_hi"}}, "count": number of (sequence, p) pairs}} with L1 =
+    ||P(. | perturbed)[p] - P(. | base)[p]||_1 over the whole vocabulary (the official code's number) and TV = L1 / 2;
+    [median_lo, median_hi] is a 95% bootstrap interval of the median over sequences."""
     was = model.training
     model.eval()
     N, T = ids.shape
     key_mask = torch.ones_like(ids, dtype=torch.bool) if key_mask is None else key_mask
     d = {name: {"robust": [], "close": []} for name in windows}
+    seq = []  # the sequence of each (sequence, p) pair, for the bootstrap
     for p in positions:
         keep = key_mask[:, p]
+        seq.append(keep.nonzero().squeeze(1).cpu())
         x, km = ids[keep], key_mask[keep]
         if len(x) == 0:
             continue
@@ -1157,20 +1163,30 @@ def ngram_probe(model, ids, key_mask, positions, windows, mask_id, hide_masked=T
             d[name]["close"].append((probs[2 + 2 * w] - probs[0]).abs().sum(-1))
     model.train(was)
     out = {}
+    seq = torch.cat([s for s in seq if len(s)]) if any(len(s) for s in seq) else torch.zeros(0, dtype=torch.long)
     for name in windows:
         out[name] = {"count": int(sum(len(v) for v in d[name]["robust"]))}
         for kind in ("robust", "close"):
-            l1 = torch.cat(d[name][kind]).double() if d[name][kind] else torch.zeros(0, dtype=torch.float64)
-            out[name][kind] = {"l1": quartiles(l1), "tv": quartiles(l1 / 2)}
+            l1 = torch.cat(d[name][kind]).double().cpu() if d[name][kind] else torch.zeros(0, dtype=torch.float64)
+            q = quartiles(l1, seq)
+            out[name][kind] = {"l1": q, "tv": {k: v / 2 for k, v in q.items()}}
     return out
 
 
-def quartiles(values):
+def quartiles(values, groups, reps=200):
+    """Quartiles and mean of `values`, and a 95% interval of the median from `reps` resamplings of whole
+    groups (a sequence's probe positions share its context, so they are not independent draws)."""
+    nan = float("nan")
     if len(values) == 0:
-        return {"median": float("nan"), "q25": float("nan"), "q75": float("nan"), "mean": float("nan")}
-    values = values.cpu()
+        return {"median": nan, "q25": nan, "q75": nan, "mean": nan, "median_lo": nan, "median_hi": nan}
     q = torch.quantile(values, torch.tensor([0.25, 0.5, 0.75], dtype=values.dtype))
-    return {"median": q[1].item(), "q25": q[0].item(), "q75": q[2].item(), "mean": values.mean().item()}
+    _, inv = torch.unique(groups, return_inverse=True)
+    n, gen = int(inv.max()) + 1, torch.Generator().manual_seed(0)  # fixed: same probe, same interval
+    meds = torch.stack([torch.quantile(values.repeat_interleave(
+        torch.bincount(torch.randint(n, (n,), generator=gen), minlength=n)[inv]), 0.5) for _ in range(reps)])
+    lo, hi = torch.quantile(meds, torch.tensor([0.025, 0.975], dtype=meds.dtype))
+    return {"median": q[1].item(), "q25": q[0].item(), "q75": q[2].item(), "mean": values.mean().item(),
+            "median_lo": lo.item(), "median_hi": hi.item()}
 
 
 def features(model, ids, key_mask, batch):
@@ -1248,8 +1264,8 @@ def run_probes(args, level):
         r = parts[step]
         for kind, key in (("robust", "m_robust"), ("close", "m_close")):
             for name in (args.window_dict if args.objective == "mlm" else {}):
-                slot = res[key].setdefault(name, {m: {q: [] for q in ("median", "q25", "q75", "mean")}
-                                                  for m in ("l1", "tv")})
+                slot = res[key].setdefault(name, {m: {q: [] for q in ("median", "q25", "q75", "mean", "median_lo",
+                                                                      "median_hi")} for m in ("l1", "tv")})
                 for m in ("l1", "tv"):
                     for q in slot[m]:
                         slot[m][q].append(r["ngram"][name][kind][m][q])
@@ -1362,6 +1378,17 @@ def claim_checks(res, args):
         checks["mrobust_peak_in_drop"] = bool(ph["drop_start"] <= steps[peak] <= ph["drop_end"])
         checks["mrobust_peak_over_final"] = med[peak] / max(med[-1], 1e-12)
         checks["mrobust_falls_10x"] = checks["mrobust_peak_over_final"] >= 10
+        # M_robust follows the teacher's loss more than its step (README): where the drop stops and where
+        # the reliance peaks, both read on the loss
+        loss_at = dict(zip(t["steps"], t["val_loss"]))
+        checks["mrobust_peak_loss"] = loss_at.get(steps[peak])
+        checks["drop_end_loss"] = loss_at.get(ph["drop_end"])
+        lo, hi = (probe["m_robust"][name]["l1"].get(k) for k in ("median_lo", "median_hi"))
+        # the checkpoints whose median the probe cannot tell from the maximum (their 95% intervals overlap)
+        top = [s for s, h in zip(steps, hi) if h >= lo[peak]] if lo and hi else []
+        if top:
+            checks["mrobust_top_steps"] = [top[0], top[-1]]
+            checks["mrobust_top_meets_drop"] = any(ph["drop_start"] <= s <= ph["drop_end"] for s in top)
     return checks
 
 
@@ -1423,7 +1450,11 @@ def make_figures(results, args):
             name = next(iter(probe["m_robust"]))
             q = probe["m_robust"][name]["l1"]
             ax.plot(probe["steps"][1:], q["median"][1:], "-", color="tab:purple", label=f"median M_robust ({name})")
-            ax.fill_between(probe["steps"][1:], q["q25"][1:], q["q75"][1:], color="tab:purple", alpha=0.2, lw=0)
+            ax.fill_between(probe["steps"][1:], q["q25"][1:], q["q75"][1:], color="tab:purple", alpha=0.2, lw=0,
+                            label="quartiles")
+            if "median_lo" in q:
+                ax.fill_between(probe["steps"][1:], q["median_lo"][1:], q["median_hi"][1:], color="tab:purple",
+                                alpha=0.35, lw=0, label="median, 95% interval")
             peak = int(np.nanargmax(q["median"]))
             ax.plot(probe["steps"][peak], q["median"][peak], "*", color="tab:purple", ms=10,
                     label=f"maximum, step {probe['steps'][peak]}")
@@ -1459,7 +1490,8 @@ def make_figures(results, args):
 
 
 def make_probe_figure(plt, probe, res, args, lk):
-    panels = (2 if probe.get("m_robust") else 0) + 1
+    against_loss = bool(probe.get("m_robust") and res.get("teacher"))
+    panels = (2 if probe.get("m_robust") else 0) + 1 + against_loss
     fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4), squeeze=False)
     k = 0
     for key in ("m_robust", "m_close"):
@@ -1479,6 +1511,20 @@ def make_probe_figure(plt, probe, res, args, lk):
     ax.set(xscale="log", xlabel="teacher steps", ylabel="probe accuracy",
            title="non-terminal probe (dotted: majority)")
     ax.legend(fontsize=8)
+    if against_loss:  # the n-gram reliance read against the teacher's loss, training running left to right
+        ax = axes[0][k + 1]
+        loss_at = dict(zip(res["teacher"]["steps"], res["teacher"]["val_loss"]))
+        loss = [loss_at[s] for s in probe["steps"][1:]]
+        for name, q in probe["m_robust"].items():
+            ax.plot(loss, q["l1"]["median"][1:], ".-", ms=3, label=name)
+        ph = res.get("phases")
+        if ph:
+            ax.axvspan(loss_at[ph["drop_end"]], loss_at[ph["drop_start"]], color="tab:red", alpha=0.12, lw=0,
+                       label="drop (phase 2)")
+        ax.set(yscale="log", xlabel="teacher's validation loss", ylabel="median L1",
+               title="M_robust against the teacher's loss")
+        ax.invert_xaxis()
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(os.path.join(args.out, "fig_probes.png" if lk == "mlm" else f"fig_probes_level{lk}.png"), dpi=120)
     plt.close(fig)
@@ -1632,6 +1678,13 @@ def main(argv=None):
         flat["probe"] = {lk: r["probe"] for lk, r in results["levels"].items() if "probe" in r}
         flat["checks"] = {lk: r["checks"] for lk, r in results["levels"].items()}
         flat["levels"] = results["levels"]
+    if args.teacher_dir:
+        cfg = common.read_json(os.path.join(args.teacher_dir, "config.json"))
+        flat["teacher_config"] = {k: cfg.get(k) for k in TEACHER_TRAINING}
+        other = [f"--{k} {cfg.get(k)!r}" for k in TEACHER_TRAINING if cfg.get(k) != getattr(args, k)]
+        if other:
+            print(f"note: the teacher in {args.teacher_dir} was trained with {', '.join(other)}, not this run's flags; "
+                  "results.json keeps its values as teacher_config")
     flat["wall_s"] = time.time() - t_start
     common.write_json(flat, os.path.join(args.out, "results.json"))
     print_table(results, args)

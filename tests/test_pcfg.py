@@ -255,6 +255,37 @@ def test_phases_of_a_synthetic_three_phase_curve():
     assert abs(ph["slopes"]["drop"]) > 3 * abs(ph["slopes"]["plateau"])
 
 
+def test_mrobust_checks_read_the_peak_against_the_drop_and_the_loss():
+    steps = [0, 100, 200, 300, 400, 500]
+    res = {"teacher": {"steps": steps, "val_loss": [2.0, 1.0, 0.8, 0.5, 0.3, 0.2]},
+           "phases": {"drop_start": 100, "drop_end": 300, "slopes": {"plateau": 0, "drop": -1, "decay": 0}},
+           "probe": {"steps": steps, "m_robust": {"3gram": {"l1": {"median": [0, 0.1, 0.6, 0.4, 0.2, 0.03]}}}}}
+    c = pcfg.claim_checks(res, pcfg.parse_args(["--preset", "smoke"]))
+    assert c["mrobust_peak_step"] == 200 and c["mrobust_peak_in_drop"] and c["mrobust_peak_loss"] == 0.8
+    assert c["drop_end_loss"] == 0.5 and c["mrobust_peak_over_final"] == pytest.approx(20) and c["mrobust_falls_10x"]
+    res["probe"]["m_robust"]["3gram"]["l1"]["median"][4] = 0.7  # the maximum after the drop's end
+    c = pcfg.claim_checks(res, pcfg.parse_args(["--preset", "smoke"]))
+    assert c["mrobust_peak_step"] == 400 and not c["mrobust_peak_in_drop"] and c["mrobust_peak_loss"] == 0.3
+    # with intervals: step 200's (0.55-0.65) overlaps the maximum's (0.62-0.78), step 300's (0.35-0.45) does not
+    res["probe"]["m_robust"]["3gram"]["l1"].update(median_lo=[0, 0.05, 0.55, 0.35, 0.62, 0.02],
+                                                   median_hi=[0, 0.15, 0.65, 0.45, 0.78, 0.04])
+    c = pcfg.claim_checks(res, pcfg.parse_args(["--preset", "smoke"]))
+    assert c["mrobust_top_steps"] == [200, 400] and c["mrobust_top_meets_drop"]
+
+
+def test_median_interval_resamples_whole_sequences():
+    torch.manual_seed(0)
+    per_seq = torch.rand(300, dtype=torch.float64)
+    q = pcfg.quartiles(per_seq.repeat_interleave(4), torch.arange(300).repeat_interleave(4))
+    assert q["median_lo"] < q["median"] < q["median_hi"] and q["median_hi"] - q["median_lo"] < 0.15
+    # four copies of one value per sequence carry the information of one draw, not four: the interval is as
+    # wide as that of the 300 values themselves, not half as wide
+    once = pcfg.quartiles(per_seq, torch.arange(300))
+    assert q["median_hi"] - q["median_lo"] == pytest.approx(once["median_hi"] - once["median_lo"], rel=0.3)
+    same = pcfg.quartiles(torch.full((40,), 0.3, dtype=torch.float64), torch.arange(40) // 4)
+    assert same["median_lo"] == same["median_hi"] == same["median"] == pytest.approx(0.3)
+
+
 # ---------------------------------------------------------------------------------------------------- probes
 
 class LooksTwoBack(nn.Module):
@@ -380,6 +411,14 @@ def test_smoke_boundary_all_and_single_modes(tmp_path):
     two = pcfg.main(["--preset", "smoke", "--objective", "boundary", "--mode", "two_shot", "--level", "3",
                      "--teacher_dir", str(out), "--seeds", "0", "--out", str(tmp_path / "two")])
     assert [e["stage1"] for e in two["students"]["two_shot"]] == [20, 20]  # inflection, clamped to each horizon
+
+
+def test_a_reused_teacher_keeps_its_own_training_flags_in_the_results(tmp_path, capsys):
+    pcfg.main(["--preset", "smoke", "--mode", "teacher", "--teacher_lr", "2e-3", "--out", str(tmp_path / "t")])
+    saved = pcfg.main(["--preset", "smoke", "--mode", "probe", "--teacher_dir", str(tmp_path / "t"),
+                       "--out", str(tmp_path / "p")])
+    assert saved["teacher_config"]["teacher_lr"] == 2e-3 and saved["config"]["teacher_lr"] == 3e-3
+    assert "trained with --teacher_lr 0.002" in capsys.readouterr().out
 
 
 def test_ce_needs_no_teacher(tmp_path):
