@@ -270,7 +270,7 @@ def test_mrobust_checks_read_the_peak_against_the_drop_and_the_loss():
     res["probe"]["m_robust"]["3gram"]["l1"].update(median_lo=[0, 0.05, 0.55, 0.35, 0.62, 0.02],
                                                    median_hi=[0, 0.15, 0.65, 0.45, 0.78, 0.04])
     c = pcfg.claim_checks(res, pcfg.parse_args(["--preset", "smoke"]))
-    assert c["mrobust_top_steps"] == [200, 400] and c["mrobust_top_meets_drop"]
+    assert c["mrobust_overlap_steps"] == [200, 400] and c["mrobust_overlap_meets_drop"]
 
 
 def test_median_interval_resamples_whole_sequences():
@@ -419,6 +419,12 @@ def test_a_reused_teacher_keeps_its_own_training_flags_in_the_results(tmp_path, 
                        "--out", str(tmp_path / "p")])
     assert saved["teacher_config"]["teacher_lr"] == 2e-3 and saved["config"]["teacher_lr"] == 3e-3
     assert "trained with --teacher_lr 0.002" in capsys.readouterr().out
+    cfg = json.loads((tmp_path / "t" / "config.json").read_text())
+    del cfg["teacher_batch"]  # a teacher from before --teacher_batch, which trained at --batch
+    (tmp_path / "t" / "config.json").write_text(json.dumps(cfg))
+    old = pcfg.main(["--preset", "smoke", "--mode", "probe", "--teacher_dir", str(tmp_path / "t"),
+                     "--out", str(tmp_path / "q")])
+    assert old["teacher_config"]["teacher_batch"] == 16 and "--teacher_batch" not in capsys.readouterr().out
 
 
 def test_ce_needs_no_teacher(tmp_path):
