@@ -1163,27 +1163,32 @@ def ngram_probe(model, ids, key_mask, positions, windows, mask_id, hide_masked=T
             d[name]["close"].append((probs[2 + 2 * w] - probs[0]).abs().sum(-1))
     model.train(was)
     out = {}
-    seq = torch.cat([s for s in seq if len(s)]) if any(len(s) for s in seq) else torch.zeros(0, dtype=torch.long)
+    seq = torch.cat(seq)
+    weights = resample_weights(seq) if len(seq) else []  # every window and kind pools the same pairs
     for name in windows:
         out[name] = {"count": int(sum(len(v) for v in d[name]["robust"]))}
         for kind in ("robust", "close"):
             l1 = torch.cat(d[name][kind]).double().cpu() if d[name][kind] else torch.zeros(0, dtype=torch.float64)
-            q = quartiles(l1, seq)
+            q = quartiles(l1, weights)
             out[name][kind] = {"l1": q, "tv": {k: v / 2 for k, v in q.items()}}
     return out
 
 
-def quartiles(values, groups, reps=200):
-    """Quartiles and mean of `values`, and a 95% interval of the median from `reps` resamplings of whole
-    groups (a sequence's probe positions share its context, so they are not independent draws)."""
+def resample_weights(groups, reps=200):
+    """For each of `reps` resamplings of whole groups, how often each value is drawn (a sequence's probe
+    positions share its context, so they are not independent draws). Fixed seed: same probe, same interval."""
+    _, inv = torch.unique(groups, return_inverse=True)
+    n, gen = int(inv.max()) + 1, torch.Generator().manual_seed(0)
+    return [torch.bincount(torch.randint(n, (n,), generator=gen), minlength=n)[inv] for _ in range(reps)]
+
+
+def quartiles(values, weights):
+    """Quartiles and mean of `values`, and a 95% interval of the median over the resamplings `weights`."""
     nan = float("nan")
     if len(values) == 0:
         return {"median": nan, "q25": nan, "q75": nan, "mean": nan, "median_lo": nan, "median_hi": nan}
     q = torch.quantile(values, torch.tensor([0.25, 0.5, 0.75], dtype=values.dtype))
-    _, inv = torch.unique(groups, return_inverse=True)
-    n, gen = int(inv.max()) + 1, torch.Generator().manual_seed(0)  # fixed: same probe, same interval
-    meds = torch.stack([torch.quantile(values.repeat_interleave(
-        torch.bincount(torch.randint(n, (n,), generator=gen), minlength=n)[inv]), 0.5) for _ in range(reps)])
+    meds = torch.stack([torch.quantile(values.repeat_interleave(w), 0.5) for w in weights])
     lo, hi = torch.quantile(meds, torch.tensor([0.025, 0.975], dtype=meds.dtype))
     return {"median": q[1].item(), "q25": q[0].item(), "q75": q[2].item(), "mean": values.mean().item(),
             "median_lo": lo.item(), "median_hi": hi.item()}

@@ -276,13 +276,13 @@ def test_mrobust_checks_read_the_peak_against_the_drop_and_the_loss():
 def test_median_interval_resamples_whole_sequences():
     torch.manual_seed(0)
     per_seq = torch.rand(300, dtype=torch.float64)
-    q = pcfg.quartiles(per_seq.repeat_interleave(4), torch.arange(300).repeat_interleave(4))
+    q = pcfg.quartiles(per_seq.repeat_interleave(4), pcfg.resample_weights(torch.arange(300).repeat_interleave(4)))
     assert q["median_lo"] < q["median"] < q["median_hi"] and q["median_hi"] - q["median_lo"] < 0.15
     # four copies of one value per sequence carry the information of one draw, not four: the interval is as
     # wide as that of the 300 values themselves, not half as wide
-    once = pcfg.quartiles(per_seq, torch.arange(300))
+    once = pcfg.quartiles(per_seq, pcfg.resample_weights(torch.arange(300)))
     assert q["median_hi"] - q["median_lo"] == pytest.approx(once["median_hi"] - once["median_lo"], rel=0.3)
-    same = pcfg.quartiles(torch.full((40,), 0.3, dtype=torch.float64), torch.arange(40) // 4)
+    same = pcfg.quartiles(torch.full((40,), 0.3, dtype=torch.float64), pcfg.resample_weights(torch.arange(40) // 4))
     assert same["median_lo"] == same["median_hi"] == same["median"] == pytest.approx(0.3)
 
 
