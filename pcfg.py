@@ -1123,9 +1123,10 @@ def ngram_probe(model, ids, key_mask, positions, windows, mask_id, hide_masked=T
     sequence is skipped at p if p is not a real token), windows {name: (left, right)}. Base input: p masked
     (and hidden as a key if hide_masked, the training convention). M_robust: also mask [p-left, p+right];
     M_close: mask everything outside it. Returns {name: {"robust"|"close": {"l1"|"tv": {"median", "q25",
-    "q75", "mean", "median_lo", "median_hi"}}, "count": number of (sequence, p) pairs}} with L1 =
-    ||P(. | perturbed)[p] - P(. | base)[p]||_1 over the whole vocabulary (the official code's number) and TV = L1 / 2;
-    [median_lo, median_hi] is a 95% bootstrap interval of the median over sequences."""
+    "q75", "mean", "median_lo", "median_hi"}, "l1_boot": [the median in each bootstrap resampling]},
+    "count": number of (sequence, p) pairs}} with L1 = ||P(. | perturbed)[p] - P(. | base)[p]||_1 over the
+    whole vocabulary (the official code's number) and TV = L1 / 2; [median_lo, median_hi] is a 95% bootstrap
+    interval of the median over sequences."""
     was = model.training
     model.eval()
     N, T = ids.shape
@@ -1170,28 +1171,31 @@ def ngram_probe(model, ids, key_mask, positions, windows, mask_id, hide_masked=T
         for kind in ("robust", "close"):
             l1 = torch.cat(d[name][kind]).double().cpu() if d[name][kind] else torch.zeros(0, dtype=torch.float64)
             q = quartiles(l1, weights)
-            out[name][kind] = {"l1": q, "tv": {k: v / 2 for k, v in q.items()}}
+            boot = q.pop("boot")
+            out[name][kind] = {"l1": q, "tv": {k: v / 2 for k, v in q.items()}, "l1_boot": boot}
     return out
 
 
 def resample_weights(groups, reps=200):
     """For each of `reps` resamplings of whole groups, how often each value is drawn (a sequence's probe
-    positions share its context, so they are not independent draws). Fixed seed: same probe, same interval."""
+    positions share its context, so they are not independent draws). Fixed seed: same probe, same interval,
+    and every checkpoint gets the same resamplings (paired), so the maximum can be located per resampling."""
     _, inv = torch.unique(groups, return_inverse=True)
     n, gen = int(inv.max()) + 1, torch.Generator().manual_seed(0)
     return [torch.bincount(torch.randint(n, (n,), generator=gen), minlength=n)[inv] for _ in range(reps)]
 
 
 def quartiles(values, weights):
-    """Quartiles and mean of `values`, and a 95% interval of the median over the resamplings `weights`."""
+    """Quartiles and mean of `values`, and a 95% interval of the median over the resamplings `weights`
+    ("boot": the median of each resampling)."""
     nan = float("nan")
     if len(values) == 0:
-        return {"median": nan, "q25": nan, "q75": nan, "mean": nan, "median_lo": nan, "median_hi": nan}
+        return {"median": nan, "q25": nan, "q75": nan, "mean": nan, "median_lo": nan, "median_hi": nan, "boot": []}
     q = torch.quantile(values, torch.tensor([0.25, 0.5, 0.75], dtype=values.dtype))
     meds = torch.stack([torch.quantile(values.repeat_interleave(w), 0.5) for w in weights])
     lo, hi = torch.quantile(meds, torch.tensor([0.025, 0.975], dtype=meds.dtype))
     return {"median": q[1].item(), "q25": q[0].item(), "q75": q[2].item(), "mean": values.mean().item(),
-            "median_lo": lo.item(), "median_hi": hi.item()}
+            "median_lo": lo.item(), "median_hi": hi.item(), "boot": meds.tolist()}
 
 
 def features(model, ids, key_mask, batch):
@@ -1265,6 +1269,7 @@ def run_probes(args, level):
     for part in parallel_map(args, probe_job, [(level, c) for c in chunks]):
         parts.update({int(k): v for k, v in part.items()})
     res = {"steps": steps, "m_robust": {}, "m_close": {}, "nt": {"acc": [], "majority": NTData(args).majority()}}
+    boots = {}  # window: M_robust medians per checkpoint and resampling
     for step in steps:
         r = parts[step]
         for kind, key in (("robust", "m_robust"), ("close", "m_close")):
@@ -1274,7 +1279,12 @@ def run_probes(args, level):
                 for m in ("l1", "tv"):
                     for q in slot[m]:
                         slot[m][q].append(r["ngram"][name][kind][m][q])
+                if kind == "robust":
+                    boots.setdefault(name, []).append(r["ngram"][name][kind]["l1_boot"])
         res["nt"]["acc"].append(r["nt"])
+    for name, b in boots.items():  # where the maximum falls in each (paired) resampling: its uncertainty
+        if all(len(x) == len(b[0]) > 0 for x in b):
+            res["m_robust"][name]["l1"]["peak_boot"] = [steps[i] for i in np.nanargmax(np.array(b), axis=0)]
     print(f"probes: {len(steps)} teacher checkpoints in {time.time() - t0:.0f}s", flush=True)
     return res
 
@@ -1395,6 +1405,12 @@ def claim_checks(res, args):
         if near:
             checks["mrobust_overlap_steps"] = near
             checks["mrobust_overlap_meets_drop"] = any(ph["drop_start"] <= s <= ph["drop_end"] for s in near)
+        # the sharper test: how often the maximum falls inside the drop when the probe sequences are resampled
+        # (the same resamplings at every checkpoint); still blind to the teacher's own jitter
+        boot = probe["m_robust"][name]["l1"].get("peak_boot")
+        if boot:
+            checks["mrobust_peak_in_drop_frac"] = float(np.mean([ph["drop_start"] <= s <= ph["drop_end"] for s in boot]))
+            checks["mrobust_peak_step_95"] = [int(v) for v in np.quantile(boot, [0.025, 0.975], method="nearest")]
     return checks
 
 
@@ -1464,6 +1480,11 @@ def make_figures(results, args):
             peak = int(np.nanargmax(q["median"]))
             ax.plot(probe["steps"][peak], q["median"][peak], "*", color="tab:purple", ms=10,
                     label=f"maximum, step {probe['steps'][peak]}")
+            if q.get("peak_boot"):  # where the maximum falls over the probe's resamplings
+                at = probe["steps"][peak]
+                lo_s, hi_s = np.quantile(q["peak_boot"], [0.025, 0.975], method="nearest")
+                ax.errorbar(at, q["median"][peak], xerr=[[max(at - lo_s, 0)], [max(hi_s - at, 0)]], color="tab:purple",
+                            capsize=3, lw=1, label=f"its step, 95% range {lo_s:g}-{hi_s:g}")
             ax.set(xscale="log", xlabel="teacher steps", ylabel="L1 distance", yscale="log", title=f"M_robust, {name}")
             if ph:
                 ax.axvspan(ph["drop_start"], ph["drop_end"], color="tab:red", alpha=0.12, lw=0, label="drop (phase 2)")

@@ -271,6 +271,10 @@ def test_mrobust_checks_read_the_peak_against_the_drop_and_the_loss():
                                                    median_hi=[0, 0.15, 0.65, 0.45, 0.78, 0.04])
     c = pcfg.claim_checks(res, pcfg.parse_args(["--preset", "smoke"]))
     assert c["mrobust_overlap_steps"] == [200, 400] and c["mrobust_overlap_meets_drop"]
+    # the maximum's step in each of 10 resamplings: 3 inside the drop (100-300), 7 after it
+    res["probe"]["m_robust"]["3gram"]["l1"]["peak_boot"] = [200, 300, 400, 400, 200, 400, 400, 500, 400, 400]
+    c = pcfg.claim_checks(res, pcfg.parse_args(["--preset", "smoke"]))
+    assert c["mrobust_peak_in_drop_frac"] == pytest.approx(0.3) and c["mrobust_peak_step_95"] == [200, 500]
 
 
 def test_median_interval_resamples_whole_sequences():
@@ -284,6 +288,11 @@ def test_median_interval_resamples_whole_sequences():
     assert q["median_hi"] - q["median_lo"] == pytest.approx(once["median_hi"] - once["median_lo"], rel=0.3)
     same = pcfg.quartiles(torch.full((40,), 0.3, dtype=torch.float64), pcfg.resample_weights(torch.arange(40) // 4))
     assert same["median_lo"] == same["median_hi"] == same["median"] == pytest.approx(0.3)
+    # paired: every checkpoint gets the same resamplings, so a uniform shift moves every resampled median alike
+    w = pcfg.resample_weights(torch.arange(300).repeat_interleave(4))
+    v = per_seq.repeat_interleave(4)
+    shifted = torch.tensor(pcfg.quartiles(v + 0.25, w)["boot"]) - torch.tensor(pcfg.quartiles(v, w)["boot"])
+    assert len(shifted) == 200 and torch.allclose(shifted, torch.full_like(shifted, 0.25))
 
 
 # ---------------------------------------------------------------------------------------------------- probes
@@ -395,6 +404,8 @@ def test_smoke_mode_all_mlm_writes_the_promised_results(tmp_path):
     for key in ("m_robust", "m_close"):
         assert set(p[key]) == {"3gram", "5gram", "4gram", "2gram"}
         assert all(len(p[key][w]["l1"]["median"]) == len(p["steps"]) for w in p[key])
+    boot = p["m_robust"]["3gram"]["l1"]["peak_boot"]  # the maximum's step in each probe resampling
+    assert len(boot) == 200 and set(boot) <= set(p["steps"])
     assert len(p["nt"]["acc"]) == len(p["steps"]) and len(p["nt"]["acc"][0]) == 7
     assert set(p["students_nt"]) == set(saved["students"])
     assert saved["two_shot_ckpt"] in t["steps"] and "two_shot_sweep" in saved
