@@ -19,9 +19,17 @@ def args_for(*argv):
     return parity.parse_args(["--out", "/nonexistent/unused", *argv])
 
 
-# One thread in every script process: on a loaded machine a 2-thread process now and then takes another
-# floating-point path (2 processes in 90 under load, 0 in 150 on one thread), which fails exact comparisons.
+# Exact comparisons run on one thread: on a loaded machine a 2-thread process now and then computes slightly
+# different numbers (2 processes in 90; 0 in 150 on one thread; README, set-up).
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def run_cli(*argv, cwd=ROOT):
@@ -236,14 +244,9 @@ def without_config(results):
     return {k: v for k, v in results.items() if k != "config"}
 
 
-def test_resume_after_a_crash_gives_the_same_results(tmp_path):
+def test_resume_after_a_crash_gives_the_same_results(tmp_path, one_thread):
     base = ["--preset", "smoke", "--steps", "300", "--save_every", "100", "--seeds", "0,1", "--lr_grid", "3e-3"]
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the script processes (ENV)
-    try:
-        ref = parity.main(base + ["--out", str(tmp_path / "ref")])
-    finally:
-        torch.set_num_threads(before)
+    ref = parity.main(base + ["--out", str(tmp_path / "ref")])
     for halt in ("teacher:170", "students:230"):
         out = str(tmp_path / halt.replace(":", "_"))
         r = run_cli(*base, "--out", out, "--halt_at", halt)
@@ -254,7 +257,7 @@ def test_resume_after_a_crash_gives_the_same_results(tmp_path):
             assert without_config(json.load(f)) == json.loads(json.dumps(without_config(ref)))
 
 
-def test_same_seed_same_numbers_and_batching_does_not_change_a_student(tmp_path):
+def test_same_seed_same_numbers_and_batching_does_not_change_a_student(tmp_path, one_thread):
     a = parity.main(["--preset", "smoke", "--mode", "ce", "--seeds", "0,1", "--out", str(tmp_path / "a")])
     b = parity.main(["--preset", "smoke", "--mode", "ce", "--seeds", "0,1", "--out", str(tmp_path / "b")])
     assert without_config(a) == without_config(b)
