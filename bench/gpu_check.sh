@@ -43,6 +43,7 @@ part 45 lm_pretrain.py --data tests/data/pride_and_prejudice_ch01-12.txt "${BENC
 
 RUN=${RUNS:-out/pcfg}/$(basename "$OUTDIR")-teacher  # checkpoints stay here; OUTDIR gets a few small files
 rm -rf "$RUN" "$RUN-probe"
+# --budgets: the preset's (up to 16000) would exceed this shorter teacher run and be refused
 COMMON=(--preset "$PRESET" --device "$DEVICE" --teacher_steps "$TEACHER_STEPS" --ckpt_every "$EVERY" --budgets "$CAP")
 part 210 pcfg.py "${COMMON[@]}" --mode teacher --max_steps "$CAP" --out "$RUN"
 part 120 pcfg.py "${COMMON[@]}" --mode probe --probe_size 512 --teacher_dir "$RUN" --out "$RUN-probe"
