@@ -182,7 +182,8 @@ def validate(args):
         if not getattr(args, name) > 0:
             fail(f"--{name}", f"must be positive, got {getattr(args, name)}")
     if not 0 <= args.warmup < 1 or not 0 <= args.floor <= 1 or args.weight_decay < 0 or args.clip < 0:
-        fail("--warmup/--floor/--weight_decay/--clip", "warmup in [0, 1), floor in [0, 1], weight decay >= 0, clip >= 0")
+        fail("--warmup/--floor/--weight_decay/--clip",
+             "warmup in [0, 1), floor in [0, 1], weight decay >= 0, clip >= 0")
     if args.T < 0:
         fail("--T", f"must be at least 0, got {args.T}")
     if args.ckpt_every % args.eval_every:
@@ -225,7 +226,8 @@ def validate(args):
         if not os.path.exists(os.path.join(args.teacher_dir, "config.json")) or not teacher_steps_in(args.teacher_dir):
             fail("--teacher_dir", f"{args.teacher_dir} holds no teacher (expected config.json and ckpt/teacher/)")
         cfg = common.read_json(os.path.join(args.teacher_dir, "config.json"))
-        diff = [f"{k}={cfg.get(k)!r} (here {getattr(args, k)!r})" for k in TEACHER_KEYS if cfg.get(k) != getattr(args, k)]
+        diff = [f"{k}={cfg.get(k)!r} (here {getattr(args, k)!r})"
+                for k in TEACHER_KEYS if cfg.get(k) != getattr(args, k)]
         if diff:
             fail("--teacher_dir", f"{args.teacher_dir} was made with other settings: " + ", ".join(diff))
     if args.ckpt != "auto":
@@ -581,7 +583,7 @@ def data_files(args):
     path = args.data or os.path.join(args.cache, "text")
     if os.path.isfile(path):
         return [path]
-    if os.path.exists(os.path.join(path, "dataset_info.json")) or os.path.exists(os.path.join(path, "dataset_dict.json")):
+    if any(os.path.exists(os.path.join(path, f)) for f in ("dataset_info.json", "dataset_dict.json")):
         return None
     files = sorted(os.path.join(root, f) for root, _, names in os.walk(path) for f in names if f.endswith(".txt"))
     if not files:
@@ -746,7 +748,8 @@ def wrap(args, model):
     if args.world == 1:
         return model
     cuda = args.device.startswith("cuda")
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[torch.device(args.device).index] if cuda else None)
+    ids = [torch.device(args.device).index] if cuda else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
 def masked_logits(model, inputs, key_mask, labels):
@@ -901,7 +904,8 @@ def teacher_curve(args):
     steps = teacher_steps_in(args.teacher_dir or args.out)
     rec = {r["step"]: r for r in common.read_jsonl(os.path.join(args.teacher_dir or args.out, "metrics.jsonl"))
            if r["phase"] == "teacher"}
-    return {"steps": steps, "val_loss": [rec[s]["val_loss"] for s in steps], "val_acc": [rec[s]["val_acc"] for s in steps]}
+    return {"steps": steps, "val_loss": [rec[s]["val_loss"] for s in steps],
+            "val_acc": [rec[s]["val_acc"] for s in steps]}
 
 
 def inflection_step(curve):

@@ -240,8 +240,8 @@ def check_teacher_dir(args):
     if diff:
         fail("--teacher_dir", f"{d} was made for another setting: " + ", ".join(diff))
     if cfg.get("teacher_steps") not in teacher_steps_in(d):
-        fail("--teacher_dir", f"the teacher in {d} is unfinished (no checkpoint at its step {cfg.get('teacher_steps')}); "
-                              f"finish it with --resume first")
+        fail("--teacher_dir", f"the teacher in {d} is unfinished (no checkpoint at its step "
+                              f"{cfg.get('teacher_steps')}); finish it with --resume first")
     if args.ckpt != "auto" and int(args.ckpt) not in teacher_steps_in(d):
         fail("--ckpt", f"{args.ckpt} is not a checkpoint in {d}")
 
@@ -1166,8 +1166,8 @@ def main(argv=None):
         if args.mode in ("all", "two_shot"):
             chosen = results["probe"]["auto_ckpt"] if args.ckpt == "auto" else int(args.ckpt)
             results["two_shot_ckpt"] = chosen
-            print(f"two_shot: stage-1 checkpoint {chosen} ({'picked by the probe' if args.ckpt == 'auto' else '--ckpt'})"
-                  f", then the final one after T={args.T} steps")
+            how = "picked by the probe" if args.ckpt == "auto" else "--ckpt"
+            print(f"two_shot: stage-1 checkpoint {chosen} ({how}), then the final one after T={args.T} steps")
         methods = {"all": ["ce", "oneshot", "progressive", "two_shot", "two_shot_before", "two_shot_after"],
                    "teacher": [], "probe": []}.get(args.mode, [args.mode])
         stage1 = {}

@@ -588,7 +588,8 @@ def mask_tokens(ids, gen, rate, mask_id, random_ids, can_select, hide_selected=T
 
 def boundary_targets(ids, ends, level):
     """GPT-style variant (as the official autoregressive code): next-token targets only where the next
-    token closes the span of its depth-`level` ancestor. targets[:, i] = ids[:, i+1] there, -100 elsewhere (causal shift)."""
+    token closes the span of its depth-`level` ancestor. targets[:, i] = ids[:, i+1] there, -100 elsewhere
+    (causal shift)."""
     targets = torch.full_like(ids, -100)
     closes = ends[:, 1:, level]
     targets[:, :-1] = torch.where(closes, ids[:, 1:], targets[:, :-1])
@@ -883,8 +884,9 @@ def find_phases(steps, losses, frac=0.25):
 
 def teacher_ckpt_for(step, saved_steps, refresh, speed):
     """Progressive schedule (the official refresh-and-speed rule, without its lookup bugs): student step
-    `step` learns from the latest saved checkpoint <= speed x (floor(step / refresh) + 1) x refresh, so the teacher changes every `refresh` steps
-    and runs `speed` times faster, one refresh ahead. speed = inf gives the final checkpoint (one-shot).
+    `step` learns from the latest saved checkpoint <= speed x (floor(step / refresh) + 1) x refresh, so the
+    teacher changes every `refresh` steps and runs `speed` times faster, one refresh ahead. speed = inf gives
+    the final checkpoint (one-shot).
     Unlike the official lookup, a step-0 checkpoint is required, so no request falls before the first one."""
     target = speed * (step // refresh + 1) * refresh
     candidates = [s for s in saved_steps if s <= target]

@@ -65,7 +65,8 @@ def test_tokenizer_round_trip_and_special_tokens(tmp_path):
     assert (lm.PAD, lm.MASK, lm.CLS, lm.SEP, lm.UNK) == (0, 1, 2, 3, 4)
     index = {w: i for i, w in enumerate(vocab)}
     ids = lm.encode(lm.tokenize(text), index)
-    assert lm.decode(ids, vocab) == "it is a truth universally acknowledged , that a single man must be in want of a wife ."
+    assert lm.decode(ids, vocab) == ("it is a truth universally acknowledged , that a single man must be in want "
+                                     "of a wife .")
     assert lm.encode(lm.decode(ids, vocab).split(), index) == ids
     assert lm.encode(["zebra"], index) == [lm.UNK]
     assert vocab[5] == "a"  # most frequent word first
