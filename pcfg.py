@@ -55,7 +55,8 @@ PRESETS = {
     # Measured on 2 CPU cores (README "Presets"): whole depth-2 subtrees (35-72 tokens) keep the plateau and
     # the distillation gain and let M_robust fall; 32-token crops (README) never let it fall. A teacher batch of
     # 256 brings the M_robust peak into the drop on three teacher seeds of four (with the 10x fall after it on
-    # two), at a third of the gain (README).
+    # two), at a third of the gain; batch 512 (the paper's) passes every check on one seed of two when the
+    # refresh is at its teacher's inflection, but the study takes 69 minutes (README).
     ("cpu", "mlm"): dict(
         grammar="cfg3b", crop=0, subtree=2, max_len=73, layers=4, head_dim=8, teacher_heads=16, student_heads=4,
         dropout=0.0, batch=64, teacher_batch=64, teacher_lr=3e-3, lr_grid="1e-2", warmup=0.06, schedule="cosine",
