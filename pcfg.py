@@ -54,16 +54,15 @@ PRESETS = {
                                 two_shot_sweep="none"),
     # Measured on 2 CPU cores (README "Presets"): whole depth-2 subtrees (35-72 tokens) keep the plateau and
     # the distillation gain and let M_robust fall; 32-token crops (README) never let it fall. A teacher batch of
-    # 256 brings the M_robust peak into the drop on three teacher seeds of four (with the 10x fall after it on
-    # two), at a third of the gain; batch 512 (the paper's) passes every check on one seed of two when the
-    # refresh is at its teacher's inflection, but the study takes 69 minutes (README).
+    # 256 (the paper's is 512) brings the M_robust peak into the drop on three teacher seeds of four (batch 64:
+    # on none of two); the progressive refresh sits at that teacher's inflection, as the paper's 1000 is its C1.
     ("cpu", "mlm"): dict(
         grammar="cfg3b", crop=0, subtree=2, max_len=73, layers=4, head_dim=8, teacher_heads=16, student_heads=4,
-        dropout=0.0, batch=64, teacher_batch=64, teacher_lr=3e-3, lr_grid="1e-2", warmup=0.06, schedule="cosine",
-        teacher_schedule="cosine", clip=1.0, temperature=1e-20, teacher_steps=3000, budgets="600,1000",
-        ckpt_every=25, refresh=300, speed=1.0, level="3", eval_size=1024, eval_every=50, probe_size=128,
+        dropout=0.0, batch=64, teacher_batch=256, teacher_lr=3e-3, lr_grid="1e-2", warmup=0.06, schedule="cosine",
+        teacher_schedule="cosine", clip=1.0, temperature=1e-20, teacher_steps=1000, budgets="600,1000",
+        ckpt_every=10, refresh="auto", speed=1.0, level="3", eval_size=1024, eval_every=50, probe_size=128,
         probe_every=2, probe_positions="8,16,24,32", nt_train=256, nt_eval=256, workers=2,
-        methods="ce,oneshot,progressive,two_shot", two_shot_sweep="150,425"),
+        methods="ce,oneshot,progressive,two_shot", two_shot_sweep="drop"),
     # The autoregressive variant: cfg3f and speed 2 as the paper's scripts; level 3 only (levels 1 and 2
     # stay on their plateau at this scale, README).
     ("cpu", "boundary"): dict(
@@ -139,14 +138,16 @@ def build_parser():
     # distillation
     a("--temperature", type=float, help="teacher softmax temperature; 1e-20 = argmax targets (paper code)")
     a("--ckpt_every", type=int, help="teacher checkpoint interval (steps); step 0 is always saved")
-    a("--refresh", type=int, help="progressive: the teacher checkpoint can change every this many steps")
+    a("--refresh", type=str, help="progressive: the teacher checkpoint can change every this many steps; auto = "
+                                  "the teacher's inflection, as the paper's 1000 is its C1 (Fig. 4)")
     a("--speed", type=float, help="progressive: the teacher advances this many times faster than the student")
     a("--ckpt", type=str, default="auto", help="two_shot stage-1 checkpoint step, or auto (see --auto_by)")
     a("--auto_by", default="loss", choices=["loss", "mrobust"],
       help="--ckpt auto: inflection of the teacher's loss, or peak of the 3-gram M_robust median")
     a("--two_shot_frac", type=float, default=0.5, help="two_shot: stage 1 lasts this fraction of the budget")
     a("--two_shot_sweep", type=str,
-      help="stage-1 checkpoints for the curriculum figure at the smallest budget: steps, auto or none")
+      help="stage-1 checkpoints for the curriculum figure at the smallest budget: steps, auto (five around "
+           "the chosen one and the drop), drop (the drop's start and end) or none")
     a("--teacher_dir", type=str, default=None, help="reuse the teacher of an earlier run (its --out folder)")
     # evaluation and probes
     a("--eval_size", type=int, help="held-out sequences (paper: 4096), fixed by seed")
@@ -185,7 +186,7 @@ def parse_args(argv=None):
 def validate(args):
     """Every check that can fail runs before anything is written."""
     for name in ["layers", "head_dim", "teacher_heads", "student_heads", "max_len", "batch", "teacher_batch",
-                 "teacher_steps", "ckpt_every", "refresh", "eval_size", "eval_every", "eval_batch", "probe_size",
+                 "teacher_steps", "ckpt_every", "eval_size", "eval_every", "eval_batch", "probe_size",
                  "probe_every", "nt_train", "nt_eval", "nt_steps", "bench_steps"]:
         if getattr(args, name) < 1:
             fail(f"--{name}", f"must be at least 1, got {getattr(args, name)}")
@@ -243,7 +244,11 @@ def validate(args):
         fail("--save_every", f"must be a positive multiple of --eval_every ({args.eval_every})")
     if args.ckpt != "auto" and not args.ckpt.isdigit():
         fail("--ckpt", f"expected a checkpoint step or 'auto', got {args.ckpt!r}")
-    if args.two_shot_sweep not in ("auto", "none"):
+    if str(args.refresh) != "auto":  # 'auto' is resolved once the teacher's phases are known (run_level)
+        if not (str(args.refresh).isdigit() and int(args.refresh) >= 1):
+            fail("--refresh", f"expected a positive number of steps or 'auto', got {args.refresh!r}")
+        args.refresh = int(args.refresh)
+    if args.two_shot_sweep not in ("auto", "drop", "none"):
         common.parse_list(args.two_shot_sweep, int, "--two_shot_sweep")
     if args.halt_at is not None and not (args.halt_at.split(":")[0] in ("teacher", "students")
                                          and args.halt_at.split(":")[-1].isdigit()):
@@ -1003,7 +1008,7 @@ def train_group(args, level, budget, seed, specs, heldout, tag=""):
                                         "opts": [o.state_dict() for o in opts], "step": done,
                                         "torch_rng": torch.get_rng_state(), "history": history}, state_path)
     for m, sp in zip(models, specs):  # final weights, for the non-terminal probe of the students
-        common.save_checkpoint({"model": m.state_dict()}, student_path(folder, name, sp["method"], sp["lr"]))
+        common.save_checkpoint({"model": m.state_dict()}, student_path(folder, name, label(sp), sp["lr"]))
     result = {sp["name"]: {"method": sp["method"], "lr": sp["lr"], "stage1": sp.get("stage1"),
                            "acc": history["acc"][-1][i], "curve": [row[i] for row in history["acc"]]}
               for i, sp in enumerate(specs)}
@@ -1013,7 +1018,7 @@ def train_group(args, level, budget, seed, specs, heldout, tag=""):
         os.remove(state_path)
     best = {}
     for sp, a in zip(specs, history["acc"][-1]):
-        best[sp["method"]] = max(best.get(sp["method"], 0), a)
+        best[label(sp)] = max(best.get(label(sp), 0), a)
     print(f"students {name}: " + "  ".join(f"{m} {a:.3f}" for m, a in best.items()) +
           f"  ({time.time() - t0:.0f}s)", flush=True)
     return result
@@ -1028,12 +1033,25 @@ def specs_for(methods, lrs, stage1):
             for m in methods for lr in lrs]
 
 
-def run_students(args, level, methods, stage1, heldout):
+def sweep_specs(stage1s, lr):
+    """The (2,T) sweep's students (Fig. 4 right): two_shot with other stage-1 checkpoints."""
+    return [{"method": "two_shot", "lr": lr, "stage1": ck, "name": f"two_shot@{ck}/lr={lr:g}"} for ck in stage1s]
+
+
+def label(spec):
+    return spec["name"].split("/")[0]  # the method, or two_shot@<stage-1 step> for the sweep
+
+
+def run_students(args, level, methods, stage1, heldout, sweep=()):
     """Every budget x seed; each method at its best lr (highest mean final accuracy over seeds), the paper's
-    protocol. Returns (students {method: [{budget, seed, acc, lr(, level)}]}, per-lr table, curves)."""
+    protocol. `sweep`: stage-1 checkpoints of the (2,T) sweep at the smallest budget, at the two_shot's best
+    lr; with one lr they join that budget's groups, sharing batches and teacher passes (same numbers, faster).
+    Returns (students {method: [{budget, seed, acc, lr(, level)}]}, per-lr table, curves, sweep rows)."""
     students, by_lr, curves = {m: [] for m in methods}, {}, {}
+    b0, joined = args.budget_list[0], list(sweep) if len(args.lrs) == 1 else []
     jobs = [(level, budget, seed, specs_for(methods, args.lrs, clamp_to_horizon(args, level, budget, stage1)
-                                            if "two_shot" in methods else None), "")
+                                            if "two_shot" in methods else None)
+             + (sweep_specs(joined, args.lrs[0]) if budget == b0 else []), "")
             for budget in args.budget_list for seed in args.seed_list]
     done = dict(zip([(j[1], j[2]) for j in jobs], parallel_map(args, group_job, jobs, heldout)))
     for budget in args.budget_list:
@@ -1053,7 +1071,13 @@ def run_students(args, level, methods, stage1, heldout):
                 students[m].append(entry)
                 curves.setdefault(m, {}).setdefault(str(budget), {"steps": groups[s]["_steps"], "acc": []})
                 curves[m][str(budget)]["acc"].append(r["curve"])
-    return students, by_lr, curves
+    rows = []
+    if sweep:
+        lr = next(e["lr"] for e in students["two_shot"] if e["budget"] == b0)
+        rows = ([{"stage1": ck, "seed": s, "acc": done[(b0, s)][f"two_shot@{ck}/lr={lr:g}"]["acc"], "lr": lr}
+                 for ck in joined for s in args.seed_list] if joined else
+                run_two_shot_sweep(args, level, lr, heldout, sweep))
+    return students, by_lr, curves, rows
 
 
 def group_job(args, job, heldout=None):
@@ -1085,11 +1109,10 @@ def clamp_to_horizon(args, level, budget, step):
     return max(s for s in saved if s <= step)
 
 
-def run_two_shot_sweep(args, level, students, heldout, candidates):
+def run_two_shot_sweep(args, level, lr, heldout, candidates):
     """Curriculum figure, right panel: final accuracy of (2,T)-progressive students against the stage-1
-    checkpoint, at the smallest budget and the two_shot's best learning rate."""
+    checkpoint, at the smallest budget and the two_shot's best learning rate (found first, with a grid)."""
     budget = args.budget_list[0]
-    lr = next((e["lr"] for e in students.get("two_shot", []) if e["budget"] == budget), args.lrs[0])
     jobs = [(level, budget, seed, specs_for(["two_shot"], [lr], ck), f"-sweep{ck}")
             for ck in candidates for seed in args.seed_list]
     results = parallel_map(args, group_job, jobs, heldout)
@@ -1102,14 +1125,14 @@ def sweep_candidates(args, level, phases, chosen):
     saved = horizon_steps(saved_steps(args.teacher_dir or args.out, level), args, args.budget_list[0])
     if args.two_shot_sweep == "none":
         return []
-    if args.two_shot_sweep != "auto":
+    if args.two_shot_sweep not in ("auto", "drop"):
         wanted = common.parse_list(args.two_shot_sweep, int, "--two_shot_sweep")
         bad = [w for w in wanted if w not in saved]
         if bad:
             fail("--two_shot_sweep", f"{bad} are not teacher checkpoints within the smallest budget's horizon")
         return [w for w in wanted if w != chosen]
     final = saved[-1]
-    marks = [chosen / 2, chosen * 1.5, chosen * 3]
+    marks = [chosen / 2, chosen * 1.5, chosen * 3] if args.two_shot_sweep == "auto" else []
     if phases:
         marks += [phases["drop_start"], phases["drop_end"]]
     near = {min(saved, key=lambda s: abs(s - t)) for t in marks}
@@ -1648,6 +1671,15 @@ def run_level(args, level):
             res["probe"] = run_probes(args, level)
             common.write_json(res["probe"], path)
     methods = {"all": args.method_list, "teacher": [], "probe": []}.get(mode, [mode])
+    if "progressive" in methods and args.refresh == "auto":
+        # the paper's refresh (1000 steps) is its teacher's inflection C1 (Fig. 4): the first checkpoint a
+        # progressive student sees is then the one that carries the n-gram curriculum
+        ph, steps = res.get("phases"), res["teacher"]["steps"]
+        refresh = ph["inflection"] if ph else steps[len(steps) // 2]
+        how = "inflection of the teacher's loss" if ph else "middle checkpoint (too few checkpoints to find phases)"
+        args = argparse.Namespace(**{**vars(args), "refresh": refresh})  # this level only; workers get it too
+        res["refresh"], res["refresh_rule"] = refresh, how
+        print(f"progressive: refresh every {refresh} steps ({how})")
     chosen = None
     if "two_shot" in methods:
         if args.ckpt != "auto":
@@ -1665,13 +1697,14 @@ def run_level(args, level):
         print(f"two_shot: stage-1 checkpoint {chosen} ({how}) for {args.two_shot_frac:g} of each budget, "
               f"then the final one")
     if methods:
-        students, by_lr, curves = run_students(args, level, methods, chosen, heldout)
-        res["students"], res["by_lr"], res["curves"] = students, by_lr, curves
+        cands = []
         if mode == "all" and "two_shot" in methods:
             cands = sweep_candidates(args, level, res.get("phases"), clamp_to_horizon(args, level, args.budget_list[0],
                                                                                        chosen))
-            if cands:
-                res["two_shot_sweep"] = run_two_shot_sweep(args, level, students, heldout, cands)
+        students, by_lr, curves, sweep = run_students(args, level, methods, chosen, heldout, cands)
+        res["students"], res["by_lr"], res["curves"] = students, by_lr, curves
+        if cands:
+            res["two_shot_sweep"] = sweep
         if mode == "all" and "probe" in res:
             res["probe"]["students_nt"] = probe_students(args, level, students, NTData(args))
     res["checks"] = claim_checks(res, args)

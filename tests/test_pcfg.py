@@ -352,6 +352,9 @@ def test_nt_probe_reads_features_that_encode_the_answer():
     (["--lr_grid", "1e-3,-1"], "--lr_grid"),
     (["--max_len", "8"], "--max_len"),
     (["--ckpt", "15"], "--ckpt"),
+    (["--refresh", "0"], "--refresh"),
+    (["--refresh", "soon"], "--refresh"),
+    (["--two_shot_sweep", "late"], "--two_shot_sweep"),
     (["--subtree", "7"], "--subtree"),  # cfg3b has depths 0..6
     (["--subtree", "3"], "--crop"),  # whole subtrees, not crops of them
     (["--subtree", "3", "--crop", "0", "--max_len", "20"], "--max_len"),  # depth-3 spans reach 27 tokens
@@ -436,6 +439,28 @@ def test_a_reused_teacher_keeps_its_own_training_flags_in_the_results(tmp_path, 
     old = pcfg.main(["--preset", "smoke", "--mode", "probe", "--teacher_dir", str(tmp_path / "t"),
                      "--out", str(tmp_path / "q")])
     assert old["teacher_config"]["teacher_batch"] == 16 and "--teacher_batch" not in capsys.readouterr().out
+
+
+def test_refresh_auto_and_the_sweep_match_students_trained_by_hand(tmp_path):
+    """--refresh auto resolves to the inflection of the teacher's loss (the paper's R = 1000 is its C1, Fig. 4);
+    --two_shot_sweep drop trains the drop's ends; with one lr the sweep joins the smallest budget's groups. Each
+    student equals the one trained alone with those flags given by hand."""
+    base = ["--preset", "smoke", "--teacher_steps", "200", "--budgets", "100", "--seeds", "0", "--lr", "3e-3"]
+    teacher = str(tmp_path / "teacher")
+    pcfg.main(base + ["--mode", "teacher", "--out", teacher])
+    auto = pcfg.main(base + ["--refresh", "auto", "--two_shot_sweep", "drop", "--teacher_dir", teacher,
+                             "--out", str(tmp_path / "auto")])
+    ph = auto["phases"]
+    assert ph is not None and auto["refresh"] == ph["inflection"] and "inflection" in auto["refresh_rule"]
+    hand = pcfg.main(base + ["--mode", "progressive", "--refresh", str(ph["inflection"]), "--teacher_dir", teacher,
+                             "--out", str(tmp_path / "hand")])
+    assert "refresh" not in hand and hand["students"]["progressive"] == auto["students"]["progressive"]
+    stage1s = sorted({ph["drop_start"], ph["drop_end"]} - {auto["two_shot_ckpt"]})
+    assert stage1s and [r["stage1"] for r in auto["two_shot_sweep"]] == stage1s
+    for row in auto["two_shot_sweep"]:
+        alone = pcfg.main(base + ["--mode", "two_shot", "--ckpt", str(row["stage1"]), "--teacher_dir", teacher,
+                                  "--out", str(tmp_path / f"alone{row['stage1']}")])
+        assert alone["students"]["two_shot"][0]["acc"] == row["acc"]
 
 
 def test_ce_needs_no_teacher(tmp_path):
