@@ -1646,6 +1646,14 @@ def config_of(args):
     return {k: v for k, v in vars(args).items() if k not in skip}
 
 
+def inflection_of(res):
+    """The teacher's inflection C1 (Fig. 4) and how it was found; --refresh auto and --ckpt auto use it."""
+    if res.get("phases"):
+        return res["phases"]["inflection"], "inflection of the teacher's loss"
+    steps = res["teacher"]["steps"]
+    return steps[len(steps) // 2], "middle checkpoint (too few checkpoints to find phases)"
+
+
 def run_level(args, level):
     """Everything for one objective level (mlm: the one 'level' None)."""
     heldout = eval_set(args, level)
@@ -1674,9 +1682,7 @@ def run_level(args, level):
     if "progressive" in methods and args.refresh == "auto":
         # the paper's refresh (1000 steps) is its teacher's inflection C1 (Fig. 4): the first checkpoint a
         # progressive student sees is then the one that carries the n-gram curriculum
-        ph, steps = res.get("phases"), res["teacher"]["steps"]
-        refresh = ph["inflection"] if ph else steps[len(steps) // 2]
-        how = "inflection of the teacher's loss" if ph else "middle checkpoint (too few checkpoints to find phases)"
+        refresh, how = inflection_of(res)
         args = argparse.Namespace(**{**vars(args), "refresh": refresh})  # this level only; workers get it too
         res["refresh"], res["refresh_rule"] = refresh, how
         print(f"progressive: refresh every {refresh} steps ({how})")
@@ -1688,11 +1694,8 @@ def run_level(args, level):
             probe = res["probe"]
             med = probe["m_robust"][next(iter(probe["m_robust"]))]["l1"]["median"]
             chosen, how = probe["steps"][int(np.nanargmax(med))], "peak of the median M_robust"
-        elif res.get("phases"):
-            chosen, how = res["phases"]["inflection"], "inflection of the teacher's loss"
         else:
-            chosen, how = res["teacher"]["steps"][len(res["teacher"]["steps"]) // 2], "middle checkpoint (too few " \
-                                                                                     "checkpoints to find phases)"
+            chosen, how = inflection_of(res)
         res["two_shot_ckpt"], res["two_shot_rule"] = chosen, how
         print(f"two_shot: stage-1 checkpoint {chosen} ({how}) for {args.two_shot_frac:g} of each budget, "
               f"then the final one")
