@@ -189,6 +189,12 @@ def lr_factor(step, total, schedule, warmup=0.0, floor=0.0):
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def split_checks(values):
+    """results.json keeps the pass/fail checks (booleans) apart from the numbers they are read from."""
+    return ({k: v for k, v in values.items() if isinstance(v, bool)},
+            {k: v for k, v in values.items() if not isinstance(v, bool)})
+
+
 def check_finite(value, what):
     """A NaN or inf stops the run with a message instead of silently training on garbage."""
     if not math.isfinite(value):

@@ -214,6 +214,9 @@ def validate(args):
         fail("--level", f"depths must be in 1..{g['depth'] - 1} (0 is the root, whose span is the sentence)")
     if args.objective == "mlm":
         args.level_list = [None]
+    elif args.preset == "cpu" and args.teacher_dir is None and args.teacher_lr > 1e-3 and min(args.level_list) < 3:
+        fail("--level", f"at the cpu preset's --teacher_lr {args.teacher_lr:g} the teachers of levels 1 and 2 collapse to "
+                        "a constant (docs); use --level 3, or add --teacher_lr 1e-3 for levels 1 and 2")
     if not 0 <= args.subtree < g["depth"]:
         fail("--subtree", f"must be a depth in 0..{g['depth'] - 1} (0 = whole sentences), got {args.subtree}")
     if args.subtree and args.crop:
@@ -568,8 +571,52 @@ def cached_stream(args, seed, stream):
 
 
 def fixed_set(args, stream, n):
-    """Held-out sets, fixed by seed 12345 and a stream of their own, so they never come from training data."""
+    """Probe sets, fixed by seed 12345 and a stream of their own."""
     return sample_for(args, n, rng_for(12345, stream))
+
+
+def seq_key(row):
+    return row[row != PAD].numpy().astype(np.int8).tobytes()
+
+
+def training_keys(args):
+    """Every sequence of this run's training streams: the teacher's (as it was trained) and each student seed's."""
+    cfg = common.read_json(os.path.join(args.teacher_dir, "config.json")) if args.teacher_dir else vars(args)
+    streams = [(cfg["teacher_seed"], 1, cfg["teacher_steps"])] if args.mode != "ce" or args.teacher_dir else []
+    streams += [(seed, 2, max(args.budget_list)) for seed in args.seed_list]
+    keys = set()
+    for seed, stream, steps in streams:
+        b = cfg.get("teacher_batch", cfg["batch"]) if stream == 1 else args.batch
+        for step in range(steps):
+            keys.update(seq_key(r) for r in sample_for(args, b, rng_for(seed, stream, step))[0])
+    return keys
+
+
+def heldout_set(args):
+    """The held-out set: sequences that occur in none of this run's training streams, so held-out accuracy never
+    scores a memorised item (at the cpu preset 1 in 10 depth-2 subtrees would). Drawn in chunks of --eval_size from
+    stream 3 until enough are left. Whole sentences (cfg3b: 161-432 tokens) do not repeat and are not scanned.
+    Cached in <out>/heldout.pt, so worker processes read the same set."""
+    path = os.path.join(args.out, "heldout.pt")
+    if os.path.exists(path):
+        return common.load_checkpoint(path)
+    seen = training_keys(args) if args.crop or args.subtree else set()
+    parts, kept = [], 0
+    while kept < args.eval_size:
+        ids, anc, ends = sample_for(args, args.eval_size, rng_for(12345, 3, len(parts)))
+        ok = torch.tensor([seq_key(r) not in seen for r in ids], dtype=torch.bool)
+        parts.append((ids[ok], anc[ok], ends[ok]))
+        kept += int(ok.sum())
+        if len(parts) == 1:
+            dropped = len(ids) - kept  # overlaps in a plain sample of the population
+    T = max(p[0].shape[1] for p in parts)
+    padded = [(F.pad(i, (0, T - i.shape[1]), value=PAD), F.pad(a, (0, 0, 0, T - a.shape[1]), value=-1),
+               F.pad(e, (0, 0, 0, T - e.shape[1]))) for i, a, e in parts]
+    ids, anc, ends = (torch.cat(x)[:args.eval_size] for x in zip(*padded))
+    out = {"ids": ids, "anc": anc, "ends": ends, "scanned": bool(seen), "distinct_training_sequences": len(seen),
+           "overlapping_in_first_draw": dropped}
+    common.save_checkpoint(out, path)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -622,7 +669,8 @@ def batch_for(args, seed, stream, step, level):
 
 def eval_set(args, level):
     """The held-out set as device batches of (inputs, key_mask, targets); masks fixed by seed."""
-    ids, _, ends = fixed_set(args, 3, args.eval_size)
+    h = heldout_set(args)
+    ids, ends = h["ids"], h["ends"]
     x, km, y = make_inputs(args, ids, ends, level, 12345)
     out = []
     for i in range(0, len(x), args.eval_batch):
@@ -903,8 +951,8 @@ def teacher_ckpt_for(step, saved_steps, refresh, speed):
 
 def schedule_for(method, step, saved, args, budget, stage1=None):
     """Teacher checkpoint of `method` at student step `step` (saved: the checkpoints within the horizon)."""
-    if method == "oneshot":
-        return teacher_ckpt_for(step, saved, args.refresh, math.inf)
+    if method == "oneshot":  # the horizon's last checkpoint (the rule with speed = inf)
+        return saved[-1]
     if method == "progressive":
         return teacher_ckpt_for(step, saved, args.refresh, args.speed)
     if method == "two_shot":  # Alg. 1, (2,T)-progressive: one intermediate checkpoint for T steps, then final
@@ -1409,7 +1457,9 @@ def claim_checks(res, args):
     ph = res.get("phases")
     if t and ph:
         sl = ph["slopes"]  # mean loss change per step in each phase
+        # phase 3 must be there: the run goes on for two checkpoints past the drop and the loss still falls
         checks["three_phases"] = bool(sl["drop"] < 0 and abs(sl["plateau"]) < abs(sl["drop"]) / 3
+                                      and ph["drop_end"] < t["steps"][-2] and sl["decay"] < 0
                                       and abs(sl["decay"]) < abs(sl["drop"]) / 3)
     if probe and probe.get("m_robust") and ph:
         name = next(iter(probe["m_robust"]))
@@ -1710,7 +1760,7 @@ def run_level(args, level):
             res["two_shot_sweep"] = sweep
         if mode == "all" and "probe" in res:
             res["probe"]["students_nt"] = probe_students(args, level, students, NTData(args))
-    res["checks"] = claim_checks(res, args)
+    res["checks"], res["measured"] = common.split_checks(claim_checks(res, args))
     return res
 
 
@@ -1744,6 +1794,7 @@ def main(argv=None):
                 flat["students"].setdefault(m, []).extend(entries)
         flat["probe"] = {lk: r["probe"] for lk, r in results["levels"].items() if "probe" in r}
         flat["checks"] = {lk: r["checks"] for lk, r in results["levels"].items()}
+        flat["measured"] = {lk: r["measured"] for lk, r in results["levels"].items()}
         flat["levels"] = results["levels"]
     if args.teacher_dir:
         cfg = common.read_json(os.path.join(args.teacher_dir, "config.json"))
@@ -1758,7 +1809,8 @@ def main(argv=None):
     print_table(results, args)
     for lk, r in results["levels"].items():
         if r["checks"]:
-            print(f"\nchecks ({lk}):", {k: round(v, 4) if isinstance(v, float) else v for k, v in r["checks"].items()})
+            print(f"\nchecks ({lk}):", r["checks"])
+            print("measured:", {k: round(v, 4) if isinstance(v, float) else v for k, v in r["measured"].items()})
     make_figures(results, args)
     print(f"\nwrote {args.out}/results.json and figures in {time.time() - t_start:.0f}s")
     return flat
