@@ -161,6 +161,7 @@ def parse_args(argv=None):
 
 def validate(args):
     """Every check on the flags runs before anything is written (the data checks follow in load_data)."""
+    common.check_finite_flags(args)  # nan or inf in any float flag: exit 2 before anything else
     positive = ["min_doc_tokens", "seq_len", "teacher_layers", "teacher_heads", "student_layers",
                 "student_heads", "head_dim", "batch", "micro_batch", "teacher_steps", "ckpt_every",
                 "refresh", "eval_every", "eval_seqs", "probe_seqs", "probe_stride", "bench_steps", "min_count"]

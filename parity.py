@@ -175,6 +175,7 @@ def parse_args(argv=None):
 
 def validate(args):
     """Every check that can fail runs before anything is written."""
+    common.check_finite_flags(args)  # nan or inf in any float flag: exit 2 before anything else
     positive = ["n", "k", "teacher_batch", "teacher_steps", "batch", "steps", "ckpt_every", "eval_every",
                 "eval_size", "probe_samples", "sweep_steps", "bench_steps"]
     positive += ["teacher_width", "student_width"] if args.arch == "mlp" else \
