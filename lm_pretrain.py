@@ -14,6 +14,8 @@ the paper's real-data figure (loss phases, median 3-gram M_robust, student accur
 The model, the BERT masking, the progressive schedule and the n-gram probe are pcfg.py's (paper Sec. 5
 reuses Sec. 4's BERT and probes): one encoder for both scripts. Under torchrun the run is data parallel
 (DistributedDataParallel: nccl on GPUs, gloo on CPUs) with gradient accumulation up to the global batch.
+
+To copy: this file, pcfg.py and common.py; needs torch, numpy and matplotlib (`datasets` only for a saved dataset).
 """
 import argparse
 import bz2

@@ -17,6 +17,8 @@ GPT-style Transformer:
 
 All students of a run (methods x learning rates x seeds) train together as one stacked model, so that
 dozens of small students cost about one kernel launch per layer and step.
+
+To copy: this file plus common.py; needs torch and matplotlib.
 """
 import argparse
 import itertools

@@ -19,6 +19,8 @@ final teacher alone (one-shot) or from labels (CE). This script regenerates:
 
 Every module-level helper named in the README (Encoder, mask_tokens, teacher_ckpt_for, ngram_probe, the
 sampler) is general: vocabulary size and special ids are arguments, so other scripts can import them.
+
+To copy: this file plus common.py; needs torch, numpy and matplotlib.
 """
 import argparse
 import math
