@@ -39,14 +39,24 @@ def fail(flag, message):
 
 
 def parse_list(text, kind, flag):
-    """'0,1,2' -> [0, 1, 2]; a clear error naming `flag` otherwise."""
+    """'0,1,2' -> [0, 1, 2]; a clear error naming `flag` otherwise (floats must be finite: no nan, no inf)."""
     try:
         values = [kind(v) for v in str(text).split(",") if v.strip() != ""]
     except ValueError:
         fail(flag, f"expected a comma-separated list of {kind.__name__}, got {text!r}")
     if not values:
         fail(flag, "expected at least one value")
+    if kind is float and not all(math.isfinite(v) for v in values):
+        fail(flag, f"every value must be a finite number (no nan or inf), got {text!r}")
     return values
+
+
+def check_finite_flags(args):
+    """Every float flag must be finite: nan or inf (e.g. --lr inf, --temperature nan) stops here, at parse
+    time, with exit status 2, instead of training first and stopping on a NaN loss (check_finite, exit 3)."""
+    for name, value in sorted(vars(args).items()):
+        if isinstance(value, float) and not math.isfinite(value):
+            fail(f"--{name}", f"must be a finite number (no nan or inf), got {value}")
 
 
 def check_lr_seeds_betas(args):

@@ -14,6 +14,8 @@ the paper's real-data figure (loss phases, median 3-gram M_robust, student accur
 The model, the BERT masking, the progressive schedule and the n-gram probe are pcfg.py's (paper Sec. 5
 reuses Sec. 4's BERT and probes): one encoder for both scripts. Under torchrun the run is data parallel
 (DistributedDataParallel: nccl on GPUs, gloo on CPUs) with gradient accumulation up to the global batch.
+
+To copy: this file, pcfg.py and common.py; needs torch, numpy and matplotlib (`datasets` only for a saved dataset).
 """
 import argparse
 import bz2
@@ -161,6 +163,7 @@ def parse_args(argv=None):
 
 def validate(args):
     """Every check on the flags runs before anything is written (the data checks follow in load_data)."""
+    common.check_finite_flags(args)  # nan or inf in any float flag: exit 2 before anything else
     positive = ["min_doc_tokens", "seq_len", "teacher_layers", "teacher_heads", "student_layers",
                 "student_heads", "head_dim", "batch", "micro_batch", "teacher_steps", "ckpt_every",
                 "refresh", "eval_every", "eval_seqs", "probe_seqs", "probe_stride", "bench_steps", "min_count"]

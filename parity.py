@@ -17,6 +17,8 @@ GPT-style Transformer:
 
 All students of a run (methods x learning rates x seeds) train together as one stacked model, so that
 dozens of small students cost about one kernel launch per layer and step.
+
+To copy: this file plus common.py; needs torch and matplotlib.
 """
 import argparse
 import itertools
@@ -175,6 +177,7 @@ def parse_args(argv=None):
 
 def validate(args):
     """Every check that can fail runs before anything is written."""
+    common.check_finite_flags(args)  # nan or inf in any float flag: exit 2 before anything else
     positive = ["n", "k", "teacher_batch", "teacher_steps", "batch", "steps", "ckpt_every", "eval_every",
                 "eval_size", "probe_samples", "sweep_steps", "bench_steps"]
     positive += ["teacher_width", "student_width"] if args.arch == "mlp" else \

@@ -19,6 +19,8 @@ final teacher alone (one-shot) or from labels (CE). This script regenerates:
 
 Every module-level helper named in the README (Encoder, mask_tokens, teacher_ckpt_for, ngram_probe, the
 sampler) is general: vocabulary size and special ids are arguments, so other scripts can import them.
+
+To copy: this file plus common.py; needs torch, numpy and matplotlib.
 """
 import argparse
 import math
@@ -185,6 +187,7 @@ def parse_args(argv=None):
 
 def validate(args):
     """Every check that can fail runs before anything is written."""
+    common.check_finite_flags(args)  # nan or inf in any float flag: exit 2 before anything else
     for name in ["layers", "head_dim", "teacher_heads", "student_heads", "max_len", "batch", "teacher_batch",
                  "teacher_steps", "ckpt_every", "eval_size", "eval_every", "eval_batch", "probe_size",
                  "probe_every", "nt_train", "nt_eval", "nt_steps", "bench_steps"]:

@@ -221,6 +221,17 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys):
         assert not (tmp_path / "cache").exists() and not (tmp_path / "out").exists(), extra
 
 
+def test_every_float_flag_refuses_nan_and_inf(tmp_path, capsys):
+    floats = [a.option_strings[0] for a in lm.build_parser()._actions if a.type is float]
+    assert {"--teacher_lr", "--heldout_frac", "--floor", "--weight_decay", "--clip", "--mask_rate"} <= set(floats)
+    for flag in floats + ["--lr_grid", "--betas"]:
+        for bad in ("nan", "inf"):
+            value = {"--lr_grid": f"1e-2,{bad}", "--betas": f"0.9,{bad}"}.get(flag, bad)
+            err = expect_exit2(smoke_argv(tmp_path, flag, value), capsys)
+            assert f"error: {flag}: " in err, (flag, value, err)
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "out").exists()
+
+
 # ----------------------------------------------------------------------------------------------------
 # End to end
 

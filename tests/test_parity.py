@@ -210,6 +210,19 @@ def test_bad_input_exit_status_from_the_command_line(tmp_path):
     assert r.returncode == 2 and "error: --k" in r.stderr and not (tmp_path / "run").exists()
 
 
+def test_every_float_flag_refuses_nan_and_inf(tmp_path, capsys):
+    out = tmp_path / "run"
+    floats = [a.option_strings[0] for a in parity.build_parser()._actions if a.type is float]
+    assert {"--teacher_lr", "--temperature", "--speed", "--teacher_warmup", "--floor", "--alpha"} <= set(floats)
+    for flag in floats + ["--lr_grid", "--betas"]:
+        for bad in ("nan", "inf"):
+            value = {"--lr_grid": f"1e-2,{bad}", "--betas": f"0.9,{bad}"}.get(flag, bad)
+            with pytest.raises(SystemExit) as e:
+                parity.main(["--preset", "smoke", "--out", str(out), flag, value])
+            assert e.value.code == 2 and f"error: {flag}: " in capsys.readouterr().err, (flag, value)
+    assert not out.exists()
+
+
 def test_teacher_dir_of_another_task_or_arch_is_refused(tmp_path, capsys):
     teacher = tmp_path / "teacher"
     parity.main(["--preset", "smoke", "--mode", "teacher", "--out", str(teacher)])

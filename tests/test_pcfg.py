@@ -374,6 +374,25 @@ def test_unknown_grammar_exits_2_from_the_command_line(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_every_float_flag_refuses_nan_and_inf(tmp_path, capsys):
+    out = tmp_path / "run"
+    floats = [a.option_strings[0] for a in pcfg.build_parser()._actions if a.type is float]
+    assert {"--teacher_lr", "--temperature", "--speed", "--clip", "--mask_rate", "--two_shot_frac"} <= set(floats)
+    for flag in floats + ["--lr_grid", "--betas"]:
+        for bad in ("nan", "inf"):
+            value = {"--lr_grid": f"1e-2,{bad}", "--betas": f"0.9,{bad}"}.get(flag, bad)
+            with pytest.raises(SystemExit) as e:
+                pcfg.main(["--preset", "smoke", "--out", str(out), flag, value])
+            assert e.value.code == 2 and f"error: {flag}: " in capsys.readouterr().err, (flag, value)
+    assert not out.exists()
+
+
+def test_infinite_learning_rate_exits_2_before_training(tmp_path):
+    """It used to train the teacher first and stop on a NaN loss (exit 3)."""
+    r = run_cli("--preset", "smoke", "--lr_grid", "1e-2,inf", "--threads", "1", "--out", str(tmp_path / "run"))
+    assert r.returncode == 2 and "error: --lr_grid" in r.stderr and not (tmp_path / "run").exists()
+
+
 def test_teacher_dir_made_for_other_sizes_is_refused(tmp_path, capsys):
     pcfg.main(["--preset", "smoke", "--mode", "teacher", "--out", str(tmp_path / "t")])
     with pytest.raises(SystemExit) as e:
