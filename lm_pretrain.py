@@ -131,11 +131,13 @@ def build_parser():
     # distillation (Sec. 2)
     a("--temperature", type=float, default=1e-20, help="teacher softmax temperature; 1e-20 = argmax targets")
     a("--speed", type=float, default=1.0, help="progressive: at step t use the checkpoint at speed x (t // "
-                                               "refresh + 1) x refresh (the PCFG code's rule)")
+      "refresh + 1) x refresh (the PCFG code's rule); every method at budget B uses the teacher's checkpoints "
+      "up to its horizon min(speed x B, last step)")
     a("--refresh", type=int, help="progressive: steps between teacher checkpoint changes (paper: 8k)")
-    a("--ckpt", type=str, default="auto", help="two_shot stage-1 checkpoint step, or auto: the loss inflection "
-                                               "C1 (where the paper's M_robust peaks)")
-    a("--T", type=int, help="two_shot: student steps on the stage-1 checkpoint before the final one (Alg. 1)")
+    a("--ckpt", type=str, default="auto", help="two_shot stage-1 checkpoint step (clamped into each budget's "
+      "horizon), or auto: the loss inflection C1 (where the paper's M_robust peaks)")
+    a("--T", type=int, help="two_shot: student steps on the stage-1 checkpoint before the last one (Alg. 1); "
+                            "below the smallest budget")
     a("--teacher_dir", type=str, default=None, help="reuse the teacher of an earlier run (its --out folder)")
     # bookkeeping
     a("--ckpt_every", type=int, help="teacher checkpoint (and probe) interval in steps")
@@ -194,6 +196,8 @@ def validate(args):
     args.budget_list = sorted(set(common.parse_list(args.budgets, int, "--budgets")))
     if args.budget_list[0] < 1:
         fail("--budgets", f"budgets must be at least 1 step, got {args.budgets}")
+    if args.mode in ("all", "two_shot") and args.T >= args.budget_list[0]:
+        fail("--T", f"two_shot needs T below the smallest budget ({args.budget_list[0]}), got {args.T}")
     args.device = str(common.pick_device(args.device))
     args.world = int(os.environ.get("WORLD_SIZE", "1"))
     if args.batch % args.world:
@@ -980,26 +984,35 @@ def probe_series(probe, window="3-gram", kind="robust", stat="median"):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 7. Students (Sec. 5, Fig. 5 right): CE on the masked words, one-shot distillation from the final
-# teacher, progressive distillation from the teacher's checkpoints in order, and (2,T)-progressive
-# ("two_shot", Alg. 1: the checkpoint at the M_robust peak for a fraction of the budget, then the final).
+# 7. Students (Sec. 5, Fig. 5 right): CE on the masked words, one-shot distillation from the last teacher
+# checkpoint, progressive distillation from the teacher's checkpoints in order, and (2,T)-progressive
+# ("two_shot", Alg. 1: the checkpoint at the loss inflection C1 for T steps, then the last). pcfg.py's rule:
+# students at budget B learn from the teacher's run truncated at its horizon min(speed x B, last teacher step),
+# as in Fig. 1 right: at budget B every method uses a teacher trained as long as itself.
 
-def schedule_ckpt(args, method, t, saved, stage1):
+def horizon_steps(saved, args, budget):
+    limit = min(args.speed * budget, saved[-1])
+    return [s for s in saved if s <= limit]
+
+
+def schedule_ckpt(args, method, t, saved, stage1, budget):
+    """Teacher checkpoint at student step t of a run of `budget` steps (saved: all teacher checkpoints)."""
+    saved = horizon_steps(saved, args, budget)
     if method == "oneshot":
         return saved[-1]
-    if method == "progressive":
+    if method == "progressive":  # the latest saved <= speed x (t // refresh + 1) x refresh, within the horizon
         return pcfg.teacher_ckpt_for(t, saved, args.refresh, args.speed)
-    if method == "two_shot":  # Alg. 1: the stage-1 checkpoint for T steps, then the final one
-        return stage1 if t < args.T else saved[-1]
+    if method == "two_shot":  # Alg. 1: the stage-1 checkpoint (clamped into the horizon) for T steps, then the last
+        return max(s for s in saved if s <= stage1) if t < args.T else saved[-1]
     raise ValueError(method)
 
 
 def student_jobs(args, methods):
-    """One job per (method, seed, lr); budgets share one run when nothing in it depends on the budget
-    (constant lr without warmup): the accuracy at each budget is read along the way."""
-    shared = args.schedule == "constant" and args.warmup == 0
+    """One job per (method, seed, lr, budget). A CE run with a constant lr and no warmup does not depend on its
+    budget, so its budgets share one run, read along the way; a distilled student's teacher does (its horizon)."""
     jobs = []
     for method in methods:
+        shared = method == "ce" and args.schedule == "constant" and args.warmup == 0
         for lr in args.lrs:
             for seed in args.seed_list:
                 groups = [args.budget_list] if shared else [[b] for b in args.budget_list]
@@ -1010,7 +1023,8 @@ def student_jobs(args, methods):
 
 
 def train_student(args, job, data, saved, stage1, rank):
-    """One student run; returns {budget: {"acc", "loss", "acc_by_source"}}. Resumable from ckpt/students/<name>.pt."""
+    """One student run; returns {budget: {"acc", "loss", "acc_by_source", "teacher_last"}} (teacher_last: the
+    teacher checkpoint in use at the budget; None for CE). Resumable from ckpt/students/<name>.pt."""
     state_path = os.path.join(args.out, "ckpt", "students", job["name"] + ".pt")
     metrics = os.path.join(args.out, "metrics.jsonl")
     method, lr, seed, total = job["method"], job["lr"], job["seed"], max(job["budgets"])
@@ -1031,7 +1045,7 @@ def train_student(args, job, data, saved, stage1, rank):
     loss_sum, count, t0 = torch.zeros((), device=args.device), 0, time.time()
     for step in range(start, total):
         if teacher is not None:
-            want = schedule_ckpt(args, method, step, saved, stage1)
+            want = schedule_ckpt(args, method, step, saved, stage1, total)
             if want != in_teacher:
                 teacher.load_state_dict(load_teacher(teacher_dir(args), want, args.device)["model"])
                 in_teacher = want
@@ -1051,7 +1065,8 @@ def train_student(args, job, data, saved, stage1, rank):
                       "teacher_ckpt": in_teacher}
             if step_no in job["budgets"]:  # held-out evaluation only at the budgets: it costs many steps
                 loss, acc, by_source = evaluate(args, model, data, rank)
-                at_budget[str(step_no)] = {"acc": acc, "loss": loss, "acc_by_source": by_source}
+                at_budget[str(step_no)] = {"acc": acc, "loss": loss, "acc_by_source": by_source,
+                                           "teacher_last": in_teacher}
                 record.update(val_loss=loss, val_acc=acc)
             if rank == 0:
                 common.append_jsonl(metrics, record)
@@ -1313,7 +1328,8 @@ def main(argv=None):
         stage1 = int(args.ckpt) if args.ckpt != "auto" else ph["inflection_step"]  # C1 (Sec. 5)
         results["two_shot_ckpt"] = stage1
         if rank == 0:
-            print(f"two_shot: stage-1 checkpoint {stage1} for T={args.T} steps, then the final one")
+            print(f"two_shot: stage-1 checkpoint {stage1} for T={args.T} steps, then the last one (both within "
+                  "each budget's horizon)")
     if methods:
         results["students"], results["lr_search"] = run_students(args, methods, data, stage1, rank)
     results["checks"] = claim_checks(results, args)

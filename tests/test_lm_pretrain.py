@@ -164,13 +164,31 @@ def test_masked_logits_equal_the_full_forward():  # pcfg.Encoder(select=...) app
 
 
 def test_progressive_and_two_shot_schedules():
-    args = lm.parse_args(["--preset", "smoke", "--data", FIXTURE, "--refresh", "10", "--ckpt_every", "5", "--T", "20"])
+    args = lm.parse_args(["--preset", "smoke", "--data", FIXTURE, "--refresh", "10", "--ckpt_every", "5", "--T", "20",
+                          "--budgets", "40"])
     saved = list(range(0, 41, 5))
-    prog = [lm.schedule_ckpt(args, "progressive", t, saved, None) for t in (0, 9, 10, 25, 39)]
+    prog = [lm.schedule_ckpt(args, "progressive", t, saved, None, 40) for t in (0, 9, 10, 25, 39)]
     assert prog == [10, 10, 20, 30, 40]  # the next refresh point (the official PCFG code)
-    assert lm.schedule_ckpt(args, "oneshot", 0, saved, None) == 40
-    two = [lm.schedule_ckpt(args, "two_shot", t, saved, 15) for t in (0, 19, 20, 39)]
+    assert lm.schedule_ckpt(args, "oneshot", 0, saved, None, 40) == 40
+    two = [lm.schedule_ckpt(args, "two_shot", t, saved, 15, 40) for t in (0, 19, 20, 39)]
     assert two == [15, 15, 40, 40]  # T=20 steps on the stage-1 checkpoint, then the final one
+
+
+def test_every_method_stays_within_the_teachers_horizon():
+    """pcfg.py's rule (Fig. 1 right: at budget B every method uses a teacher trained as long as itself): the
+    checkpoints up to min(speed x B, last step), at the cpu preset's 3000 teacher steps, checkpoints every 100."""
+    args = lm.parse_args(["--preset", "cpu", "--data", FIXTURE])
+    assert (args.teacher_steps, args.ckpt_every, args.refresh, args.speed, args.T) == (3000, 100, 200, 1, 250)
+    saved = list(range(0, 3001, 100))
+    for budget, last in ((500, 500), (1250, 1200), (2500, 2500), (5000, 3000)):
+        prog = [lm.schedule_ckpt(args, "progressive", t, saved, None, budget) for t in range(budget)]
+        assert max(prog) == last and prog == sorted(prog)  # e.g. not 2600 at budget 2500
+        assert {lm.schedule_ckpt(args, "oneshot", t, saved, None, budget) for t in (0, budget - 1)} == {last}
+        two = [lm.schedule_ckpt(args, "two_shot", t, saved, 800, budget) for t in (0, 249, 250, budget - 1)]
+        assert two == [min(800, last)] * 2 + [last] * 2  # the stage-1 checkpoint clamped into the horizon too
+    jobs = lm.student_jobs(args, lm.METHODS)  # CE shares one run over budgets; distillation: one per budget
+    assert {m: sorted(len(j["budgets"]) for j in jobs if j["method"] == m) for m in ("ce", "oneshot")} == \
+        {"ce": [3] * 3, "oneshot": [1] * 9}
 
 
 def test_inflection_is_the_middle_of_the_sharpest_drop():
@@ -274,6 +292,7 @@ def test_smoke_all(tmp_path):
         rows = saved["students"][m]
         assert sorted((r["budget"], r["seed"]) for r in rows) == [(b, s) for b in (10, 20) for s in (0, 1, 2)]
         assert all(0 <= r["acc"] <= 1 and r["acc_by_source"][source] == pytest.approx(r["acc"]) for r in rows)
+        assert all(r["teacher_last"] == (None if m == "ce" else r["budget"]) for r in rows)  # the horizon's last
     assert [p["step"] for p in saved["probe"]] == t["steps"]
     for p in saved["probe"]:
         for w in lm.WINDOWS:
