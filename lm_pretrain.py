@@ -133,11 +133,13 @@ def build_parser():
     # distillation (Sec. 2)
     a("--temperature", type=float, default=1e-20, help="teacher softmax temperature; 1e-20 = argmax targets")
     a("--speed", type=float, default=1.0, help="progressive: at step t use the checkpoint at speed x (t // "
-                                               "refresh + 1) x refresh (the PCFG code's rule)")
+      "refresh + 1) x refresh (the PCFG code's rule); every method at budget B uses the teacher's checkpoints "
+      "up to its horizon min(speed x B, last step)")
     a("--refresh", type=int, help="progressive: steps between teacher checkpoint changes (paper: 8k)")
-    a("--ckpt", type=str, default="auto", help="two_shot stage-1 checkpoint step, or auto: the loss inflection "
-                                               "C1 (where the paper's M_robust peaks)")
-    a("--T", type=int, help="two_shot: student steps on the stage-1 checkpoint before the final one (Alg. 1)")
+    a("--ckpt", type=str, default="auto", help="two_shot stage-1 checkpoint step (clamped into each budget's "
+      "horizon), or auto: the loss inflection C1 (where the paper's M_robust peaks)")
+    a("--T", type=int, help="two_shot: student steps on the stage-1 checkpoint before the last one (Alg. 1); "
+                            "below the smallest budget")
     a("--teacher_dir", type=str, default=None, help="reuse the teacher of an earlier run (its --out folder)")
     # bookkeeping
     a("--ckpt_every", type=int, help="teacher checkpoint (and probe) interval in steps")
@@ -197,6 +199,8 @@ def validate(args):
     args.budget_list = sorted(set(common.parse_list(args.budgets, int, "--budgets")))
     if args.budget_list[0] < 1:
         fail("--budgets", f"budgets must be at least 1 step, got {args.budgets}")
+    if args.mode in ("all", "two_shot") and args.T >= args.budget_list[0]:
+        fail("--T", f"two_shot needs T below the smallest budget ({args.budget_list[0]}), got {args.T}")
     args.device = str(common.pick_device(args.device))
     args.world = int(os.environ.get("WORLD_SIZE", "1"))
     if args.batch % args.world:
@@ -578,7 +582,7 @@ def prepare_corpus(args):
 # BERT's basic tokenizer splits them) so that an "n-gram" in the probe is n words a reader can inspect.
 
 TOKEN_RE = re.compile(r"\w+|[^\w\s]")
-TOKENIZER_VERSION = 1
+TOKENIZER_VERSION = 2  # 2: per-token source ids of the held-out split
 
 
 def data_files(args):
@@ -595,6 +599,7 @@ def data_files(args):
 
 
 def read_documents(args):
+    """(documents, the source of each: its .txt file's name without extension, data hash)."""
     files = data_files(args)
     if files is None:
         try:
@@ -606,14 +611,16 @@ def read_documents(args):
         if any("text" not in s.column_names for s in splits):
             fail("--data", f"{args.data}: the dataset needs a 'text' column")
         texts = [t for s in splits for t in s["text"]]
-        return texts, hashlib.sha256("\x00".join(texts).encode()).hexdigest()
-    docs, h = [], hashlib.sha256()
+        name = os.path.basename(os.path.normpath(args.data))  # one source
+        return texts, [name] * len(texts), hashlib.sha256("\x00".join(texts).encode()).hexdigest()
+    docs, names, h = [], [], hashlib.sha256()
     for path in files:
         with open(path, encoding="utf-8", errors="replace") as f:
             text = f.read()
         h.update(os.path.relpath(path, args.data or args.cache).encode() + text.encode())
         docs += re.split(r"\n[ \t]*\n", text)
-    return docs, h.hexdigest()
+        names += [os.path.splitext(os.path.basename(path))[0]] * (len(docs) - len(names))
+    return docs, names, h.hexdigest()
 
 
 def tokenize(text):
@@ -639,20 +646,25 @@ def decode(ids, vocab):
 
 
 def load_data(args, rank=0):
-    """Tokenized train and held-out streams ([SEP] after each document) and the vocabulary, cached in
-    --cache/tokenized-<key>/ (rank 0 writes; key = data content + split and vocabulary settings)."""
-    docs, data_hash = read_documents(args)
+    """Tokenized train and held-out streams ([SEP] after each document), the source id of each held-out token
+    (heldout_source), the vocabulary and the source names, cached in --cache/tokenized-<key>/ (rank 0 writes;
+    key = data content + split and vocabulary settings)."""
+    docs, doc_sources, data_hash = read_documents(args)
     settings = [TOKENIZER_VERSION, data_hash, args.heldout_frac, args.min_doc_tokens, args.vocab_size, args.min_count]
     key = hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:16]
     folder = os.path.join(args.cache, f"tokenized-{key}")
     if os.path.exists(os.path.join(folder, "streams.pt")):
-        vocab = common.read_json(os.path.join(folder, "tokenizer.json"))["vocab"]
-        return common.load_checkpoint(os.path.join(folder, "streams.pt")), vocab, folder
-    split = {"train": [], "heldout": []}
-    for doc in docs:
+        tok = common.read_json(os.path.join(folder, "tokenizer.json"))
+        return common.load_checkpoint(os.path.join(folder, "streams.pt")), tok["vocab"], tok["sources"], folder
+    sources = list(dict.fromkeys(doc_sources))  # in file order
+    source_id = {name: i for i, name in enumerate(sources)}
+    split, held_src = {"train": [], "heldout": []}, []
+    for doc, name in zip(docs, doc_sources):
         toks = tokenize(doc)
         if len(toks) >= args.min_doc_tokens:
-            split["heldout" if is_heldout(doc, args.heldout_frac) else "train"].append(toks)
+            held = is_heldout(doc, args.heldout_frac)
+            split["heldout" if held else "train"].append(toks)
+            held_src += [(source_id[name], len(toks) + 1)] if held else []  # the document's tokens and [SEP]
     n_docs = len(split["train"]) + len(split["heldout"])
     where = args.data or args.cache
     if n_docs == 0:
@@ -668,6 +680,8 @@ def load_data(args, rank=0):
     index = {w: i for i, w in enumerate(vocab)}
     streams = {name: torch.tensor([i for toks in split[name] for i in encode(toks, index) + [SEP]], dtype=torch.int32)
                for name in split}
+    ids, lengths = torch.tensor(held_src).T
+    streams["heldout_source"] = ids.int().repeat_interleave(lengths)  # parallel to streams["heldout"]
     for name in split:
         if len(streams[name]) < args.seq_len:
             fail("--seq_len", f"the {name} split has {len(streams[name])} tokens, fewer than one sequence "
@@ -676,10 +690,10 @@ def load_data(args, rank=0):
         stats = {name: {"documents": len(split[name]), "tokens": len(streams[name]),
                         "unk_rate": round((streams[name] == UNK).float().mean().item(), 4)} for name in split}
         tok = {"version": TOKENIZER_VERSION, "lowercase": True, "pattern": TOKEN_RE.pattern,
-               "specials": SPECIALS, "settings": settings, "stats": stats, "vocab": vocab}
+               "specials": SPECIALS, "settings": settings, "stats": stats, "sources": sources, "vocab": vocab}
         common.write_json(tok, os.path.join(folder, "tokenizer.json"))
         common.save_checkpoint(streams, os.path.join(folder, "streams.pt"))  # last: marks the cache complete
-    return streams, vocab, folder
+    return streams, vocab, sources, folder
 
 
 def pack(stream, seq_len):
@@ -687,6 +701,16 @@ def pack(stream, seq_len):
     n = (len(stream) - 1) // (seq_len - 1)
     body = stream[:n * (seq_len - 1)].long().view(n, seq_len - 1)
     return torch.cat([torch.full((n, 1), CLS), body], 1)
+
+
+def heldout_sets(args, streams):
+    """The fixed eval set: a seeded random sample of all packed held-out sequences (documents keep file order, so
+    the first sequences would all come from the first sources), with each token's source id ([CLS] is never
+    masked); the probe set: the first --probe_seqs of the same permutation, so a subset of the eval set (every
+    preset has probe_seqs <= eval_seqs); and the number of held-out sequences."""
+    held, src = (pack(streams[k], args.seq_len) for k in ("heldout", "heldout_source"))
+    order = torch.randperm(len(held), generator=torch.Generator().manual_seed(12345))
+    return held[order[:args.eval_seqs]], src[order[:args.eval_seqs]], held[order[:args.probe_seqs]], len(held)
 
 
 @lru_cache(maxsize=2)
@@ -793,21 +817,28 @@ def train_step(args, model, opt, seqs, step, seed, rank, teacher=None):
 
 
 @torch.no_grad()
-def evaluate(args, model, heldout, rank):
-    """Masked-token loss and top-1 accuracy on the fixed masked held-out set (sharded over processes)."""
-    inputs, labels, key_mask = heldout
+def evaluate(args, model, data, rank):
+    """Masked-token loss, top-1 accuracy and accuracy per source ({name: acc}, each masked token counted in
+    its own source) on the fixed masked held-out set (sharded over processes)."""
+    inputs, labels, key_mask, source = data["heldout"]
     was = model.training
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=args.device)
+    by_source = torch.zeros(2, len(data["sources"]), dtype=torch.float64, device=args.device)  # correct, count
     for c in range(rank * args.micro_batch, len(inputs), args.world * args.micro_batch):
         part = slice(c, c + args.micro_batch)
         logits, y = masked_logits(model, *(t[part].to(args.device) for t in (inputs, key_mask, labels)))
+        hit = (logits.argmax(-1) == y).double()
+        src = source[part][labels[part] != -100].long().to(args.device)
         sums += torch.stack([F.cross_entropy(logits.float(), y, reduction="sum").double(),
-                             (logits.argmax(-1) == y).sum().double(), torch.tensor(len(y), device=args.device)])
+                             hit.sum(), torch.tensor(len(y), device=args.device)])
+        by_source += torch.stack([src.bincount(w, len(data["sources"])) for w in (hit, torch.ones_like(hit))])
     if args.world > 1:
         dist.all_reduce(sums)
+        dist.all_reduce(by_source)
     model.train(was)
-    return (sums[0] / sums[2]).item(), (sums[1] / sums[2]).item()
+    acc_by_source = {name: (c / n).item() for name, c, n in zip(data["sources"], *by_source) if n > 0}
+    return (sums[0] / sums[2]).item(), (sums[1] / sums[2]).item(), acc_by_source
 
 
 def make_optimizer(args, model, lr):
@@ -869,9 +900,10 @@ def train_teacher(args, data, rank):
                                     "config": config_of(args)}, state_path)
 
     if start == 0:
-        loss, acc = evaluate(args, model, data["heldout"], rank)
+        loss, acc, by_source = evaluate(args, model, data, rank)
         if rank == 0:
-            common.append_jsonl(metrics, {"phase": "teacher", "step": 0, "val_loss": loss, "val_acc": acc})
+            common.append_jsonl(metrics, {"phase": "teacher", "step": 0, "val_loss": loss, "val_acc": acc,
+                                          "val_acc_by_source": by_source})
         checkpoint(0, loss, acc)
     model.train()
     t0, loss_sum, count = time.time(), torch.zeros((), device=args.device), 0
@@ -888,10 +920,10 @@ def train_teacher(args, data, rank):
                 dist.all_reduce(loss_sum)
             train_loss = loss_sum.item() / max(1, count)
             common.check_finite(train_loss, f"teacher training loss at step {step_no}")
-            loss, acc = evaluate(args, model, data["heldout"], rank)
+            loss, acc, by_source = evaluate(args, model, data, rank)
             if rank == 0:
-                common.append_jsonl(metrics, {"phase": "teacher", "step": step_no, "val_loss": loss,
-                                              "val_acc": acc, "train_loss": train_loss})
+                common.append_jsonl(metrics, {"phase": "teacher", "step": step_no, "val_loss": loss, "val_acc": acc,
+                                              "val_acc_by_source": by_source, "train_loss": train_loss})
             if step_no % args.ckpt_every == 0 or step_no == args.teacher_steps:
                 checkpoint(step_no, loss, acc)
             if rank == 0 and (step_no % (10 * args.eval_every) == 0 or step_no == args.teacher_steps):
@@ -903,12 +935,13 @@ def train_teacher(args, data, rank):
 
 
 def teacher_curve(args):
-    """Validation loss and accuracy at each saved checkpoint (from the teacher run's metrics.jsonl)."""
+    """Validation loss and accuracy at each saved checkpoint, and the final one's accuracy per source (from the
+    teacher run's metrics.jsonl)."""
     steps = teacher_steps_in(args.teacher_dir or args.out)
     rec = {r["step"]: r for r in common.read_jsonl(os.path.join(args.teacher_dir or args.out, "metrics.jsonl"))
            if r["phase"] == "teacher"}
     return {"steps": steps, "val_loss": [rec[s]["val_loss"] for s in steps],
-            "val_acc": [rec[s]["val_acc"] for s in steps]}
+            "val_acc": [rec[s]["val_acc"] for s in steps], "acc_by_source": rec[steps[-1]].get("val_acc_by_source")}
 
 
 def inflection_step(curve):
@@ -954,26 +987,35 @@ def probe_series(probe, window="3-gram", kind="robust", stat="median"):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 7. Students (Sec. 5, Fig. 5 right): CE on the masked words, one-shot distillation from the final
-# teacher, progressive distillation from the teacher's checkpoints in order, and (2,T)-progressive
-# ("two_shot", Alg. 1: the checkpoint at the M_robust peak for a fraction of the budget, then the final).
+# 7. Students (Sec. 5, Fig. 5 right): CE on the masked words, one-shot distillation from the last teacher
+# checkpoint, progressive distillation from the teacher's checkpoints in order, and (2,T)-progressive
+# ("two_shot", Alg. 1: the checkpoint at the loss inflection C1 for T steps, then the last). pcfg.py's rule:
+# students at budget B learn from the teacher's run truncated at its horizon min(speed x B, last teacher step),
+# as in Fig. 1 right: at budget B every method uses a teacher trained as long as itself.
 
-def schedule_ckpt(args, method, t, saved, stage1):
+def horizon_steps(saved, args, budget):
+    limit = min(args.speed * budget, saved[-1])
+    return [s for s in saved if s <= limit]
+
+
+def schedule_ckpt(args, method, t, saved, stage1, budget):
+    """Teacher checkpoint at student step t of a run of `budget` steps (saved: all teacher checkpoints)."""
+    saved = horizon_steps(saved, args, budget)
     if method == "oneshot":
         return saved[-1]
-    if method == "progressive":
+    if method == "progressive":  # the latest saved <= speed x (t // refresh + 1) x refresh, within the horizon
         return pcfg.teacher_ckpt_for(t, saved, args.refresh, args.speed)
-    if method == "two_shot":  # Alg. 1: the stage-1 checkpoint for T steps, then the final one
-        return stage1 if t < args.T else saved[-1]
+    if method == "two_shot":  # Alg. 1: the stage-1 checkpoint (clamped into the horizon) for T steps, then the last
+        return max(s for s in saved if s <= stage1) if t < args.T else saved[-1]
     raise ValueError(method)
 
 
 def student_jobs(args, methods):
-    """One job per (method, seed, lr); budgets share one run when nothing in it depends on the budget
-    (constant lr without warmup): the accuracy at each budget is read along the way."""
-    shared = args.schedule == "constant" and args.warmup == 0
+    """One job per (method, seed, lr, budget). A CE run with a constant lr and no warmup does not depend on its
+    budget, so its budgets share one run, read along the way; a distilled student's teacher does (its horizon)."""
     jobs = []
     for method in methods:
+        shared = method == "ce" and args.schedule == "constant" and args.warmup == 0
         for lr in args.lrs:
             for seed in args.seed_list:
                 groups = [args.budget_list] if shared else [[b] for b in args.budget_list]
@@ -984,7 +1026,8 @@ def student_jobs(args, methods):
 
 
 def train_student(args, job, data, saved, stage1, rank):
-    """One student run; returns {budget: {"acc", "loss"}}. Resumable from ckpt/students/<name>.pt."""
+    """One student run; returns {budget: {"acc", "loss", "acc_by_source", "teacher_last"}} (teacher_last: the
+    teacher checkpoint in use at the budget; None for CE). Resumable from ckpt/students/<name>.pt."""
     state_path = os.path.join(args.out, "ckpt", "students", job["name"] + ".pt")
     metrics = os.path.join(args.out, "metrics.jsonl")
     method, lr, seed, total = job["method"], job["lr"], job["seed"], max(job["budgets"])
@@ -1005,7 +1048,7 @@ def train_student(args, job, data, saved, stage1, rank):
     loss_sum, count, t0 = torch.zeros((), device=args.device), 0, time.time()
     for step in range(start, total):
         if teacher is not None:
-            want = schedule_ckpt(args, method, step, saved, stage1)
+            want = schedule_ckpt(args, method, step, saved, stage1, total)
             if want != in_teacher:
                 teacher.load_state_dict(load_teacher(teacher_dir(args), want, args.device)["model"])
                 in_teacher = want
@@ -1024,8 +1067,9 @@ def train_student(args, job, data, saved, stage1, rank):
             record = {"phase": "student", "run": job["name"], "step": step_no, "train_loss": train_loss,
                       "teacher_ckpt": in_teacher}
             if step_no in job["budgets"]:  # held-out evaluation only at the budgets: it costs many steps
-                loss, acc = evaluate(args, model, data["heldout"], rank)
-                at_budget[str(step_no)] = {"acc": acc, "loss": loss}
+                loss, acc, by_source = evaluate(args, model, data, rank)
+                at_budget[str(step_no)] = {"acc": acc, "loss": loss, "acc_by_source": by_source,
+                                           "teacher_last": in_teacher}
                 record.update(val_loss=loss, val_acc=acc)
             if rank == 0:
                 common.append_jsonl(metrics, record)
@@ -1238,14 +1282,16 @@ def main(argv=None):
                 print(f"corpus in {os.path.join(args.cache, 'text')}")
             return manifest
     if rank == 0:
-        streams, vocab, tok_dir = load_data(args, rank)
+        streams, vocab, sources, tok_dir = load_data(args, rank)
     barrier(args)
     if rank != 0:
-        streams, vocab, tok_dir = load_data(args, rank)
+        streams, vocab, sources, tok_dir = load_data(args, rank)
     args.vocab_actual = len(vocab)
-    data = {"train": pack(streams["train"], args.seq_len)}
-    held = pack(streams["heldout"], args.seq_len)
-    data["heldout"] = mask_batch(args, held[:args.eval_seqs], 12345, 0)  # fixed masked held-out set
+    data = {"train": pack(streams["train"], args.seq_len), "sources": sources}
+    eval_seqs, eval_src, probe_seqs, n_held = heldout_sets(args, streams)
+    data["heldout"] = (*mask_batch(args, eval_seqs, 12345, 0), eval_src)  # fixed masked held-out set
+    masked = eval_src[data["heldout"][1] != -100].long().bincount(minlength=len(sources)).tolist()
+    eval_set = {"sequences": len(eval_seqs), "masked_tokens_by_source": dict(zip(sources, masked))}
     if args.bench:
         return bench(args, data, rank)
 
@@ -1253,10 +1299,11 @@ def main(argv=None):
     if rank == 0:
         common.prepare_run_dir(args.out, config_of(args), args.resume)
         shutil.copy(os.path.join(tok_dir, "tokenizer.json"), os.path.join(args.out, "tokenizer.json"))
-        print(f"data: {len(data['train'])} train / {len(held)} held-out sequences of {args.seq_len} tokens, "
-              f"vocabulary {len(vocab)} words ({tok_dir})", flush=True)
+        print(f"data: {len(data['train'])} train / {n_held} held-out sequences of {args.seq_len} tokens, "
+              f"vocabulary {len(vocab)} words ({tok_dir}); eval set {len(eval_seqs)} sequences, masked words by "
+              f"source {eval_set['masked_tokens_by_source']}", flush=True)
     barrier(args)
-    results = {"config": config_of(args)}
+    results = {"config": config_of(args), "eval_set": eval_set}
     t_start = time.time()
     needs_teacher = args.mode != "ce"
     if needs_teacher and args.teacher_dir is None:
@@ -1268,7 +1315,7 @@ def main(argv=None):
         probe_path = os.path.join(args.out, "probe.json")
         if rank == 0 and not (args.resume and os.path.exists(probe_path)):
             t0 = time.time()
-            common.write_json(run_probe(args, held), probe_path)
+            common.write_json(run_probe(args, probe_seqs), probe_path)
             print(f"probe: {len(teacher_steps_in(args.teacher_dir or args.out))} checkpoints in "
                   f"{time.time() - t0:.0f}s", flush=True)
         barrier(args)
@@ -1284,7 +1331,8 @@ def main(argv=None):
         stage1 = int(args.ckpt) if args.ckpt != "auto" else ph["inflection_step"]  # C1 (Sec. 5)
         results["two_shot_ckpt"] = stage1
         if rank == 0:
-            print(f"two_shot: stage-1 checkpoint {stage1} for T={args.T} steps, then the final one")
+            print(f"two_shot: stage-1 checkpoint {stage1} for T={args.T} steps, then the last one (both within "
+                  "each budget's horizon)")
     if methods:
         results["students"], results["lr_search"] = run_students(args, methods, data, stage1, rank)
     results["checks"] = claim_checks(results, args)

@@ -44,7 +44,8 @@ def expect_exit2(argv, capsys):
 
 def test_hash_split_never_overlaps(tmp_path):
     args = lm.parse_args(smoke_argv(tmp_path))
-    docs, _ = lm.read_documents(args)
+    docs, names, _ = lm.read_documents(args)
+    assert set(names) == {"pride_and_prejudice_ch01-12"} and len(names) == len(docs)  # one source: the file
     docs = [d for d in docs if len(lm.tokenize(d)) >= args.min_doc_tokens]
     docs += docs[:20]  # duplicates must land in the split of their first copy
     held = {d for d in docs if lm.is_heldout(d, args.heldout_frac)}
@@ -52,8 +53,9 @@ def test_hash_split_never_overlaps(tmp_path):
     assert held and train and not held & train
     assert 0.1 < len(held) / len(held | train) < 0.3  # about --heldout_frac 0.2
     assert [lm.is_heldout(d, 0.2) for d in docs] == [lm.is_heldout(d, 0.2) for d in docs]  # deterministic
-    streams, vocab, _ = lm.load_data(args)
-    n_sep = {k: int((v == lm.SEP).sum()) for k, v in streams.items()}
+    streams, vocab, sources, _ = lm.load_data(args)
+    assert sources == ["pride_and_prejudice_ch01-12"] and (streams["heldout_source"] == 0).all()
+    n_sep = {k: int((streams[k] == lm.SEP).sum()) for k in ("train", "heldout")}
     assert n_sep == {"train": len([d for d in docs[:-20] if d in train]),
                      "heldout": len([d for d in docs[:-20] if d in held])}  # one [SEP] per document
 
@@ -74,10 +76,43 @@ def test_tokenizer_round_trip_and_special_tokens(tmp_path):
     assert len(small) == 8 and small[5:] == ["a", ",", "."]  # ties broken alphabetically
     # the tokenizer cached by a run: specials first, the size asked for, a word-level vocabulary
     args = lm.parse_args(smoke_argv(tmp_path))
-    _, vocab, folder = lm.load_data(args)
+    _, vocab, _, folder = lm.load_data(args)
     saved = common.read_json(os.path.join(folder, "tokenizer.json"))
     assert saved["vocab"] == vocab and vocab[:5] == lm.SPECIALS and len(vocab) == args.vocab_size
     assert "elizabeth" in vocab and "bennet" in vocab
+
+
+def write_sources(folder, n_docs=100):
+    """One .txt file per source (a, b, c), each with its own words (a0..a19, ...), in short documents."""
+    folder.mkdir()
+    gen = torch.Generator().manual_seed(0)
+    for name in "abc":
+        docs = [" ".join(f"{name}{i}" for i in torch.randint(20, (15,), generator=gen).tolist()) + "."
+                for _ in range(n_docs)]
+        (folder / f"{name}.txt").write_text("\n\n".join(docs) + "\n")
+
+
+def test_eval_set_samples_every_source(tmp_path):
+    """The eval set is a random sample of all held-out sequences (the first ones come from a.txt only), each
+    token's source is its file's, and evaluate() reports accuracy per source."""
+    write_sources(tmp_path / "multi")
+    args = lm.parse_args(["--preset", "smoke", "--data", str(tmp_path / "multi"), "--cache", str(tmp_path / "cache"),
+                          "--eval_seqs", "15", "--device", "cpu"])
+    streams, vocab, sources, _ = lm.load_data(args)
+    assert sources == ["a", "b", "c"] and len(streams["heldout_source"]) == len(streams["heldout"])
+    first = lm.pack(streams["heldout_source"], args.seq_len)[:args.eval_seqs, 1:]
+    assert 2 not in first  # the first held-out sequences hold no c.txt text
+    ids, src, probe, _ = lm.heldout_sets(args, streams)
+    assert len(ids) == args.eval_seqs and torch.equal(probe, ids[:args.probe_seqs])  # probe set within the eval set
+    words = ids >= len(lm.SPECIALS)
+    assert set(src[words].tolist()) == {0, 1, 2}  # every source is evaluated
+    assert all(vocab[i][0] in (".", sources[s]) for i, s in zip(ids[words].tolist(), src[words].tolist()))
+    args.vocab_actual = len(vocab)
+    data = {"heldout": (*lm.mask_batch(args, ids, 12345, 0), src), "sources": sources}
+    loss, acc, by_source = lm.evaluate(args, lm.make_model(args, "student", 0), data, 0)
+    assert set(by_source) == {"a", "b", "c"} and all(0 <= a <= 1 for a in by_source.values())
+    n = src[data["heldout"][1] != -100].bincount(minlength=3)  # accuracy = mean of the per-source ones, weighted
+    assert acc == pytest.approx(sum(by_source[s] * n[i].item() for i, s in enumerate(sources)) / n.sum().item())
 
 
 def test_packing_and_batches():
@@ -129,13 +164,31 @@ def test_masked_logits_equal_the_full_forward():  # pcfg.Encoder(select=...) app
 
 
 def test_progressive_and_two_shot_schedules():
-    args = lm.parse_args(["--preset", "smoke", "--data", FIXTURE, "--refresh", "10", "--ckpt_every", "5", "--T", "20"])
+    args = lm.parse_args(["--preset", "smoke", "--data", FIXTURE, "--refresh", "10", "--ckpt_every", "5", "--T", "20",
+                          "--budgets", "40"])
     saved = list(range(0, 41, 5))
-    prog = [lm.schedule_ckpt(args, "progressive", t, saved, None) for t in (0, 9, 10, 25, 39)]
+    prog = [lm.schedule_ckpt(args, "progressive", t, saved, None, 40) for t in (0, 9, 10, 25, 39)]
     assert prog == [10, 10, 20, 30, 40]  # the next refresh point (the official PCFG code)
-    assert lm.schedule_ckpt(args, "oneshot", 0, saved, None) == 40
-    two = [lm.schedule_ckpt(args, "two_shot", t, saved, 15) for t in (0, 19, 20, 39)]
+    assert lm.schedule_ckpt(args, "oneshot", 0, saved, None, 40) == 40
+    two = [lm.schedule_ckpt(args, "two_shot", t, saved, 15, 40) for t in (0, 19, 20, 39)]
     assert two == [15, 15, 40, 40]  # T=20 steps on the stage-1 checkpoint, then the final one
+
+
+def test_every_method_stays_within_the_teachers_horizon():
+    """pcfg.py's rule (Fig. 1 right: at budget B every method uses a teacher trained as long as itself): the
+    checkpoints up to min(speed x B, last step), at the cpu preset's 3000 teacher steps, checkpoints every 100."""
+    args = lm.parse_args(["--preset", "cpu", "--data", FIXTURE])
+    assert (args.teacher_steps, args.ckpt_every, args.refresh, args.speed, args.T) == (3000, 100, 200, 1, 250)
+    saved = list(range(0, 3001, 100))
+    for budget, last in ((500, 500), (1250, 1200), (2500, 2500), (5000, 3000)):
+        prog = [lm.schedule_ckpt(args, "progressive", t, saved, None, budget) for t in range(budget)]
+        assert max(prog) == last and prog == sorted(prog)  # e.g. not 2600 at budget 2500
+        assert {lm.schedule_ckpt(args, "oneshot", t, saved, None, budget) for t in (0, budget - 1)} == {last}
+        two = [lm.schedule_ckpt(args, "two_shot", t, saved, 800, budget) for t in (0, 249, 250, budget - 1)]
+        assert two == [min(800, last)] * 2 + [last] * 2  # the stage-1 checkpoint clamped into the horizon too
+    jobs = lm.student_jobs(args, lm.METHODS)  # CE shares one run over budgets; distillation: one per budget
+    assert {m: sorted(len(j["budgets"]) for j in jobs if j["method"] == m) for m in ("ce", "oneshot")} == \
+        {"ce": [3] * 3, "oneshot": [1] * 9}
 
 
 def test_inflection_is_the_middle_of_the_sharpest_drop():
@@ -243,10 +296,14 @@ def test_smoke_all(tmp_path):
     t = saved["teacher"]
     assert t["steps"] == [0, 5, 10, 15, 20] and len(t["val_loss"]) == len(t["val_acc"]) == 5
     assert t["val_loss"][-1] < t["val_loss"][0]  # the teacher learns something in 20 steps
+    source = "pride_and_prejudice_ch01-12"
+    assert set(t["acc_by_source"]) == {source} and saved["eval_set"]["sequences"] == 16
+    assert saved["eval_set"]["masked_tokens_by_source"][source] > 0
     for m in lm.METHODS:
         rows = saved["students"][m]
         assert sorted((r["budget"], r["seed"]) for r in rows) == [(b, s) for b in (10, 20) for s in (0, 1, 2)]
-        assert all(0 <= r["acc"] <= 1 for r in rows)
+        assert all(0 <= r["acc"] <= 1 and r["acc_by_source"][source] == pytest.approx(r["acc"]) for r in rows)
+        assert all(r["teacher_last"] == (None if m == "ce" else r["budget"]) for r in rows)  # the horizon's last
     assert [p["step"] for p in saved["probe"]] == t["steps"]
     for p in saved["probe"]:
         for w in lm.WINDOWS:
