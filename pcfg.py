@@ -57,7 +57,7 @@ PRESETS = {
     # Measured on 2 CPU cores (README "Presets"): whole depth-2 subtrees (35-72 tokens) keep the plateau and
     # the distillation gain and let M_robust fall; 32-token crops (README) never let it fall. A teacher batch of
     # 256 (the paper's is 512) brings the M_robust peak into the drop on three teacher seeds of four (batch 64:
-    # on none of two); the progressive refresh sits at that teacher's inflection, as the paper's 1000 is its C1.
+    # on none of two); the progressive refresh sits at that teacher's inflection (our rule, README).
     ("cpu", "mlm"): dict(
         grammar="cfg3b", crop=0, subtree=2, max_len=73, layers=4, head_dim=8, teacher_heads=16, student_heads=4,
         dropout=0.0, batch=64, teacher_batch=256, teacher_lr=3e-3, lr_grid="1e-2", warmup=0.06, schedule="cosine",
@@ -141,7 +141,7 @@ def build_parser():
     a("--temperature", type=float, help="teacher softmax temperature; 1e-20 = argmax targets (paper code)")
     a("--ckpt_every", type=int, help="teacher checkpoint interval (steps); step 0 is always saved")
     a("--refresh", type=str, help="progressive: the teacher checkpoint can change every this many steps; auto = "
-                                  "the teacher's inflection, as the paper's 1000 is its C1 (Fig. 4)")
+                                  "the teacher's inflection (our rule; the paper's 1000 equals its C1, Fig. 4)")
     a("--speed", type=float, help="progressive: the teacher advances this many times faster than the student")
     a("--ckpt", type=str, default="auto", help="two_shot stage-1 checkpoint step, or auto (see --auto_by)")
     a("--auto_by", default="loss", choices=["loss", "mrobust"],
@@ -218,8 +218,8 @@ def validate(args):
     if args.objective == "mlm":
         args.level_list = [None]
     elif args.preset == "cpu" and args.teacher_dir is None and args.teacher_lr > 1e-3 and min(args.level_list) < 3:
-        fail("--level", f"at the cpu preset's --teacher_lr {args.teacher_lr:g} the teachers of levels 1 and 2 collapse to "
-                        "a constant (docs); use --level 3, or add --teacher_lr 1e-3 for levels 1 and 2")
+        fail("--level", f"at the cpu preset's --teacher_lr {args.teacher_lr:g} the teachers of levels 1 and 2 "
+                        "collapse to a constant (README); use --level 3, or add --teacher_lr 1e-3 for levels 1 and 2")
     if not 0 <= args.subtree < g["depth"]:
         fail("--subtree", f"must be a depth in 0..{g['depth'] - 1} (0 = whole sentences), got {args.subtree}")
     if args.subtree and args.crop:
@@ -1733,8 +1733,8 @@ def run_level(args, level):
             common.write_json(res["probe"], path)
     methods = {"all": args.method_list, "teacher": [], "probe": []}.get(mode, [mode])
     if "progressive" in methods and args.refresh == "auto":
-        # the paper's refresh (1000 steps) is its teacher's inflection C1 (Fig. 4): the first checkpoint a
-        # progressive student sees is then the one that carries the n-gram curriculum
+        # our rule, inspired by the paper's refresh (1000 steps) equalling its teacher's C1 (Fig. 4): the first
+        # checkpoint a progressive student sees is then the one that carries the n-gram curriculum
         refresh, how = inflection_of(res)
         args = argparse.Namespace(**{**vars(args), "refresh": refresh})  # this level only; workers get it too
         res["refresh"], res["refresh_rule"] = refresh, how

@@ -59,8 +59,9 @@ def test_parity_every_mode_with_the_cpu_schedule_flags(tmp_path, arch):
 
 
 def test_lm_pretrain_every_mode_with_the_cpu_schedule_flags(tmp_path):
-    cpu = lm_pretrain.PRESETS["cpu"]
+    cpu, smoke = lm_pretrain.PRESETS["cpu"], lm_pretrain.PRESETS["smoke"]
+    first = lambda p: int(p["budgets"].split(",")[0])
     base = ["--preset", "smoke", "--data", TEXT, "--cache", str(tmp_path / "cache"), "--seeds", "0"]
-    base += flags(cpu, ["refresh", "lr_grid", "T"])
+    base += flags(cpu, ["refresh", "lr_grid", "T"], {"T": first(smoke) / first(cpu)})
     run_modes(lm_pretrain.main, base, str(tmp_path / "teacher"), ["probe", "ce", "oneshot", "progressive",
                                                                   "two_shot"], tmp_path)

@@ -205,6 +205,13 @@ def test_bad_input_names_the_flag_and_writes_nothing(tmp_path, capsys, argv, fla
     assert not out.exists()
 
 
+def test_paper_presets_use_the_official_parity_codes_adam_betas():
+    """The official parity code uses torch's Adam defaults (0.9, 0.999); the cpu presets keep (0.9, 0.95)."""
+    for arch in ("mlp", "transformer"):
+        assert args_for("--preset", "paper", "--arch", arch).beta_pair == (0.9, 0.999)
+        assert args_for("--arch", arch).beta_pair == (0.9, 0.95)
+
+
 def test_bad_input_exit_status_from_the_command_line(tmp_path):
     r = run_cli("--preset", "smoke", "--k", "99", "--out", str(tmp_path / "run"))
     assert r.returncode == 2 and "error: --k" in r.stderr and not (tmp_path / "run").exists()

@@ -195,6 +195,23 @@ def test_heldout_sentences_never_appear_in_training():
             assert not heldout & {key(r) for r in ids}
 
 
+def test_heldout_set_never_meets_the_training_streams_at_the_cpu_preset(tmp_path):
+    """The cpu preset trains on depth-2 subtrees, which repeat: a plain draw of held-out subtrees meets the
+    training streams (161 of 1024 at the full preset); the held-out set drops those. Checked against the streams
+    regenerated batch by batch, with the preset's sequences, batches and seeds, over fewer steps."""
+    args = pcfg.parse_args(["--preset", "cpu", "--teacher_steps", "40", "--budgets", "40", "--ckpt_every", "10",
+                            "--eval_size", "256", "--out", str(tmp_path)])
+    key = lambda row: tuple(row[row != pcfg.PAD].tolist())
+    train = set()
+    for seed, stream in [(args.teacher_seed, 1)] + [(s, 2) for s in args.seed_list]:
+        for step in range(40):
+            train |= {key(r) for r in pcfg.train_batch(args, seed, stream, step)[0]}
+    held = pcfg.heldout_set(args)
+    assert held["ids"].shape[0] == 256 and not {key(r) for r in held["ids"]} & train
+    plain = pcfg.sample_for(args, 256, pcfg.rng_for(12345, 3))[0]  # the held-out set before the fix
+    assert held["overlapping_in_first_draw"] == sum(key(r) in train for r in plain) > 0
+
+
 # ---------------------------------------------------------------------------------------------------- model
 
 def test_hidden_keys_do_not_reach_other_positions_and_all_hidden_rows_are_finite():
@@ -366,6 +383,19 @@ def test_bad_input_names_the_flag_exits_2_and_writes_nothing(tmp_path, capsys, a
     assert e.value.code == 2
     assert flag in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_cpu_boundary_preset_refuses_the_levels_its_teacher_lr_cannot_learn(tmp_path, capsys):
+    """At teacher lr 3e-3 the level-1 and level-2 teachers collapse to a constant (README): refused, naming the
+    flag values that work; lr 1e-3 is accepted."""
+    for level in ("1", "2", "1,2,3"):
+        with pytest.raises(SystemExit) as e:
+            pcfg.main(["--objective", "boundary", "--level", level, "--out", str(tmp_path / "run")])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and "--level" in err and "--teacher_lr 1e-3" in err and "--level 3" in err
+        assert not (tmp_path / "run").exists()
+    assert pcfg.parse_args(["--objective", "boundary", "--level", "1,2", "--teacher_lr", "1e-3",
+                            "--out", str(tmp_path / "ok")]).level_list == [1, 2]
 
 
 def test_unknown_grammar_exits_2_from_the_command_line(tmp_path):
