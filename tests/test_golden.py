@@ -1,0 +1,38 @@
+"""The same numbers: every mode of every script, rerun at its smoke preset on one thread, writes the numbers of
+results.json committed in tests/golden/ (made by tests/golden/make_goldens.py before the code was restructured)."""
+import importlib.util
+import json
+import math
+import os
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+spec = importlib.util.spec_from_file_location("make_goldens", os.path.join(HERE, "golden", "make_goldens.py"))
+goldens = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(goldens)
+
+
+def differences(a, b, where=""):
+    """Paths at which a and b differ; floats may differ by rel 1e-9 (printing), nothing else may."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = [f"{where}/{k}: missing on one side" for k in sorted(set(a) ^ set(b))]
+        return out + [d for k in sorted(set(a) & set(b)) for d in differences(a[k], b[k], f"{where}/{k}")]
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return [f"{where}: length {len(a)} != {len(b)}"]
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in differences(x, y, f"{where}[{i}]")]
+    if isinstance(a, float) and isinstance(b, float) and not isinstance(a, bool):
+        same = a == b or (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-300)
+        return [] if same else [f"{where}: {a!r} != {b!r}"]
+    return [] if a == b and type(a) is type(b) else [f"{where}: {a!r} != {b!r}"]
+
+
+@pytest.mark.parametrize("group", sorted(goldens.GROUPS))
+def test_every_mode_gives_the_golden_numbers(tmp_path, group):
+    got = goldens.run_group(group, str(tmp_path))
+    for mode, res in got.items():
+        with open(goldens.path_of(group, mode)) as f:
+            want = json.load(f)
+        diff = differences(want, json.loads(json.dumps(res)))
+        assert not diff, f"{group} --mode {mode}: " + "; ".join(diff[:10])
