@@ -11,11 +11,11 @@ the paper's real-data figure (loss phases, median 3-gram M_robust, student accur
     python lm_pretrain.py --data my_texts/            # your own .txt files (documents split by blank lines)
     torchrun --nproc_per_node=8 lm_pretrain.py --preset paper --data /path/to/wiki_books/
 
-The model, the BERT masking, the progressive schedule and the n-gram probe are pcfg.py's (paper Sec. 5
-reuses Sec. 4's BERT and probes): one encoder for both scripts. Under torchrun the run is data parallel
+The model, the BERT masking, the progressive schedule and the n-gram probe are copies of pcfg.py's (paper Sec. 5
+reuses Sec. 4's BERT and probes; tests/test_lm_pretrain.py checks that both give the same numbers). Under torchrun the run is data parallel
 (DistributedDataParallel: nccl on GPUs, gloo on CPUs) with gradient accumulation up to the global batch.
 
-To copy: this file, pcfg.py and common.py; needs torch, numpy and matplotlib (`datasets` only for a saved dataset).
+To copy: this file and common.py; needs torch, numpy and matplotlib (`datasets` only for a saved dataset).
 """
 import argparse
 import bz2
@@ -45,9 +45,9 @@ from functools import lru_cache
 import common  # first: it pins MKL before torch loads
 import torch
 import torch.distributed as dist
+import torch.nn as nn
 import torch.nn.functional as F
 
-import pcfg
 from common import fail
 
 # ----------------------------------------------------------------------------------------------------
@@ -733,20 +733,74 @@ def mask_batch(args, ids, seed, step):
     """Standard BERT masking (Devlin et al.): 15% of word tokens selected, 80/10/10 [MASK]/random/kept;
     attention sees every position (the PCFG code's hiding of selected keys is not BERT's). Special tokens
     and [UNK] are never selected, so accuracy is over real words."""
-    gen = torch.Generator().manual_seed(7_919 * seed + step)
-    random_ids = torch.arange(len(SPECIALS), args.vocab_actual)
-    return pcfg.mask_tokens(ids, gen, args.mask_rate, MASK, random_ids, ids >= len(SPECIALS), hide_selected=False,
-                            attendable=torch.ones_like(ids, dtype=torch.bool))
+    gen, rate = torch.Generator().manual_seed(7_919 * seed + step), args.mask_rate
+    u = torch.rand(ids.shape, generator=gen)
+    pick = torch.randint(args.vocab_actual - len(SPECIALS), ids.shape, generator=gen)  # a random word
+    selected = (u < rate) & (ids >= len(SPECIALS))
+    inputs = torch.where(selected & (u < 0.8 * rate), torch.full_like(ids, MASK), ids)
+    inputs = torch.where(selected & (u >= 0.8 * rate) & (u < 0.9 * rate), pick + len(SPECIALS), inputs)
+    labels = torch.where(selected, ids, torch.full_like(ids, -100))
+    return inputs, labels, torch.ones_like(ids, dtype=torch.bool)  # every key visible
 
 
 # ----------------------------------------------------------------------------------------------------
-# 3. Model: pcfg.py's BERT encoder (Sec. 4.3), a wide teacher and a narrow student.
+# 3. Model: BERT in plain PyTorch (Sec. 4.3; pcfg.py's encoder): learned positions, post-LN blocks with GELU MLPs
+# of width 4d, LayerNorm eps 1e-12, init N(0, 0.02), MLM head dense + GELU + LN + decoder tied to the token
+# embeddings. A wide teacher and a narrow student.
+
+class Block(nn.Module):
+    def __init__(self, d, heads, dropout):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.fc, self.out = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+        self.ln1, self.ln2 = nn.LayerNorm(d, eps=1e-12), nn.LayerNorm(d, eps=1e-12)
+
+    def forward(self, h, bias):
+        B, T, d = h.shape
+        q, k, v = self.qkv(h).view(B, T, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        p = self.dropout if self.training else 0.0
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p)
+        h = self.ln1(h + F.dropout(self.proj(a.transpose(1, 2).reshape(B, T, d)), p, self.training))
+        return self.ln2(h + F.dropout(self.out(F.gelu(self.fc(h))), p, self.training))
+
+
+class Encoder(nn.Module):
+    """forward(ids (B,T), key_mask (B,T) bool, True = may be attended to, select (B,T) bool or None) -> logits at
+    the selected positions (n, vocab): with a word vocabulary the MLM head costs more than the encoder."""
+
+    def __init__(self, vocab_size, max_len, layers, heads, head_dim, dropout=0.0):
+        super().__init__()
+        d = heads * head_dim
+        self.dropout = dropout
+        self.tok, self.pos = nn.Embedding(vocab_size, d), nn.Embedding(max_len, d)
+        self.ln_emb = nn.LayerNorm(d, eps=1e-12)
+        self.blocks = nn.ModuleList(Block(d, heads, dropout) for _ in range(layers))
+        self.head, self.head_ln = nn.Linear(d, d), nn.LayerNorm(d, eps=1e-12)
+        self.head_bias = nn.Parameter(torch.zeros(vocab_size))
+        for m in self.modules():  # BERT init
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, std=0.02)
+            if isinstance(m, nn.Linear):
+                nn.init.zeros_(m.bias)
+
+    def forward(self, ids, key_mask, select=None):
+        T = ids.shape[1]
+        h = F.dropout(self.ln_emb(self.tok(ids) + self.pos.weight[:T]), self.dropout, self.training)
+        # additive mask, a large finite negative (as HF BERT): a query with every key hidden gets no NaN
+        bias = torch.zeros(key_mask.shape, dtype=h.dtype, device=h.device)
+        bias = bias.masked_fill_(~key_mask, torch.finfo(h.dtype).min / 2)[:, None, None, :]
+        for block in self.blocks:
+            h = block(h, bias)
+        out = h if select is None else h[select]
+        return self.head_ln(F.gelu(self.head(out))) @ self.tok.weight.T + self.head_bias
+
 
 def make_model(args, role, seed):
     torch.manual_seed(seed)  # the encoder's init draws from the global generator
     layers, heads = (args.teacher_layers, args.teacher_heads) if role == "teacher" else \
         (args.student_layers, args.student_heads)
-    return pcfg.Encoder(args.vocab_actual, args.seq_len, layers, heads, args.head_dim, args.dropout).to(args.device)
+    return Encoder(args.vocab_actual, args.seq_len, layers, heads, args.head_dim, args.dropout).to(args.device)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -852,18 +906,28 @@ def set_lr(args, opt, lr, step, total):
 
 # ----------------------------------------------------------------------------------------------------
 # 5. Teacher: masked language modeling with CE, checkpointed every --ckpt_every steps (step 0 included);
-# its validation loss shows the three phases of Sec. 5 (Fig. 5 left). Checkpoint files and the --halt_at
-# testing aid are pcfg.py's (ckpt/teacher/step_<N>.pt).
+# its validation loss shows the three phases of Sec. 5 (Fig. 5 left). Files: ckpt/teacher/step_<N>.pt.
 
-halt_if_asked, ckpt_path = pcfg.halt_if_asked, pcfg.ckpt_path
+def halt_if_asked(args, phase, step):
+    """Testing aid: die abruptly, as a killed job would, to check that --resume ends the same."""
+    if args.halt_at == f"{phase}:{step}":
+        print(f"halting at {phase} step {step} (--halt_at)", flush=True)
+        os._exit(1)
+
+
+def ckpt_path(folder, step):
+    return os.path.join(folder, f"step_{step:09d}.pt")
 
 
 def teacher_dir(args):
-    return pcfg.teacher_folder(args.teacher_dir or args.out, None)
+    return os.path.join(args.teacher_dir or args.out, "ckpt", "teacher")
 
 
 def teacher_steps_in(run_dir):
-    return pcfg.saved_steps(run_dir, None)
+    folder = os.path.join(run_dir, "ckpt", "teacher")
+    if not os.path.isdir(folder):
+        return []
+    return sorted(int(f[5:-3]) for f in os.listdir(folder) if f.startswith("step_") and f.endswith(".pt"))
 
 
 @lru_cache(maxsize=4)
@@ -961,23 +1025,51 @@ def inflection_step(curve):
 # at a masked word changes when the n-gram around it is also masked; M_close = how much it changes when
 # only that n-gram is kept. Median over (sequence, position), for every teacher checkpoint.
 
-def probe_inputs(args, heldout_seqs):
-    ids = heldout_seqs[:args.probe_seqs]
-    positions = list(range(args.probe_stride, args.seq_len - 2, args.probe_stride)) or [args.seq_len // 2]
-    return ids, torch.ones_like(ids, dtype=torch.bool), positions
-
-
 @torch.no_grad()
+def ngram_probe(model, ids, positions, windows, chunk=512):
+    """pcfg.py's probe with every key visible, as BERT trains. ids (N,T) clean sequences; at each p the base input
+    masks p; M_robust also masks [p-left, p+right], M_close everything outside it. Returns {window: {"robust"|
+    "close": {"l1"|"tv": {"median", "q25", "q75", "mean"}}, "count"}}: L1 = ||P(.|perturbed)[p] - P(.|base)[p]||_1
+    over the whole vocabulary (the official code's number), TV = L1 / 2."""
+    model.eval()
+    T = ids.shape[1]
+    l1s = {name: {"robust": [], "close": []} for name in windows}
+    for p in positions:
+        base = ids.clone()
+        base[:, p] = MASK
+        variants = [base]
+        for left, right in windows.values():
+            lo, hi = max(0, p - left), min(T, p + right + 1)
+            robust, close = base.clone(), base.clone()
+            robust[:, lo:hi] = MASK
+            close[:, :lo], close[:, hi:] = MASK, MASK
+            variants += [robust, close]
+        allx = torch.cat(variants)
+        keys = torch.ones_like(allx, dtype=torch.bool)
+        probs = torch.cat([torch.softmax(model(allx[i:i + chunk], keys[i:i + chunk])[:, p].float(), -1)
+                           for i in range(0, len(allx), chunk)]).view(len(variants), len(ids), -1)
+        for w, name in enumerate(windows):
+            l1s[name]["robust"].append((probs[1 + 2 * w] - probs[0]).abs().sum(-1))
+            l1s[name]["close"].append((probs[2 + 2 * w] - probs[0]).abs().sum(-1))
+    out = {}
+    for name in windows:
+        out[name] = {"count": len(ids) * len(positions)}
+        for kind in ("robust", "close"):
+            l1 = torch.cat(l1s[name][kind]).double().cpu()
+            q = torch.quantile(l1, torch.tensor([0.25, 0.5, 0.75], dtype=l1.dtype)).tolist()
+            stats = {"median": q[1], "q25": q[0], "q75": q[2], "mean": l1.mean().item()}
+            out[name][kind] = {"l1": stats, "tv": {k: v / 2 for k, v in stats.items()}}
+    return out
+
+
 def run_probe(args, heldout_seqs):
-    ids, key_mask, positions = probe_inputs(args, heldout_seqs)
-    folder = teacher_dir(args)
-    model = make_model(args, "teacher", 0).eval()
+    ids = heldout_seqs[:args.probe_seqs].to(args.device)
+    positions = list(range(args.probe_stride, args.seq_len - 2, args.probe_stride)) or [args.seq_len // 2]
+    model = make_model(args, "teacher", 0)
     out = []
     for step in teacher_steps_in(args.teacher_dir or args.out):
-        model.load_state_dict(load_teacher(folder, step, args.device)["model"])
-        stats = pcfg.ngram_probe(model, ids.to(args.device), key_mask.to(args.device), positions, WINDOWS, MASK,
-                                 hide_masked=False)  # as in training: BERT keeps masked keys visible
-        out.append({"step": step, "windows": stats})
+        model.load_state_dict(load_teacher(teacher_dir(args), step, args.device)["model"])
+        out.append({"step": step, "windows": ngram_probe(model, ids, positions, WINDOWS)})
     return out
 
 
@@ -989,7 +1081,7 @@ def probe_series(probe, window="3-gram", kind="robust", stat="median"):
 # ----------------------------------------------------------------------------------------------------
 # 7. Students (Sec. 5, Fig. 5 right): CE on the masked words, one-shot distillation from the last teacher
 # checkpoint, progressive distillation from the teacher's checkpoints in order, and (2,T)-progressive
-# ("two_shot", Alg. 1: the checkpoint at the loss inflection C1 for T steps, then the last). pcfg.py's rule:
+# ("two_shot", Alg. 1: the checkpoint at the loss inflection C1 for T steps, then the last). pcfg.py's horizon:
 # students at budget B learn from the teacher's run truncated at its horizon min(speed x B, last teacher step),
 # as in Fig. 1 right: at budget B every method uses a teacher trained as long as itself.
 
@@ -1003,8 +1095,8 @@ def schedule_ckpt(args, method, t, saved, stage1, budget):
     saved = horizon_steps(saved, args, budget)
     if method == "oneshot":
         return saved[-1]
-    if method == "progressive":  # the latest saved <= speed x (t // refresh + 1) x refresh, within the horizon
-        return pcfg.teacher_ckpt_for(t, saved, args.refresh, args.speed)
+    if method == "progressive":  # pcfg.py's rule: the latest saved <= speed x (t // refresh + 1) x refresh
+        return max(s for s in saved if s <= args.speed * (t // args.refresh + 1) * args.refresh)
     if method == "two_shot":  # Alg. 1: the stage-1 checkpoint (clamped into the horizon) for T steps, then the last
         return max(s for s in saved if s <= stage1) if t < args.T else saved[-1]
     raise ValueError(method)

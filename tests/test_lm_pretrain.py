@@ -150,7 +150,7 @@ def test_masking_proportions():
     assert all(torch.equal(a, b) for a, b in zip((inputs, labels, key_mask), again))  # a function of (seed, step)
 
 
-def test_masked_logits_equal_the_full_forward():  # pcfg.Encoder(select=...) applies the head only there
+def test_masked_logits_equal_the_full_forward():  # Encoder(select=...) applies the head only there
     args = lm.parse_args(["--preset", "smoke", "--data", FIXTURE])
     args.vocab_actual = 50
     model = lm.make_model(args, "teacher", 0)
@@ -161,6 +161,40 @@ def test_masked_logits_equal_the_full_forward():  # pcfg.Encoder(select=...) app
     full = model(inputs, key_mask)
     torch.testing.assert_close(logits, full[labels != -100])
     assert torch.equal(y, labels[labels != -100])
+
+
+def test_the_copies_of_pcfgs_encoder_masking_probe_and_schedule_give_pcfgs_numbers():
+    """lm_pretrain.py carries its own copies (it must run from a copy with common.py alone): the same outputs as
+    pcfg.py's originals on the same inputs, with the arguments lm_pretrain.py used to pass them."""
+    import pcfg
+    args = lm.parse_args(["--preset", "smoke", "--data", FIXTURE])
+    args.vocab_actual = 50
+    gen = torch.Generator().manual_seed(3)
+    ids = torch.cat([torch.full((4, 1), lm.CLS), torch.randint(3, 50, (4, 23), generator=gen)], 1)
+    mine = lm.mask_batch(args, ids, seed=2, step=7)
+    theirs = pcfg.mask_tokens(ids, torch.Generator().manual_seed(7_919 * 2 + 7), args.mask_rate, lm.MASK,
+                              torch.arange(len(lm.SPECIALS), 50), ids >= len(lm.SPECIALS), hide_selected=False,
+                              attendable=torch.ones_like(ids, dtype=torch.bool))
+    assert all(torch.equal(a, b) for a, b in zip(mine, theirs)) and (mine[1] != -100).any()
+    model = lm.make_model(args, "teacher", 0).eval()
+    torch.manual_seed(0)
+    reference = pcfg.Encoder(50, args.seq_len, args.teacher_layers, args.teacher_heads, args.head_dim).eval()
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values()))
+    sel = mine[1] != -100
+    assert torch.equal(model(mine[0], mine[2], select=sel), reference(mine[0], mine[2], select=sel))
+    keys = torch.ones_like(ids, dtype=torch.bool)
+    assert torch.equal(model(ids, keys), reference(ids, keys))
+    probe = lm.ngram_probe(model, ids, [4, 12, 21], lm.WINDOWS)
+    ref = pcfg.ngram_probe(reference, ids, keys, [4, 12, 21], lm.WINDOWS, lm.MASK, hide_masked=False)
+    for w in lm.WINDOWS:
+        assert probe[w]["count"] == ref[w]["count"] == 12
+        for kind in ("robust", "close"):
+            for m in ("l1", "tv"):
+                assert probe[w][kind][m] == {k: ref[w][kind][m][k] for k in ("median", "q25", "q75", "mean")}
+    saved = list(range(0, 41, 5))
+    for t in range(40):
+        assert lm.schedule_ckpt(args, "progressive", t, saved, None, 40) == \
+            pcfg.teacher_ckpt_for(t, lm.horizon_steps(saved, args, 40), args.refresh, args.speed)
 
 
 def test_progressive_and_two_shot_schedules():
