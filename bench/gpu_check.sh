@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The paper presets on one GPU, in one command of at most 8.5 minutes, the sum of its parts' time limits (a
 # session's device time is short):
-#   1. throughput of every script's train steps at --preset paper (--bench);
+#   1. throughput of every script's train steps at --preset paper (bench/<script>_bench.py);
 #   2. the PCFG teacher of Sec. 4.2 (Fig. 4) at the paper's size, batch and schedule for its first 2000 of 8000
 #      steps, then the n-gram and non-terminal probes on its checkpoints: does the 3-gram M_robust peak inside
 #      the sharp drop at this scale? (README, "Where the M_robust maximum falls".)
@@ -34,12 +34,13 @@ part() {  # part SECONDS ARGS...: one script run under a time limit, its output 
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
   "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"; } | tee -a "$LOG"
 
-steps() { [ "$PRESET" = paper ] && echo "$1" || echo 2; }  # steps timed by --bench (a dry run: 2)
-BENCH=(--preset "$PRESET" --device "$DEVICE" --bench)
-part 45 parity.py "${BENCH[@]}" --bench_steps "$(steps 2000)"
-part 45 parity.py --arch transformer "${BENCH[@]}" --bench_steps "$(steps 200)"
-part 45 pcfg.py "${BENCH[@]}" --bench_steps "$(steps 50)"
-part 45 lm_pretrain.py --data tests/data/pride_and_prejudice_ch01-12.txt "${BENCH[@]}" --bench_steps "$(steps 20)"
+steps() { [ "$PRESET" = paper ] && echo "$1" || echo 2; }  # steps timed by each bench (a dry run: 2)
+BENCH=(--preset "$PRESET" --device "$DEVICE")
+part 45 bench/parity_bench.py "${BENCH[@]}" --bench_steps "$(steps 2000)"
+part 45 bench/parity_bench.py --arch transformer "${BENCH[@]}" --bench_steps "$(steps 200)"
+part 45 bench/pcfg_bench.py "${BENCH[@]}" --bench_steps "$(steps 50)"
+part 45 bench/lm_pretrain_bench.py --data tests/data/pride_and_prejudice_ch01-12.txt "${BENCH[@]}" \
+    --bench_steps "$(steps 20)"
 
 RUN=${RUNS:-out/pcfg}/$(basename "$OUTDIR")-teacher  # checkpoints stay here; OUTDIR gets a few small files
 rm -rf "$RUN" "$RUN-probe"

@@ -11,7 +11,8 @@ nltk and transformers are not dependencies of the project, so run this in a thro
     python -m venv /tmp/refs && /tmp/refs/bin/pip install -r requirements.txt nltk transformers
     /tmp/refs/bin/python bench/references.py --threads 1
 
-Flags are pcfg.py's (the cpu mlm preset by default). A reference that is not installed is skipped.
+Flags are bench/pcfg_bench.py's: pcfg.py's (the cpu mlm preset by default) and --bench_steps. A reference
+that is not installed is skipped.
 """
 import os
 import sys
@@ -21,6 +22,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
 import pcfg  # noqa: E402  imports common first, which pins MKL before torch loads
+import pcfg_bench  # noqa: E402  (bench/ is this file's folder)
 import torch
 import torch.nn as nn
 
@@ -69,13 +71,13 @@ def hf_step(args, role):
 
 
 def main(argv=None):
-    args = pcfg.parse_args(argv)
+    args = pcfg_bench.parse_args(argv)
     if args.objective != "mlm":
         pcfg.fail("--objective", "the references are masked-LM models; use --objective mlm")
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    ours = pcfg.bench_sampler(args)
+    ours = pcfg_bench.bench_sampler(args)
     try:
         ref = nltk_sampler(args.grammar)
         np.random.seed(5)
@@ -90,17 +92,17 @@ def main(argv=None):
 
     sync = (lambda: torch.cuda.synchronize()) if args.device.startswith("cuda") else (lambda: None)
     for role, stream in (("teacher", 1), ("student", 2)):  # each at its own batch (--teacher_batch, --batch)
-        batches, tokens_per = pcfg.bench_batches(args, stream)
+        batches, tokens_per = pcfg_bench.bench_batches(args, stream)
         model = pcfg.make_model(args, role, 0)
         opt = pcfg.make_optimizer(model, 1e-3, args)
-        rate = pcfg.time_train(lambda b: pcfg.train_step(model, opt, 1e-3, *b, clip=args.clip), batches, sync)
+        rate = pcfg_bench.time_train(lambda b: pcfg.train_step(model, opt, 1e-3, *b, clip=args.clip), batches, sync)
         print(f"{role}: ours {rate * tokens_per:,.0f} tokens/s", end="")
         try:
             step, label = hf_step(args, role)
         except ImportError:
             print("; transformers: skipped (not installed in this Python)")
             continue
-        theirs = pcfg.time_train(step, batches, sync)
+        theirs = pcfg_bench.time_train(step, batches, sync)
         print(f"; {label} {theirs * tokens_per:,.0f} tokens/s -> ours is {rate / theirs:.2f}x")
 
 

