@@ -17,9 +17,6 @@ final teacher alone (one-shot) or from labels (CE). This script regenerates:
     python pcfg.py --preset paper --device cuda      # the paper's settings (GPU)
     python pcfg.py --mode progressive --teacher_dir out/pcfg/cpu-mlm-all --budgets 600
 
-Every module-level helper named in the README (Encoder, mask_tokens, teacher_ckpt_for, ngram_probe, the
-sampler) is general: vocabulary size and special ids are arguments, so other scripts can import them.
-
 To copy: this file plus common.py; needs torch, numpy and matplotlib.
 """
 import argparse
@@ -98,12 +95,11 @@ WINDOWS = "3gram:1:1,5gram:2:2,4gram:2:1,2gram:1:0"  # (left, right) context, as
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    a = p.add_argument
-    a("--mode", default="all", choices=MODES, help="what to run (see the module docstring)")
-    a("--objective", default="mlm", choices=["mlm", "boundary"],
-      help="mlm: BERT masked prediction; boundary: causal next-token prediction at span ends (GPT-style)")
-    a("--preset", default="cpu", choices=["cpu", "paper", "smoke"], help="defaults for all flags below")
-    # data
+    p.add_argument("--mode", default="all", choices=MODES, help="what to run (see the module docstring)")
+    p.add_argument("--objective", default="mlm", choices=["mlm", "boundary"],
+                   help="mlm: BERT masked prediction; boundary: causal next-token prediction at span ends (GPT-style)")
+    p.add_argument("--preset", default="cpu", choices=["cpu", "paper", "smoke"], help="defaults for all flags below")
+    a = p.add_argument_group("task").add_argument
     a("--grammar", choices=sorted(GRAMMARS), help="which cfg3 grammar (Allen-Zhu & Li)")
     a("--crop", type=int, help="train on random crops of this many tokens of [BOS]+sentence; 0 = whole sentences")
     a("--subtree", type=int, help="D > 0: each sequence is [BOS] + the whole span of a random depth-D node "
@@ -114,32 +110,34 @@ def build_parser():
     a("--level", type=str, help="boundary: depth(s) whose span ends carry labels, e.g. '1,2,3' (root = 0)")
     a("--cache_data", type=int, default=0, choices=[0, 1],
       help="1: write each training stream to <out>/data once and read it back (0: generate on the fly)")
-    # models
+    a = p.add_argument_group("models").add_argument
     a("--layers", type=int, help="encoder layers (teacher and student)")
     a("--head_dim", type=int, help="attention head dimension")
     a("--teacher_heads", type=int, help="teacher heads (width = heads x head_dim)")
     a("--student_heads", type=int, help="student heads")
     a("--max_len", type=int, help="learned position embeddings (>= the longest input)")
     a("--dropout", type=float, help="dropout (BERT default 0.1)")
-    # optimisation (AdamW, betas (0.9, 0.95), wd 0, as in the paper)
-    a("--batch", type=int, help="sequences per student optimizer step (fresh samples every step)")
+    a = p.add_argument_group("teacher (AdamW, betas --betas, wd 0, as in the paper)").add_argument
     a("--teacher_batch", type=int, help="sequences per teacher optimizer step (the paper: 512, as the students)")
     a("--teacher_lr", type=float, help="teacher learning rate")
     a("--teacher_steps", type=int, help="teacher optimizer steps")
     a("--teacher_schedule", choices=["constant", "cosine"], help="teacher lr schedule (after warmup)")
+    a("--teacher_seed", type=int, default=0, help="teacher init and data seed")
+    a("--ckpt_every", type=int, help="teacher checkpoint interval (steps); step 0 is always saved")
+    a("--teacher_dir", type=str, default=None, help="reuse the teacher of an earlier run (its --out folder)")
+    a = p.add_argument_group("students").add_argument
+    a("--batch", type=int, help="sequences per student optimizer step (fresh samples every step)")
     a("--lr", type=float, default=None, help="one student learning rate (replaces --lr_grid)")
     a("--lr_grid", type=str, help="student learning rates; each method is reported at its best one")
     a("--schedule", choices=["constant", "cosine"], help="student lr schedule (after warmup)")
-    a("--warmup", type=float, help="linear warmup, fraction of a run's optimizer steps")
-    a("--clip", type=float, help="gradient-norm clipping (HF Trainer default 1.0; 0 = off)")
-    a("--betas", type=str, default="0.9,0.95", help="Adam betas")
+    a("--warmup", type=float, help="linear warmup, fraction of a run's optimizer steps (teacher too)")
+    a("--clip", type=float, help="gradient-norm clipping (HF Trainer default 1.0; 0 = off; teacher too)")
+    a("--betas", type=str, default="0.9,0.95", help="Adam betas (teacher too)")
     a("--budgets", type=str, help="student step budgets (Fig. 1 right); each <= --teacher_steps")
     a("--seeds", type=str, default="0,1,2", help="student seeds (the paper averages 3)")
-    a("--teacher_seed", type=int, default=0, help="teacher init and data seed")
     a("--methods", type=str, help="--mode all: which students to train (ce, oneshot, progressive, two_shot)")
-    # distillation
+    a = p.add_argument_group("distillation").add_argument
     a("--temperature", type=float, help="teacher softmax temperature; 1e-20 = argmax targets (paper code)")
-    a("--ckpt_every", type=int, help="teacher checkpoint interval (steps); step 0 is always saved")
     a("--refresh", type=str, help="progressive: the teacher checkpoint can change every this many steps; auto = "
                                   "the teacher's inflection (our rule; the paper's 1000 equals its C1, Fig. 4)")
     a("--speed", type=float, help="progressive: the teacher advances this many times faster than the student")
@@ -150,11 +148,7 @@ def build_parser():
     a("--two_shot_sweep", type=str,
       help="stage-1 checkpoints for the curriculum figure at the smallest budget: steps, auto (five around "
            "the chosen one and the drop), drop (the drop's start and end) or none")
-    a("--teacher_dir", type=str, default=None, help="reuse the teacher of an earlier run (its --out folder)")
-    # evaluation and probes
-    a("--eval_size", type=int, help="held-out sequences (paper: 4096), fixed by seed")
-    a("--eval_every", type=int, help="student evaluation interval (steps)")
-    a("--eval_batch", type=int, default=256, help="sequences per forward pass in evaluation and probes")
+    a = p.add_argument_group("probes").add_argument
     a("--probe_size", type=int, help="sentences (or crops) for M_robust / M_close (paper: 1024)")
     a("--probe_positions", type=str, help="positions p probed by M_robust / M_close (BOS = 0)")
     a("--windows", type=str, default=WINDOWS, help="n-gram windows name:left:right around p")
@@ -162,15 +156,18 @@ def build_parser():
     a("--nt_train", type=int, help="sequences that train the non-terminal probe")
     a("--nt_eval", type=int, help="sequences that evaluate the non-terminal probe")
     a("--nt_steps", type=int, default=200, help="full-batch Adam steps of the non-terminal probe")
-    # bookkeeping
+    a = p.add_argument_group("run").add_argument
+    a("--eval_size", type=int, help="held-out sequences (paper: 4096), fixed by seed")
+    a("--eval_every", type=int, help="student evaluation interval (steps)")
+    a("--eval_batch", type=int, default=256, help="sequences per forward pass in evaluation and probes")
     a("--out", type=str, default=None, help="run folder (default out/pcfg/<preset>-<objective>-<mode>)")
     a("--resume", action="store_true", help="continue the run in --out from its last checkpoints")
     a("--save_every", type=int, default=None, help="student resume-checkpoint interval (default: 4 evals)")
     a("--device", type=str, default="auto", help="auto, cpu, cuda, cuda:N or mps")
     a("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
-    a("--workers", type=int, help="processes that train student groups / probe checkpoints in "
-                                             "parallel (CPU: one per core, 1 thread each)")
-    a("--max_steps", type=int, default=None, help="stop every training run after this many steps (tests)")
+    a("--workers", type=int, help="processes that train student groups / probe checkpoints in parallel (CPU: one "
+                                  "per core, 1 thread each)")
+    a("--max_steps", type=int, default=None, help=argparse.SUPPRESS)  # tests: stop every training run here
     a("--halt_at", type=str, default=None, help=argparse.SUPPRESS)  # tests: "teacher:N" or "students:N"
     return p
 
@@ -180,140 +177,6 @@ def parse_args(argv=None):
     args = common.parse_with_presets(parser, lambda f: PRESETS[(f.preset, f.objective)], argv)
     validate(args)
     return args
-
-
-def validate(args):
-    """Every check that can fail runs before anything is written."""
-    common.check_finite_flags(args)  # nan or inf in any float flag: exit 2 before anything else
-    for name in ["layers", "head_dim", "teacher_heads", "student_heads", "max_len", "batch", "teacher_batch",
-                 "teacher_steps", "ckpt_every", "eval_size", "eval_every", "eval_batch", "probe_size",
-                 "probe_every", "nt_train", "nt_eval", "nt_steps"]:
-        if getattr(args, name) < 1:
-            fail(f"--{name}", f"must be at least 1, got {getattr(args, name)}")
-    if args.crop < 0:
-        fail("--crop", f"must be 0 (whole sentences) or a positive length, got {args.crop}")
-    for name in ["teacher_lr", "temperature", "speed"]:
-        if not getattr(args, name) > 0:
-            fail(f"--{name}", f"must be positive, got {getattr(args, name)}")
-    for name, lo, hi in [("mask_rate", 0, 1), ("dropout", 0, 1), ("warmup", 0, 1), ("two_shot_frac", 0, 1)]:
-        if not lo <= getattr(args, name) <= hi or (name == "dropout" and args.dropout == 1):
-            fail(f"--{name}", f"must be in [{lo}, {hi}{')' if name == 'dropout' else ']'}, got {getattr(args, name)}")
-    if args.clip < 0:
-        fail("--clip", f"must be >= 0 (0 = off), got {args.clip}")
-    common.check_lr_seeds_betas(args)  # sets args.lrs, args.seed_list, args.beta_pair
-    args.budget_list = sorted(set(common.parse_list(args.budgets, int, "--budgets")))
-    if any(b < 1 for b in args.budget_list):
-        fail("--budgets", f"budgets must be at least 1 step, got {args.budgets}")
-    args.method_list = common.parse_list(args.methods, str, "--methods")
-    bad = [m for m in args.method_list if m not in ("ce",) + DISTILL]
-    if bad:
-        fail("--methods", f"unknown {bad}; allowed: ce, oneshot, progressive, two_shot")
-    g = grammar(args.grammar)
-    args.level_list = common.parse_list(args.level, int, "--level")
-    if any(not 1 <= lv < g["depth"] for lv in args.level_list):
-        fail("--level", f"depths must be in 1..{g['depth'] - 1} (0 is the root, whose span is the sentence)")
-    if args.objective == "mlm":
-        args.level_list = [None]
-    elif args.preset == "cpu" and args.teacher_dir is None and args.teacher_lr > 1e-3 and min(args.level_list) < 3:
-        fail("--level", f"at the cpu preset's --teacher_lr {args.teacher_lr:g} the teachers of levels 1 and 2 "
-                        "collapse to a constant (README); use --level 3, or add --teacher_lr 1e-3 for levels 1 and 2")
-    if not 0 <= args.subtree < g["depth"]:
-        fail("--subtree", f"must be a depth in 0..{g['depth'] - 1} (0 = whole sentences), got {args.subtree}")
-    if args.subtree and args.crop:
-        fail("--crop", f"--subtree {args.subtree} trains on whole subtrees; it needs --crop 0, got {args.crop}")
-    seq_len = args.crop or g["longest_at"][args.subtree] + 1
-    if args.crop and args.crop > args.max_len:
-        fail("--max_len", f"must be at least --crop ({args.crop}), got {args.max_len}")
-    if not args.crop and seq_len > args.max_len:
-        what = f"depth-{args.subtree} subtrees" if args.subtree else "sentences"
-        fail("--max_len", f"{args.grammar} {what} reach {seq_len} tokens with BOS; got {args.max_len}")
-    args.position_list = common.parse_list(args.probe_positions, int, "--probe_positions")
-    args.window_dict = parse_windows(args.windows)
-    for p in args.position_list:
-        if not 1 <= p < seq_len:
-            fail("--probe_positions", f"{p} is outside the sequences in use (1..{seq_len - 1}; "
-                                      f"{'--crop' if args.crop else 'longest sequence'} = {seq_len})")
-        for name, (left, right) in args.window_dict.items():
-            if p - left < 0 or (args.crop and p + right >= args.crop):
-                fail("--windows", f"window {name} ({left} left, {right} right) around position {p} leaves the "
-                                  f"{seq_len}-token sequence; use smaller windows or other --probe_positions")
-    if args.objective == "boundary" and args.auto_by == "mrobust":
-        fail("--auto_by", "M_robust is a masked-prediction probe; use --auto_by loss with --objective boundary")
-    if args.max_steps is not None and args.max_steps < 1:
-        fail("--max_steps", f"must be at least 1, got {args.max_steps}")
-    if args.save_every is None:
-        args.save_every = 4 * args.eval_every
-    if args.save_every < 1 or args.save_every % args.eval_every:
-        fail("--save_every", f"must be a positive multiple of --eval_every ({args.eval_every})")
-    if args.ckpt != "auto" and not args.ckpt.isdigit():
-        fail("--ckpt", f"expected a checkpoint step or 'auto', got {args.ckpt!r}")
-    if str(args.refresh) != "auto":  # 'auto' is resolved once the teacher's phases are known (run_level)
-        if not (str(args.refresh).isdigit() and int(args.refresh) >= 1):
-            fail("--refresh", f"expected a positive number of steps or 'auto', got {args.refresh!r}")
-        args.refresh = int(args.refresh)
-    if args.two_shot_sweep not in ("auto", "drop", "none"):
-        common.parse_list(args.two_shot_sweep, int, "--two_shot_sweep")
-    if args.halt_at is not None and not (args.halt_at.split(":")[0] in ("teacher", "students")
-                                         and args.halt_at.split(":")[-1].isdigit()):
-        fail("--halt_at", "expected teacher:N or students:N")
-    if args.threads < 0:
-        fail("--threads", f"must be >= 0, got {args.threads}")
-    if args.workers < 1:
-        fail("--workers", f"must be at least 1, got {args.workers}")
-    args.device = str(common.pick_device(args.device))
-    if args.out is None:
-        args.out = os.path.join("out", "pcfg", f"{args.preset}-{args.objective}-{args.mode}")
-    if args.teacher_dir is not None:
-        check_teacher_dir(args)
-    else:
-        for b in args.budget_list:
-            if b > args.teacher_steps:
-                fail("--budgets", f"budget {b} is larger than the teacher's run (--teacher_steps "
-                                  f"{args.teacher_steps}); at budget B the students learn from the teacher's "
-                                  f"first B x speed steps")
-        if args.ckpt != "auto" and int(args.ckpt) not in planned_steps(args.teacher_steps, args.ckpt_every):
-            fail("--ckpt", f"{args.ckpt} is not a saved step (multiples of --ckpt_every={args.ckpt_every} "
-                           f"and the last step {args.teacher_steps})")
-
-
-def parse_windows(text):
-    out = {}
-    for item in common.parse_list(text, str, "--windows"):
-        parts = item.split(":")
-        if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
-            fail("--windows", f"expected name:left:right (e.g. 3gram:1:1), got {item!r}")
-        out[parts[0]] = (int(parts[1]), int(parts[2]))
-    return out
-
-
-TEACHER_KEYS = ["objective", "grammar", "crop", "subtree", "max_len", "layers", "head_dim", "teacher_heads",
-                "mask_rate", "hide_masked_keys"]
-# how a teacher was trained: free to differ from this run's flags, so its own values go into results.json
-TEACHER_TRAINING = ["teacher_seed", "teacher_lr", "teacher_batch", "teacher_steps", "teacher_schedule", "warmup",
-                    "ckpt_every"]
-
-
-def check_teacher_dir(args):
-    """--teacher_dir must hold a teacher made for the same data and sizes (per level for boundary)."""
-    d = args.teacher_dir
-    if not os.path.isdir(d):
-        fail("--teacher_dir", f"{d} does not exist")
-    cfg_path = os.path.join(d, "config.json")
-    if not os.path.exists(cfg_path):
-        fail("--teacher_dir", f"{d} holds no config.json (expected the --out folder of an earlier run)")
-    cfg = {"subtree": 0, **common.read_json(cfg_path)}  # runs from before --subtree existed trained on 0
-    diff = [f"{k}={cfg.get(k)!r} (here {getattr(args, k)!r})" for k in TEACHER_KEYS if cfg.get(k) != getattr(args, k)]
-    if diff:
-        fail("--teacher_dir", f"{d} was made for another setting: " + ", ".join(diff))
-    for level in args.level_list:
-        steps = saved_steps(d, level)
-        if not steps or 0 not in steps:
-            fail("--teacher_dir", f"{d} holds no teacher checkpoints in {teacher_folder(d, level)}")
-        for b in args.budget_list:
-            if b > steps[-1]:
-                fail("--budgets", f"budget {b} is larger than the teacher's run in {d} ({steps[-1]} steps)")
-        if args.ckpt != "auto" and int(args.ckpt) not in steps:
-            fail("--ckpt", f"{args.ckpt} is not a checkpoint in {teacher_folder(d, level)}")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -586,7 +449,7 @@ def training_keys(args):
     streams += [(seed, 2, max(args.budget_list)) for seed in args.seed_list]
     keys = set()
     for seed, stream, steps in streams:
-        b = cfg.get("teacher_batch", cfg["batch"]) if stream == 1 else args.batch
+        b = cfg["teacher_batch"] if stream == 1 else args.batch
         for step in range(steps):
             keys.update(seq_key(r) for r in sample_for(args, b, rng_for(seed, stream, step))[0])
     return keys
@@ -1198,19 +1061,15 @@ def ngram_probe(model, ids, key_mask, positions, windows, mask_id, hide_masked=T
     sequence is skipped at p if p is not a real token), windows {name: (left, right)}. Base input: p masked
     (and hidden as a key if hide_masked, the training convention). M_robust: also mask [p-left, p+right];
     M_close: mask everything outside it. Returns {name: {"robust"|"close": {"l1"|"tv": {"median", "q25",
-    "q75", "mean", "median_lo", "median_hi"}, "l1_boot": [the median in each bootstrap resampling]},
-    "count": number of (sequence, p) pairs}} with L1 = ||P(. | perturbed)[p] - P(. | base)[p]||_1 over the
-    whole vocabulary (the official code's number) and TV = L1 / 2; [median_lo, median_hi] is a 95% bootstrap
-    interval of the median over sequences."""
+    "q75", "mean"}}, "count": number of (sequence, p) pairs}} with L1 = ||P(. | perturbed)[p] - P(. | base)[p]||_1
+    over the whole vocabulary (the official code's number) and TV = L1 / 2."""
     was = model.training
     model.eval()
     N, T = ids.shape
     key_mask = torch.ones_like(ids, dtype=torch.bool) if key_mask is None else key_mask
     d = {name: {"robust": [], "close": []} for name in windows}
-    seq = []  # the sequence of each (sequence, p) pair, for the bootstrap
     for p in positions:
         keep = key_mask[:, p]
-        seq.append(keep.nonzero().squeeze(1).cpu())
         x, km = ids[keep], key_mask[keep]
         if len(x) == 0:
             continue
@@ -1239,38 +1098,20 @@ def ngram_probe(model, ids, key_mask, positions, windows, mask_id, hide_masked=T
             d[name]["close"].append((probs[2 + 2 * w] - probs[0]).abs().sum(-1))
     model.train(was)
     out = {}
-    seq = torch.cat(seq)
-    weights = resample_weights(seq) if len(seq) else []  # every window and kind pools the same pairs
     for name in windows:
         out[name] = {"count": int(sum(len(v) for v in d[name]["robust"]))}
         for kind in ("robust", "close"):
             l1 = torch.cat(d[name][kind]).double().cpu() if d[name][kind] else torch.zeros(0, dtype=torch.float64)
-            q = quartiles(l1, weights)
-            boot = q.pop("boot")
-            out[name][kind] = {"l1": q, "tv": {k: v / 2 for k, v in q.items()}, "l1_boot": boot}
+            q = quartiles(l1)
+            out[name][kind] = {"l1": q, "tv": {k: v / 2 for k, v in q.items()}}
     return out
 
 
-def resample_weights(groups, reps=200):
-    """For each of `reps` resamplings of whole groups, how often each value is drawn (a sequence's probe
-    positions share its context, so they are not independent draws). Fixed seed: same probe, same interval,
-    and every checkpoint gets the same resamplings (paired), so the maximum can be located per resampling."""
-    _, inv = torch.unique(groups, return_inverse=True)
-    n, gen = int(inv.max()) + 1, torch.Generator().manual_seed(0)
-    return [torch.bincount(torch.randint(n, (n,), generator=gen), minlength=n)[inv] for _ in range(reps)]
-
-
-def quartiles(values, weights):
-    """Quartiles and mean of `values`, and a 95% interval of the median over the resamplings `weights`
-    ("boot": the median of each resampling)."""
-    nan = float("nan")
+def quartiles(values):
     if len(values) == 0:
-        return {"median": nan, "q25": nan, "q75": nan, "mean": nan, "median_lo": nan, "median_hi": nan, "boot": []}
-    q = torch.quantile(values, torch.tensor([0.25, 0.5, 0.75], dtype=values.dtype))
-    meds = torch.stack([torch.quantile(values.repeat_interleave(w), 0.5) for w in weights])
-    lo, hi = torch.quantile(meds, torch.tensor([0.025, 0.975], dtype=meds.dtype))
-    return {"median": q[1].item(), "q25": q[0].item(), "q75": q[2].item(), "mean": values.mean().item(),
-            "median_lo": lo.item(), "median_hi": hi.item(), "boot": meds.tolist()}
+        return dict.fromkeys(("median", "q25", "q75", "mean"), float("nan"))
+    q = torch.quantile(values, torch.tensor([0.25, 0.5, 0.75], dtype=values.dtype)).tolist()
+    return {"median": q[1], "q25": q[0], "q75": q[2], "mean": values.mean().item()}
 
 
 def features(model, ids, key_mask, batch):
@@ -1344,22 +1185,16 @@ def run_probes(args, level):
     for part in parallel_map(args, probe_job, [(level, c) for c in chunks]):
         parts.update({int(k): v for k, v in part.items()})
     res = {"steps": steps, "m_robust": {}, "m_close": {}, "nt": {"acc": [], "majority": NTData(args).majority()}}
-    boots = {}  # window: M_robust medians per checkpoint and resampling
     for step in steps:
         r = parts[step]
         for kind, key in (("robust", "m_robust"), ("close", "m_close")):
             for name in (args.window_dict if args.objective == "mlm" else {}):
-                slot = res[key].setdefault(name, {m: {q: [] for q in ("median", "q25", "q75", "mean", "median_lo",
-                                                                      "median_hi")} for m in ("l1", "tv")})
+                slot = res[key].setdefault(name, {m: {q: [] for q in ("median", "q25", "q75", "mean")}
+                                                  for m in ("l1", "tv")})
                 for m in ("l1", "tv"):
                     for q in slot[m]:
                         slot[m][q].append(r["ngram"][name][kind][m][q])
-                if kind == "robust":
-                    boots.setdefault(name, []).append(r["ngram"][name][kind]["l1_boot"])
         res["nt"]["acc"].append(r["nt"])
-    for name, b in boots.items():  # where the maximum falls in each (paired) resampling: its uncertainty
-        if all(len(x) == len(b[0]) > 0 for x in b):
-            res["m_robust"][name]["l1"]["peak_boot"] = [steps[i] for i in np.nanargmax(np.array(b), axis=0)]
     print(f"probes: {len(steps)} teacher checkpoints in {time.time() - t0:.0f}s", flush=True)
     return res
 
@@ -1475,20 +1310,6 @@ def claim_checks(res, args):
         loss_at = dict(zip(t["steps"], t["val_loss"]))
         checks["mrobust_peak_loss"] = loss_at.get(steps[peak])
         checks["drop_end_loss"] = loss_at.get(ph["drop_end"])
-        lo, hi = (probe["m_robust"][name]["l1"].get(k) for k in ("median_lo", "median_hi"))
-        # the checkpoints whose 95% interval (over probe sequences) overlaps the maximum's: a generous reading
-        # of "as high as the maximum", blind to the teacher's own checkpoint-to-checkpoint jitter
-        near = [s for s, h in zip(steps, hi) if h >= lo[peak]] if lo and hi else []
-        if near:
-            checks["mrobust_overlap_steps"] = near
-            checks["mrobust_overlap_meets_drop"] = any(ph["drop_start"] <= s <= ph["drop_end"] for s in near)
-        # the sharper test: how often the maximum falls inside the drop when the probe sequences are resampled
-        # (the same resamplings at every checkpoint); still blind to the teacher's own jitter
-        boot = probe["m_robust"][name]["l1"].get("peak_boot")
-        if boot:
-            inside = [ph["drop_start"] <= s <= ph["drop_end"] for s in boot]
-            checks["mrobust_peak_in_drop_frac"] = float(np.mean(inside))
-            checks["mrobust_peak_step_95"] = [int(v) for v in np.quantile(boot, [0.025, 0.975], method="nearest")]
     return checks
 
 
@@ -1552,16 +1373,9 @@ def make_figures(results, args):
             ax.plot(probe["steps"][1:], q["median"][1:], "-", color="tab:purple", label=f"median M_robust ({name})")
             ax.fill_between(probe["steps"][1:], q["q25"][1:], q["q75"][1:], color="tab:purple", alpha=0.2, lw=0,
                             label="quartiles")
-            if "median_lo" in q:
-                ax.fill_between(probe["steps"][1:], q["median_lo"][1:], q["median_hi"][1:], color="tab:purple",
-                                alpha=0.35, lw=0, label="median, 95% interval")
             peak = int(np.nanargmax(q["median"]))
             ax.plot(probe["steps"][peak], q["median"][peak], "*", color="tab:purple", ms=10,
                     label=f"maximum, step {probe['steps'][peak]}")
-            if q.get("peak_boot"):  # where the maximum falls over the probe's resamplings
-                lo_s, hi_s = np.quantile(q["peak_boot"], [0.025, 0.975], method="nearest")
-                ax.plot([lo_s, hi_s], [q["median"][peak]] * 2, "|-", color="tab:purple", ms=8, lw=1,
-                        label=f"maximum over resamplings, 95%: {lo_s:g}-{hi_s:g}")
             ax.set(xscale="log", xlabel="teacher steps", ylabel="L1 distance", yscale="log", title=f"M_robust, {name}")
             if ph:
                 ax.axvspan(ph["drop_start"], ph["drop_end"], color="tab:red", alpha=0.12, lw=0, label="drop (phase 2)")
@@ -1635,7 +1449,123 @@ def make_probe_figure(plt, probe, res, args, lk):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 9. Main: teacher -> probes -> students -> results.
+# 9. Flag checks: every check that can fail runs before anything is written.
+
+def validate(args):
+    """Every check that can fail runs before anything is written."""
+    common.check_finite_flags(args)  # nan or inf in any float flag: exit 2 before anything else
+    common.check_positive(args, ["layers", "head_dim", "teacher_heads", "student_heads", "max_len", "batch",
+                                 "teacher_batch", "teacher_steps", "ckpt_every", "eval_size", "eval_every",
+                                 "eval_batch", "probe_size", "probe_every", "nt_train", "nt_eval", "nt_steps",
+                                 "teacher_lr", "temperature", "speed", "workers"])
+    common.check_range(args, {"crop": "[0, inf]", "mask_rate": "[0, 1]", "dropout": "[0, 1)", "warmup": "[0, 1]",
+                              "two_shot_frac": "[0, 1]", "clip": "[0, inf]", "threads": "[0, inf]"})
+    if args.max_steps is not None:
+        common.check_positive(args, ["max_steps"])
+    common.check_lr_seeds_betas(args)  # sets args.lrs, args.seed_list, args.beta_pair
+    common.check_run_flags(args, eval_every_default=4)
+    args.budget_list = sorted(set(common.parse_list(args.budgets, int, "--budgets")))
+    if any(b < 1 for b in args.budget_list):
+        fail("--budgets", f"budgets must be at least 1 step, got {args.budgets}")
+    args.method_list = common.parse_list(args.methods, str, "--methods")
+    bad = [m for m in args.method_list if m not in ("ce",) + DISTILL]
+    if bad:
+        fail("--methods", f"unknown {bad}; allowed: ce, oneshot, progressive, two_shot")
+    g = grammar(args.grammar)
+    args.level_list = common.parse_list(args.level, int, "--level")
+    if any(not 1 <= lv < g["depth"] for lv in args.level_list):
+        fail("--level", f"depths must be in 1..{g['depth'] - 1} (0 is the root, whose span is the sentence)")
+    if args.objective == "mlm":
+        args.level_list = [None]
+    elif args.preset == "cpu" and args.teacher_dir is None and args.teacher_lr > 1e-3 and min(args.level_list) < 3:
+        fail("--level", f"at the cpu preset's --teacher_lr {args.teacher_lr:g} the teachers of levels 1 and 2 "
+                        "collapse to a constant (README); use --level 3, or add --teacher_lr 1e-3 for levels 1 and 2")
+    if not 0 <= args.subtree < g["depth"]:
+        fail("--subtree", f"must be a depth in 0..{g['depth'] - 1} (0 = whole sentences), got {args.subtree}")
+    if args.subtree and args.crop:
+        fail("--crop", f"--subtree {args.subtree} trains on whole subtrees; it needs --crop 0, got {args.crop}")
+    seq_len = args.crop or g["longest_at"][args.subtree] + 1
+    if args.crop and args.crop > args.max_len:
+        fail("--max_len", f"must be at least --crop ({args.crop}), got {args.max_len}")
+    if not args.crop and seq_len > args.max_len:
+        what = f"depth-{args.subtree} subtrees" if args.subtree else "sentences"
+        fail("--max_len", f"{args.grammar} {what} reach {seq_len} tokens with BOS; got {args.max_len}")
+    args.position_list = common.parse_list(args.probe_positions, int, "--probe_positions")
+    args.window_dict = parse_windows(args.windows)
+    for p in args.position_list:
+        if not 1 <= p < seq_len:
+            fail("--probe_positions", f"{p} is outside the sequences in use (1..{seq_len - 1}; "
+                                      f"{'--crop' if args.crop else 'longest sequence'} = {seq_len})")
+        for name, (left, right) in args.window_dict.items():
+            if p - left < 0 or (args.crop and p + right >= args.crop):
+                fail("--windows", f"window {name} ({left} left, {right} right) around position {p} leaves the "
+                                  f"{seq_len}-token sequence; use smaller windows or other --probe_positions")
+    if args.objective == "boundary" and args.auto_by == "mrobust":
+        fail("--auto_by", "M_robust is a masked-prediction probe; use --auto_by loss with --objective boundary")
+    if str(args.refresh) != "auto":  # 'auto' is resolved once the teacher's phases are known (run_level)
+        if not (str(args.refresh).isdigit() and int(args.refresh) >= 1):
+            fail("--refresh", f"expected a positive number of steps or 'auto', got {args.refresh!r}")
+        args.refresh = int(args.refresh)
+    if args.two_shot_sweep not in ("auto", "drop", "none"):
+        common.parse_list(args.two_shot_sweep, int, "--two_shot_sweep")
+    args.device = str(common.pick_device(args.device))
+    if args.out is None:
+        args.out = os.path.join("out", "pcfg", f"{args.preset}-{args.objective}-{args.mode}")
+    if args.teacher_dir is not None:
+        check_teacher_dir(args)
+    else:
+        for b in args.budget_list:
+            if b > args.teacher_steps:
+                fail("--budgets", f"budget {b} is larger than the teacher's run (--teacher_steps "
+                                  f"{args.teacher_steps}); at budget B the students learn from the teacher's "
+                                  f"first B x speed steps")
+        if args.ckpt != "auto" and int(args.ckpt) not in planned_steps(args.teacher_steps, args.ckpt_every):
+            fail("--ckpt", f"{args.ckpt} is not a saved step (multiples of --ckpt_every={args.ckpt_every} "
+                           f"and the last step {args.teacher_steps})")
+
+
+def parse_windows(text):
+    out = {}
+    for item in common.parse_list(text, str, "--windows"):
+        parts = item.split(":")
+        if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+            fail("--windows", f"expected name:left:right (e.g. 3gram:1:1), got {item!r}")
+        out[parts[0]] = (int(parts[1]), int(parts[2]))
+    return out
+
+
+TEACHER_KEYS = ["objective", "grammar", "crop", "subtree", "max_len", "layers", "head_dim", "teacher_heads",
+                "mask_rate", "hide_masked_keys"]
+# how a teacher was trained: free to differ from this run's flags, so its own values go into results.json
+TEACHER_TRAINING = ["teacher_seed", "teacher_lr", "teacher_batch", "teacher_steps", "teacher_schedule", "warmup",
+                    "ckpt_every"]
+
+
+def check_teacher_dir(args):
+    """--teacher_dir must hold a teacher made for the same data and sizes (per level for boundary)."""
+    d = args.teacher_dir
+    if not os.path.isdir(d):
+        fail("--teacher_dir", f"{d} does not exist")
+    cfg_path = os.path.join(d, "config.json")
+    if not os.path.exists(cfg_path):
+        fail("--teacher_dir", f"{d} holds no config.json (expected the --out folder of an earlier run)")
+    cfg = common.read_json(cfg_path)
+    diff = [f"{k}={cfg.get(k)!r} (here {getattr(args, k)!r})" for k in TEACHER_KEYS if cfg.get(k) != getattr(args, k)]
+    if diff:
+        fail("--teacher_dir", f"{d} was made for another setting: " + ", ".join(diff))
+    for level in args.level_list:
+        steps = saved_steps(d, level)
+        if not steps or 0 not in steps:
+            fail("--teacher_dir", f"{d} holds no teacher checkpoints in {teacher_folder(d, level)}")
+        for b in args.budget_list:
+            if b > steps[-1]:
+                fail("--budgets", f"budget {b} is larger than the teacher's run in {d} ({steps[-1]} steps)")
+        if args.ckpt != "auto" and int(args.ckpt) not in steps:
+            fail("--ckpt", f"{args.ckpt} is not a checkpoint in {teacher_folder(d, level)}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# 10. Main: teacher -> probes -> students -> results.
 
 def config_of(args):
     skip = {"resume", "halt_at", "lrs", "seed_list", "beta_pair", "budget_list",
@@ -1743,7 +1673,6 @@ def main(argv=None):
         flat["levels"] = results["levels"]
     if args.teacher_dir:
         cfg = common.read_json(os.path.join(args.teacher_dir, "config.json"))
-        cfg = {"teacher_batch": cfg.get("batch"), **cfg}  # runs from before --teacher_batch used --batch
         flat["teacher_config"] = {k: cfg.get(k) for k in TEACHER_TRAINING}
         other = [f"--{k} {cfg.get(k)!r}" for k in TEACHER_TRAINING if cfg.get(k) != getattr(args, k)]
         if other:
