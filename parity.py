@@ -104,16 +104,15 @@ THRESHOLDS = (0.9, 0.95)
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    a = p.add_argument
-    a("--mode", default="all", choices=MODES, help="what to run (see the module docstring)")
-    a("--arch", default="mlp", choices=["mlp", "transformer"], help="model family (Sec. 3.1)")
-    a("--preset", default="cpu", choices=["cpu", "paper", "smoke"], help="defaults for all flags below")
-    # task
+    p.add_argument("--mode", default="all", choices=MODES, help="what to run (see the module docstring)")
+    p.add_argument("--arch", default="mlp", choices=["mlp", "transformer"], help="model family (Sec. 3.1)")
+    p.add_argument("--preset", default="cpu", choices=["cpu", "paper", "smoke"], help="defaults for all flags below")
+    a = p.add_argument_group("task").add_argument
     a("--n", type=int, help="input dimension n of (n,k)-sparse parity")
     a("--k", type=int, help="support size k")
     a("--random_support", type=int, default=0, choices=[0, 1],
       help="1: a random support drawn from --teacher_seed; 0: the first k coordinates (paper)")
-    # models
+    a = p.add_argument_group("models").add_argument
     a("--teacher_width", type=int, help="MLP teacher hidden width")
     a("--student_width", type=int, help="MLP student hidden width")
     a("--layers", type=int, help="Transformer layers")
@@ -121,7 +120,7 @@ def build_parser():
     a("--teacher_heads", type=int, help="Transformer teacher heads (width = heads x head_dim)")
     a("--student_heads", type=int, help="Transformer student heads")
     a("--dropout", type=float, default=0.0, help="Transformer dropout (GPT-2 default 0.1)")
-    # teacher optimisation
+    a = p.add_argument_group("teacher").add_argument
     a("--teacher_optim", choices=["sgd", "adam"], help="teacher optimizer (no momentum, no weight decay)")
     a("--teacher_lr", type=float, help="teacher learning rate")
     a("--teacher_batch", type=int, help="teacher batch size (fresh samples every step)")
@@ -130,7 +129,9 @@ def build_parser():
     a("--teacher_warmup", type=float, help="teacher linear warmup, fraction of its optimizer steps")
     a("--teacher_floor", type=float, help="cosine decays to floor x lr")
     a("--teacher_seed", type=int, default=0, help="teacher init and data seed")
-    # student optimisation
+    a("--ckpt_every", type=int, help="teacher checkpoint interval (steps)")
+    a("--teacher_dir", type=str, default=None, help="reuse the teacher of an earlier run (its --out folder)")
+    a = p.add_argument_group("students").add_argument
     a("--optim", choices=["sgd", "adam"], help="student optimizer")
     a("--lr", type=float, default=None, help="one student learning rate (replaces --lr_grid)")
     a("--lr_grid", type=str, help="student learning rates; each method is reported at its best one")
@@ -142,22 +143,22 @@ def build_parser():
     a("--betas", type=str, default="0.9,0.95", help="Adam betas (paper preset: torch's (0.9, 0.999), as the official "
                                                     "parity code; cpu presets keep (0.9, 0.95), not re-tuned)")
     a("--seeds", type=str, default="0,1,2", help="student seeds (the paper averages 3)")
-    # distillation
+    a = p.add_argument_group("distillation").add_argument
     a("--temperature", type=float, help="teacher softmax temperature; 1e-20 = argmax targets")
     a("--alpha", type=float, default=0.0, help="weight of label CE mixed into the distillation loss")
-    a("--speed", type=float, default=1.0, help="progressive: student step t uses the first checkpoint >= t x speed")
+    a("--speed", type=float, default=1.0, help="progressive: student step t uses the first checkpoint >= t x speed "
+                                               "(the official parity code's rule)")
     a("--ckpt", type=str, default="auto", help="two_shot stage-1 checkpoint step, or auto (picked by the probe)")
-    a("--T", type=int, help="two_shot: steps on the stage-1 checkpoint before switching to the final one")
+    a("--T", type=int, help="two_shot: student steps on the stage-1 checkpoint before switching to the final one")
     a("--fig3", type=str, default="auto", help="two_shot checkpoints 'before,after' the transition for Fig. 3, or auto")
-    a("--teacher_dir", type=str, default=None, help="reuse the teacher of an earlier run (its --out folder)")
-    # bookkeeping
-    a("--ckpt_every", type=int, help="teacher checkpoint interval (steps)")
-    a("--eval_every", type=int, help="evaluation interval (steps); divides --ckpt_every")
-    a("--eval_size", type=int, default=4096, help="held-out examples (paper: 4096)")
+    a = p.add_argument_group("probe and sweep").add_argument
     a("--probe_samples", type=int, default=100_000, help="fresh samples for the monomial probe")
     a("--probe_off", type=int, default=100, help="random off-support monomials per degree")
     a("--sweep", type=str, help="sweep: teacher widths (MLP) or head counts (Transformer)")
     a("--sweep_steps", type=int, help="sweep: step budget per model")
+    a = p.add_argument_group("run").add_argument
+    a("--eval_every", type=int, help="evaluation interval (steps); divides --ckpt_every")
+    a("--eval_size", type=int, default=4096, help="held-out examples (paper: 4096)")
     a("--out", type=str, default=None, help="run folder (default out/parity/<preset>-<arch>-<mode>)")
     a("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     a("--save_every", type=int, default=None, help="student resume-checkpoint interval (default: 20 evals)")
@@ -172,86 +173,6 @@ def parse_args(argv=None):
     args = common.parse_with_presets(parser, lambda f: PRESETS[(f.preset, f.arch)], argv)
     validate(args)
     return args
-
-
-def validate(args):
-    """Every check that can fail runs before anything is written."""
-    common.check_finite_flags(args)  # nan or inf in any float flag: exit 2 before anything else
-    positive = ["n", "k", "teacher_batch", "teacher_steps", "batch", "steps", "ckpt_every", "eval_every",
-                "eval_size", "probe_samples", "sweep_steps"]
-    positive += ["teacher_width", "student_width"] if args.arch == "mlp" else \
-                ["layers", "head_dim", "teacher_heads", "student_heads"]
-    for name in positive:
-        if getattr(args, name) < 1:
-            fail(f"--{name}", f"must be at least 1, got {getattr(args, name)}")
-    if args.k > args.n:
-        fail("--k", f"the support size k={args.k} cannot exceed n={args.n}")
-    for name in ["teacher_lr", "temperature", "speed"]:
-        if not getattr(args, name) > 0:
-            fail(f"--{name}", f"must be positive, got {getattr(args, name)}")
-    if not 0 <= args.alpha <= 1:
-        fail("--alpha", f"must be in [0, 1], got {args.alpha}")
-    if not 0 <= args.dropout < 1:
-        fail("--dropout", f"must be in [0, 1), got {args.dropout}")
-    if args.ckpt_every % args.eval_every:
-        fail("--eval_every", f"must divide --ckpt_every ({args.ckpt_every}), got {args.eval_every}")
-    common.check_lr_seeds_betas(args)  # sets args.lrs, args.seed_list, args.beta_pair
-    args.sweep_list = common.parse_list(args.sweep, int, "--sweep")
-    if any(v < 1 for v in args.sweep_list):
-        fail("--sweep", f"sizes must be at least 1, got {args.sweep}")
-    if not 0 <= args.T <= args.steps:
-        fail("--T", f"must be between 0 and --steps ({args.steps}), got {args.T}")
-    if args.save_every is None:
-        args.save_every = 20 * args.eval_every
-    if args.save_every < 1 or args.save_every % args.eval_every:
-        fail("--save_every", f"must be a positive multiple of --eval_every ({args.eval_every})")
-    if args.ckpt != "auto" and not args.ckpt.isdigit():
-        fail("--ckpt", f"expected a checkpoint step or 'auto', got {args.ckpt!r}")
-    if args.fig3 != "auto":
-        steps = common.parse_list(args.fig3, int, "--fig3")
-        if len(steps) != 2:
-            fail("--fig3", f"expected 'before,after' (two checkpoint steps) or auto, got {args.fig3!r}")
-    if args.halt_at is not None and not (args.halt_at.split(":")[0] in ("teacher", "students")
-                                         and args.halt_at.split(":")[-1].isdigit()):
-        fail("--halt_at", "expected teacher:N or students:N")
-    args.device = str(common.pick_device(args.device))
-    if args.out is None:
-        args.out = os.path.join("out", "parity", f"{args.preset}-{args.arch}-{args.mode}")
-    args.support = pick_support(args)
-    if args.teacher_dir is not None:
-        check_teacher_dir(args)
-    else:  # a teacher trained in this run: --ckpt must name one of its checkpoints
-        if args.ckpt != "auto" and (int(args.ckpt) % args.ckpt_every or int(args.ckpt) > args.teacher_steps):
-            fail("--ckpt", f"{args.ckpt} is not a saved step (multiples of --ckpt_every={args.ckpt_every} "
-                           f"up to --teacher_steps={args.teacher_steps})")
-
-
-def check_teacher_dir(args):
-    """--teacher_dir must hold a finished teacher for the same task and architecture."""
-    d = args.teacher_dir
-    cfg_path = os.path.join(d, "config.json")
-    if not os.path.isdir(d):
-        fail("--teacher_dir", f"{d} does not exist")
-    if not os.path.exists(cfg_path) or not teacher_steps_in(d):
-        fail("--teacher_dir", f"{d} holds no teacher checkpoints (expected config.json and ckpt/teacher/)")
-    cfg = common.read_json(cfg_path)
-    mine = {"arch": args.arch, "n": args.n, "k": args.k, "support": args.support}
-    mine.update({"teacher_width": args.teacher_width} if args.arch == "mlp" else
-                {"layers": args.layers, "head_dim": args.head_dim, "teacher_heads": args.teacher_heads})
-    diff = [f"{key}={cfg.get(key)!r} (here {value!r})" for key, value in mine.items() if cfg.get(key) != value]
-    if diff:
-        fail("--teacher_dir", f"{d} was made for another setting: " + ", ".join(diff))
-    if cfg.get("teacher_steps") not in teacher_steps_in(d):
-        fail("--teacher_dir", f"the teacher in {d} is unfinished (no checkpoint at its step "
-                              f"{cfg.get('teacher_steps')}); finish it with --resume first")
-    if args.ckpt != "auto" and int(args.ckpt) not in teacher_steps_in(d):
-        fail("--ckpt", f"{args.ckpt} is not a checkpoint in {d}")
-
-
-def pick_support(args):
-    if not args.random_support:
-        return list(range(args.k))
-    return sorted(random.Random(args.teacher_seed).sample(range(args.n), args.k))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -1041,7 +962,66 @@ def plot_degree(ax, probe, d, chosen):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 9. Main: teacher -> probe -> students -> results.
+# 9. Flag checks: every check that can fail runs before anything is written.
+
+def validate(args):
+    """Every check that can fail runs before anything is written."""
+    common.check_finite_flags(args)  # nan or inf in any float flag: exit 2 before anything else
+    common.check_positive(args, ["n", "k", "teacher_batch", "teacher_steps", "batch", "steps", "ckpt_every",
+                                 "eval_every", "eval_size", "probe_samples", "sweep_steps", "teacher_lr",
+                                 "temperature", "speed"] + (["teacher_width", "student_width"] if args.arch == "mlp"
+                                 else ["layers", "head_dim", "teacher_heads", "student_heads"]))
+    common.check_range(args, {"k": f"[1, {args.n}]", "alpha": "[0, 1]", "dropout": "[0, 1)", "T": f"[0, {args.steps}]"})
+    if args.ckpt_every % args.eval_every:
+        fail("--eval_every", f"must divide --ckpt_every ({args.ckpt_every}), got {args.eval_every}")
+    common.check_lr_seeds_betas(args)  # sets args.lrs, args.seed_list, args.beta_pair
+    common.check_run_flags(args, eval_every_default=20)
+    args.sweep_list = common.parse_list(args.sweep, int, "--sweep")
+    if any(v < 1 for v in args.sweep_list):
+        fail("--sweep", f"sizes must be at least 1, got {args.sweep}")
+    if args.fig3 != "auto" and len(common.parse_list(args.fig3, int, "--fig3")) != 2:
+        fail("--fig3", f"expected 'before,after' (two checkpoint steps) or auto, got {args.fig3!r}")
+    args.device = str(common.pick_device(args.device))
+    if args.out is None:
+        args.out = os.path.join("out", "parity", f"{args.preset}-{args.arch}-{args.mode}")
+    args.support = pick_support(args)
+    if args.teacher_dir is not None:
+        check_teacher_dir(args)
+    elif args.ckpt != "auto" and (int(args.ckpt) % args.ckpt_every or int(args.ckpt) > args.teacher_steps):
+        fail("--ckpt", f"{args.ckpt} is not a saved step (multiples of --ckpt_every={args.ckpt_every} "
+                       f"up to --teacher_steps={args.teacher_steps})")
+
+
+def check_teacher_dir(args):
+    """--teacher_dir must hold a finished teacher for the same task and architecture."""
+    d = args.teacher_dir
+    cfg_path = os.path.join(d, "config.json")
+    if not os.path.isdir(d):
+        fail("--teacher_dir", f"{d} does not exist")
+    if not os.path.exists(cfg_path) or not teacher_steps_in(d):
+        fail("--teacher_dir", f"{d} holds no teacher checkpoints (expected config.json and ckpt/teacher/)")
+    cfg = common.read_json(cfg_path)
+    mine = {"arch": args.arch, "n": args.n, "k": args.k, "support": args.support}
+    mine.update({"teacher_width": args.teacher_width} if args.arch == "mlp" else
+                {"layers": args.layers, "head_dim": args.head_dim, "teacher_heads": args.teacher_heads})
+    diff = [f"{key}={cfg.get(key)!r} (here {value!r})" for key, value in mine.items() if cfg.get(key) != value]
+    if diff:
+        fail("--teacher_dir", f"{d} was made for another setting: " + ", ".join(diff))
+    if cfg.get("teacher_steps") not in teacher_steps_in(d):
+        fail("--teacher_dir", f"the teacher in {d} is unfinished (no checkpoint at its step "
+                              f"{cfg.get('teacher_steps')}); finish it with --resume first")
+    if args.ckpt != "auto" and int(args.ckpt) not in teacher_steps_in(d):
+        fail("--ckpt", f"{args.ckpt} is not a checkpoint in {d}")
+
+
+def pick_support(args):
+    if not args.random_support:
+        return list(range(args.k))
+    return sorted(random.Random(args.teacher_seed).sample(range(args.n), args.k))
+
+
+# ----------------------------------------------------------------------------------------------------
+# 10. Main: teacher -> probe -> students -> results.
 
 def config_of(args):
     skip = {"resume", "halt_at", "lrs", "seed_list", "beta_pair", "sweep_list"}
