@@ -12,8 +12,10 @@ the paper's real-data figure (loss phases, median 3-gram M_robust, student accur
     torchrun --nproc_per_node=8 lm_pretrain.py --preset paper --data /path/to/wiki_books/
 
 The model, the BERT masking, the progressive schedule and the n-gram probe are copies of pcfg.py's (paper Sec. 5
-reuses Sec. 4's BERT and probes; tests/test_lm_pretrain.py checks that both give the same numbers). Under torchrun the run is data parallel
-(DistributedDataParallel: nccl on GPUs, gloo on CPUs) with gradient accumulation up to the global batch.
+reuses Sec. 4's BERT and probes; tests/test_lm_pretrain.py checks that both give the same numbers). Progressive
+rule (pcfg.py's): at student step t the latest saved checkpoint <= speed x (t // refresh + 1) x refresh. Under
+torchrun the run is data parallel (DistributedDataParallel: nccl on GPUs, gloo on CPUs) with gradient accumulation
+up to the global batch.
 
 To copy: this file and common.py; needs torch, numpy and matplotlib (`datasets` only for a saved dataset).
 """
@@ -80,10 +82,9 @@ WINDOWS = {"3-gram": (1, 1), "5-gram": (2, 2), "4-gram": (2, 1), "2-gram": (1, 0
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    a = p.add_argument
-    a("--mode", default="all", choices=MODES, help="what to run (see the module docstring)")
-    a("--preset", default="cpu", choices=list(PRESETS), help="defaults for all flags below")
-    # data
+    p.add_argument("--mode", default="all", choices=MODES, help="what to run (see the module docstring)")
+    p.add_argument("--preset", default="cpu", choices=list(PRESETS), help="defaults for all flags below")
+    a = p.add_argument_group("task: text, tokenizer, masking").add_argument
     a("--data", type=str, default=None, help="a .txt file, a folder of .txt files, or a saved `datasets` "
                                              "dataset; default: the registry corpus in --cache")
     a("--cache", type=str, default=os.path.join("data", "lm_corpus"),
@@ -94,20 +95,23 @@ def build_parser():
     a("--min_count", type=int, help="words seen fewer times in the training split become [UNK]")
     a("--seq_len", type=int, help="tokens per packed sequence, [CLS] included")
     a("--mask_rate", type=float, default=0.15, help="BERT masking rate (80%% [MASK], 10%% random, 10%% kept)")
-    # models
+    a = p.add_argument_group("models").add_argument
     a("--teacher_layers", type=int, help="teacher encoder layers")
     a("--teacher_heads", type=int, help="teacher attention heads (width = heads x head_dim)")
     a("--student_layers", type=int, help="student encoder layers")
     a("--student_heads", type=int, help="student attention heads")
     a("--head_dim", type=int, help="attention head dimension (teacher and student)")
     a("--dropout", type=float, help="dropout (BERT: 0.1)")
-    # optimisation (teacher and students alike, Sec. 4.4)
-    a("--batch", type=int, help="global batch in sequences (paper: 512), over all processes")
-    a("--micro_batch", type=int, help="sequences per forward pass (at most --batch / processes); gradients "
-                                      "accumulate up to --batch")
+    a = p.add_argument_group("teacher").add_argument
     a("--teacher_lr", type=float, help="teacher peak learning rate")
     a("--teacher_steps", type=int, help="teacher optimizer steps")
     a("--teacher_seed", type=int, default=0, help="teacher init, data order and masking seed")
+    a("--ckpt_every", type=int, help="teacher checkpoint (and probe) interval in steps")
+    a("--teacher_dir", type=str, default=None, help="reuse the teacher of an earlier run (its --out folder)")
+    a = p.add_argument_group("students (and the teacher's batch and optimizer, Sec. 4.4)").add_argument
+    a("--batch", type=int, help="global batch in sequences (paper: 512), over all processes")
+    a("--micro_batch", type=int, help="sequences per forward pass (at most --batch / processes); gradients "
+                                      "accumulate up to --batch")
     a("--lr", type=float, default=None, help="one student learning rate (replaces --lr_grid)")
     a("--lr_grid", type=str, help="student learning rates; each method is reported at its best one")
     a("--schedule", choices=["constant", "cosine"], help="lr schedule after warmup")
@@ -118,7 +122,7 @@ def build_parser():
     a("--clip", type=float, default=1.0, help="gradient-norm clipping (the official code's HF default 1.0); 0 = off")
     a("--budgets", type=str, help="student step budgets (paper: 24k, 60k, 120k)")
     a("--seeds", type=str, default="0,1,2", help="student seeds (the paper averages 3)")
-    # distillation (Sec. 2)
+    a = p.add_argument_group("distillation (Sec. 2)").add_argument
     a("--temperature", type=float, default=1e-20, help="teacher softmax temperature; 1e-20 = argmax targets")
     a("--speed", type=float, default=1.0, help="progressive: at step t use the checkpoint at speed x (t // "
       "refresh + 1) x refresh (the PCFG code's rule); every method at budget B uses the teacher's checkpoints "
@@ -128,9 +132,7 @@ def build_parser():
       "horizon), or auto: the loss inflection C1 (where the paper's M_robust peaks)")
     a("--T", type=int, help="two_shot: student steps on the stage-1 checkpoint before the last one (Alg. 1); "
                             "below the smallest budget")
-    a("--teacher_dir", type=str, default=None, help="reuse the teacher of an earlier run (its --out folder)")
-    # bookkeeping
-    a("--ckpt_every", type=int, help="teacher checkpoint (and probe) interval in steps")
+    a = p.add_argument_group("run").add_argument
     a("--eval_every", type=int, help="evaluation interval in steps; divides --ckpt_every")
     a("--eval_seqs", type=int, help="held-out sequences for loss and masked-token accuracy")
     a("--probe_seqs", type=int, help="held-out sequences for the n-gram probe")
@@ -149,89 +151,8 @@ def parse_args(argv=None):
     return args
 
 
-def validate(args):
-    """Every check on the flags runs before anything is written (the data checks follow in load_data)."""
-    common.check_finite_flags(args)  # nan or inf in any float flag: exit 2 before anything else
-    positive = ["min_doc_tokens", "seq_len", "teacher_layers", "teacher_heads", "student_layers",
-                "student_heads", "head_dim", "batch", "micro_batch", "teacher_steps", "ckpt_every",
-                "refresh", "eval_every", "eval_seqs", "probe_seqs", "probe_stride", "min_count"]
-    for name in positive:
-        if getattr(args, name) < 1:
-            fail(f"--{name}", f"must be at least 1, got {getattr(args, name)}")
-    if args.vocab_size < len(SPECIALS) + 1:
-        fail("--vocab_size", f"must be at least {len(SPECIALS) + 1}: the special tokens {' '.join(SPECIALS)} "
-                             f"and at least one word; got {args.vocab_size}")
-    if args.seq_len < 4:
-        fail("--seq_len", f"must be at least 4 ([CLS] and a 3-gram), got {args.seq_len}")
-    if not 0 < args.heldout_frac < 1:
-        fail("--heldout_frac", f"must be in (0, 1), got {args.heldout_frac}")
-    if not 0 < args.mask_rate < 1:
-        fail("--mask_rate", f"must be in (0, 1), got {args.mask_rate}")
-    if not 0 <= args.dropout < 1:
-        fail("--dropout", f"must be in [0, 1), got {args.dropout}")
-    for name in ["teacher_lr", "temperature", "speed"]:
-        if not getattr(args, name) > 0:
-            fail(f"--{name}", f"must be positive, got {getattr(args, name)}")
-    if not 0 <= args.warmup < 1 or not 0 <= args.floor <= 1 or args.weight_decay < 0 or args.clip < 0:
-        fail("--warmup/--floor/--weight_decay/--clip",
-             "warmup in [0, 1), floor in [0, 1], weight decay >= 0, clip >= 0")
-    if args.T < 0:
-        fail("--T", f"must be at least 0, got {args.T}")
-    if args.ckpt_every % args.eval_every:
-        fail("--eval_every", f"must divide --ckpt_every ({args.ckpt_every}), got {args.eval_every}")
-    if args.refresh % args.ckpt_every:
-        fail("--refresh", f"must be a multiple of --ckpt_every ({args.ckpt_every}), got {args.refresh}")
-    common.check_lr_seeds_betas(args)  # sets args.lrs, args.seed_list, args.beta_pair
-    args.budget_list = sorted(set(common.parse_list(args.budgets, int, "--budgets")))
-    if args.budget_list[0] < 1:
-        fail("--budgets", f"budgets must be at least 1 step, got {args.budgets}")
-    if args.mode in ("all", "two_shot") and args.T >= args.budget_list[0]:
-        fail("--T", f"two_shot needs T below the smallest budget ({args.budget_list[0]}), got {args.T}")
-    args.device = str(common.pick_device(args.device))
-    args.world = int(os.environ.get("WORLD_SIZE", "1"))
-    if args.batch % args.world:
-        fail("--batch", f"the global batch ({args.batch}) must be a multiple of the processes ({args.world})")
-    args.micro_batch = min(args.micro_batch, args.batch // args.world)  # at most one process's share
-    if args.batch % (args.world * args.micro_batch):
-        fail("--micro_batch", f"--batch ({args.batch}) must be a multiple of processes ({args.world}) x "
-                              f"--micro_batch ({args.micro_batch})")
-    if args.data is not None and not os.path.exists(args.data):
-        fail("--data", f"{args.data} does not exist")
-    if args.data is None and not corpus_ready(args) and not os.path.exists(PREPARE):
-        fail("--data", f"no corpus in {args.cache}/text; run `python data/prepare_lm_corpus.py --cache {args.cache}` "
-                       "(from the repository) first, or give --data")
-    if args.ckpt != "auto" and not args.ckpt.isdigit():
-        fail("--ckpt", f"expected a checkpoint step or 'auto', got {args.ckpt!r}")
-    if args.halt_at is not None and not (args.halt_at.split(":")[0] in ("teacher", "students")
-                                         and args.halt_at.split(":")[-1].isdigit()):
-        fail("--halt_at", "expected teacher:N or students:N")
-    if args.save_every is None:
-        args.save_every = 10 * args.eval_every
-    if args.save_every < 1 or args.save_every % args.eval_every:
-        fail("--save_every", f"must be a positive multiple of --eval_every ({args.eval_every})")
-    if args.out is None:
-        args.out = os.path.join("out", "lm_pretrain", f"{args.preset}-{args.mode}")
-    if args.teacher_dir is not None:
-        if not os.path.exists(os.path.join(args.teacher_dir, "config.json")) or not teacher_steps_in(args.teacher_dir):
-            fail("--teacher_dir", f"{args.teacher_dir} holds no teacher (expected config.json and ckpt/teacher/)")
-        cfg = common.read_json(os.path.join(args.teacher_dir, "config.json"))
-        diff = [f"{k}={cfg.get(k)!r} (here {getattr(args, k)!r})"
-                for k in TEACHER_KEYS if cfg.get(k) != getattr(args, k)]
-        if diff:
-            fail("--teacher_dir", f"{args.teacher_dir} was made with other settings: " + ", ".join(diff))
-    if args.ckpt != "auto":
-        steps = teacher_steps_in(args.teacher_dir) if args.teacher_dir else \
-            list(range(0, args.teacher_steps + 1, args.ckpt_every)) + [args.teacher_steps]
-        if int(args.ckpt) not in steps:
-            fail("--ckpt", f"{args.ckpt} is not a teacher checkpoint step")
-
-
-TEACHER_KEYS = ["data", "heldout_frac", "min_doc_tokens", "vocab_size", "min_count", "seq_len",
-                "teacher_layers", "teacher_heads", "head_dim"]
-
-
 # ----------------------------------------------------------------------------------------------------
-# 2. Documents, held-out split, tokenizer and packing. Documents are blocks of text separated by blank
+# 1. Documents, held-out split, tokenizer and packing. Documents are blocks of text separated by blank
 # lines. A hash of each document decides its split, so the two splits never share a document (not even
 # a duplicated one). The tokenizer is word-level (lower-cased words and single punctuation marks, as
 # BERT's basic tokenizer splits them) so that an "n-gram" in the probe is n words a reader can inspect.
@@ -415,7 +336,7 @@ def mask_batch(args, ids, seed, step):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 3. Model: BERT in plain PyTorch (Sec. 4.3; pcfg.py's encoder): learned positions, post-LN blocks with GELU MLPs
+# 2. Model: BERT in plain PyTorch (Sec. 4.3; pcfg.py's encoder): learned positions, post-LN blocks with GELU MLPs
 # of width 4d, LayerNorm eps 1e-12, init N(0, 0.02), MLM head dense + GELU + LN + decoder tied to the token
 # embeddings. A wide teacher and a narrow student.
 
@@ -475,7 +396,7 @@ def make_model(args, role, seed):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 4. Data-parallel training (torchrun). Every process draws the same global batch and masks, takes its
+# 3. Data-parallel training (torchrun). Every process draws the same global batch and masks, takes its
 # slice, and accumulates micro-batches; the loss is normalised by the number of masked tokens in the
 # global batch, so N processes and 1 process compute the same gradient (tested).
 
@@ -576,7 +497,7 @@ def set_lr(args, opt, lr, step, total):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 5. Teacher: masked language modeling with CE, checkpointed every --ckpt_every steps (step 0 included);
+# 4. Teacher: masked language modeling with CE, checkpointed every --ckpt_every steps (step 0 included);
 # its validation loss shows the three phases of Sec. 5 (Fig. 5 left). Files: ckpt/teacher/step_<N>.pt.
 
 def halt_if_asked(args, phase, step):
@@ -692,7 +613,7 @@ def inflection_step(curve):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 6. The n-gram probe (Sec. 4.8 applied to real text, Fig. 5 middle): M_robust = how much the prediction
+# 5. The n-gram probe (Sec. 4.8 applied to real text, Fig. 5 middle): M_robust = how much the prediction
 # at a masked word changes when the n-gram around it is also masked; M_close = how much it changes when
 # only that n-gram is kept. Median over (sequence, position), for every teacher checkpoint.
 
@@ -750,7 +671,7 @@ def probe_series(probe, window="3-gram", kind="robust", stat="median"):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 7. Students (Sec. 5, Fig. 5 right): CE on the masked words, one-shot distillation from the last teacher
+# 6. Students (Sec. 5, Fig. 5 right): CE on the masked words, one-shot distillation from the last teacher
 # checkpoint, progressive distillation from the teacher's checkpoints in order, and (2,T)-progressive
 # ("two_shot", Alg. 1: the checkpoint at the loss inflection C1 for T steps, then the last). pcfg.py's horizon:
 # students at budget B learn from the teacher's run truncated at its horizon min(speed x B, last teacher step),
@@ -884,7 +805,7 @@ def summarize_students(args, done, methods):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 8. Results: table, results.json and figures (Fig. 5: loss phases, median 3-gram M_robust, students).
+# 7. Results: table, results.json and figures (Fig. 5: loss phases, median 3-gram M_robust, students).
 
 def print_table(results, args):
     st = results.get("students", {})
@@ -976,6 +897,67 @@ def make_figures(results, args):
         fig.tight_layout()
         fig.savefig(os.path.join(args.out, "probe_windows.png"), dpi=120)
         plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------------
+# 8. Flag checks: every check on the flags runs before anything is written (the data checks follow in load_data).
+
+def validate(args):
+    common.check_finite_flags(args)  # nan or inf in any float flag: exit 2 before anything else
+    common.check_positive(args, ["min_doc_tokens", "seq_len", "teacher_layers", "teacher_heads", "student_layers",
+                                 "student_heads", "head_dim", "batch", "micro_batch", "teacher_steps", "ckpt_every",
+                                 "refresh", "eval_every", "eval_seqs", "probe_seqs", "probe_stride", "min_count",
+                                 "teacher_lr", "temperature", "speed"])
+    if args.vocab_size < len(SPECIALS) + 1:
+        fail("--vocab_size", f"must be at least {len(SPECIALS) + 1}: the special tokens {' '.join(SPECIALS)} "
+                             f"and at least one word; got {args.vocab_size}")
+    if args.seq_len < 4:
+        fail("--seq_len", f"must be at least 4 ([CLS] and a 3-gram), got {args.seq_len}")
+    common.check_range(args, {"heldout_frac": "(0, 1)", "mask_rate": "(0, 1)", "dropout": "[0, 1)", "warmup": "[0, 1)",
+                              "floor": "[0, 1]", "weight_decay": "[0, inf]", "clip": "[0, inf]", "T": "[0, inf]"})
+    if args.ckpt_every % args.eval_every:
+        fail("--eval_every", f"must divide --ckpt_every ({args.ckpt_every}), got {args.eval_every}")
+    if args.refresh % args.ckpt_every:
+        fail("--refresh", f"must be a multiple of --ckpt_every ({args.ckpt_every}), got {args.refresh}")
+    common.check_lr_seeds_betas(args)  # sets args.lrs, args.seed_list, args.beta_pair
+    common.check_run_flags(args, eval_every_default=10)
+    args.budget_list = sorted(set(common.parse_list(args.budgets, int, "--budgets")))
+    if args.budget_list[0] < 1:
+        fail("--budgets", f"budgets must be at least 1 step, got {args.budgets}")
+    if args.mode in ("all", "two_shot") and args.T >= args.budget_list[0]:
+        fail("--T", f"two_shot needs T below the smallest budget ({args.budget_list[0]}), got {args.T}")
+    args.device = str(common.pick_device(args.device))
+    args.world = int(os.environ.get("WORLD_SIZE", "1"))
+    if args.batch % args.world:
+        fail("--batch", f"the global batch ({args.batch}) must be a multiple of the processes ({args.world})")
+    args.micro_batch = min(args.micro_batch, args.batch // args.world)  # at most one process's share
+    if args.batch % (args.world * args.micro_batch):
+        fail("--micro_batch", f"--batch ({args.batch}) must be a multiple of processes ({args.world}) x "
+                              f"--micro_batch ({args.micro_batch})")
+    if args.data is not None and not os.path.exists(args.data):
+        fail("--data", f"{args.data} does not exist")
+    if args.data is None and not corpus_ready(args) and not os.path.exists(PREPARE):
+        fail("--data", f"no corpus in {args.cache}/text; run `python data/prepare_lm_corpus.py --cache {args.cache}` "
+                       "(from the repository) first, or give --data")
+    if args.out is None:
+        args.out = os.path.join("out", "lm_pretrain", f"{args.preset}-{args.mode}")
+    if args.teacher_dir is not None:
+        if not os.path.exists(os.path.join(args.teacher_dir, "config.json")) or not teacher_steps_in(args.teacher_dir):
+            fail("--teacher_dir", f"{args.teacher_dir} holds no teacher (expected config.json and ckpt/teacher/)")
+        cfg = common.read_json(os.path.join(args.teacher_dir, "config.json"))
+        diff = [f"{k}={cfg.get(k)!r} (here {getattr(args, k)!r})"
+                for k in TEACHER_KEYS if cfg.get(k) != getattr(args, k)]
+        if diff:
+            fail("--teacher_dir", f"{args.teacher_dir} was made with other settings: " + ", ".join(diff))
+    if args.ckpt != "auto":
+        steps = teacher_steps_in(args.teacher_dir) if args.teacher_dir else \
+            list(range(0, args.teacher_steps + 1, args.ckpt_every)) + [args.teacher_steps]
+        if int(args.ckpt) not in steps:
+            fail("--ckpt", f"{args.ckpt} is not a teacher checkpoint step")
+
+
+TEACHER_KEYS = ["data", "heldout_frac", "min_doc_tokens", "vocab_size", "min_count", "seq_len",
+                "teacher_layers", "teacher_heads", "head_dim"]
 
 
 # ----------------------------------------------------------------------------------------------------
