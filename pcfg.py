@@ -22,6 +22,7 @@ To copy: this file plus common.py; needs torch, numpy and matplotlib.
 import argparse
 import math
 import os
+import sys
 import time
 from collections import OrderedDict
 from functools import lru_cache
@@ -175,6 +176,7 @@ def build_parser():
 def parse_args(argv=None):
     parser = build_parser()
     args = common.parse_with_presets(parser, lambda f: PRESETS[(f.preset, f.objective)], argv)
+    args.teacher_lr_given = any(a.split("=")[0] == "--teacher_lr" for a in (sys.argv[1:] if argv is None else argv))
     validate(args)
     return args
 
@@ -1477,7 +1479,8 @@ def validate(args):
         fail("--level", f"depths must be in 1..{g['depth'] - 1} (0 is the root, whose span is the sentence)")
     if args.objective == "mlm":
         args.level_list = [None]
-    elif args.preset == "cpu" and args.teacher_dir is None and args.teacher_lr > 1e-3 and min(args.level_list) < 3:
+    elif (args.preset == "cpu" and not args.teacher_lr_given and args.teacher_dir is None
+          and min(args.level_list) < 3):  # a preset must not silently train a dead teacher
         fail("--level", f"at the cpu preset's --teacher_lr {args.teacher_lr:g} the teachers of levels 1 and 2 "
                         "collapse to a constant (README); use --level 3, or add --teacher_lr 1e-3 for levels 1 and 2")
     if not 0 <= args.subtree < g["depth"]:
@@ -1568,7 +1571,7 @@ def check_teacher_dir(args):
 # 10. Main: teacher -> probes -> students -> results.
 
 def config_of(args):
-    skip = {"resume", "halt_at", "lrs", "seed_list", "beta_pair", "budget_list",
+    skip = {"resume", "halt_at", "teacher_lr_given", "lrs", "seed_list", "beta_pair", "budget_list",
             "method_list", "level_list", "position_list", "window_dict", "threads"}
     return {k: v for k, v in vars(args).items() if k not in skip}
 
