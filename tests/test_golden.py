@@ -6,6 +6,7 @@ import math
 import os
 
 import pytest
+import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 spec = importlib.util.spec_from_file_location("make_goldens", os.path.join(HERE, "golden", "make_goldens.py"))
@@ -28,6 +29,15 @@ def differences(a, b, where=""):
     return [] if a == b and type(a) is type(b) else [f"{where}: {a!r} != {b!r}"]
 
 
+with open(os.path.join(HERE, "golden", "machine.json")) as f:
+    MADE_ON = json.load(f)
+
+
+@pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() != MADE_ON["cpu_capability"]
+                    or torch.__version__ != MADE_ON["torch"],
+                    reason=f"the goldens were made on {MADE_ON['processor']} ({MADE_ON['cpu_capability']}, torch "
+                           f"{MADE_ON['torch']}); another processor or torch changes the last bits: regenerate "
+                           "them with tests/golden/make_goldens.py on the unchanged code first")
 @pytest.mark.parametrize("group", sorted(goldens.GROUPS))
 def test_every_mode_gives_the_golden_numbers(tmp_path, group):
     got = goldens.run_group(group, str(tmp_path))
