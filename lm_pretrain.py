@@ -72,7 +72,6 @@ WINDOWS = {"3-gram": (1, 1), "5-gram": (2, 2), "4-gram": (2, 1), "2-gram": (1, 0
 # A reused teacher (--teacher_dir) must have been trained on the same text and tokens, at the same size.
 TEACHER_KEYS = ["data", "heldout_frac", "min_doc_tokens", "vocab_size", "min_count", "seq_len",
                 "teacher_layers", "teacher_heads", "head_dim"]
-PREPARE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "prepare_lm_corpus.py")
 
 
 def build_parser():
@@ -167,8 +166,8 @@ def validate(args):
         fail("--batch", f"the global batch ({args.batch}) must be a multiple of the processes ({args.world})")
     args.micro_batch = min(args.micro_batch, args.batch // args.world)  # at most one process's share
     if args.batch % (args.world * args.micro_batch):
-        fail("--micro_batch", f"--batch ({args.batch}) must be a multiple of processes ({args.world}) x "
-                              f"--micro_batch ({args.micro_batch})")
+        fail("--micro_batch", f"--batch ({args.batch}) must be a multiple of processes x --micro_batch "
+                              f"({args.world} x {args.micro_batch})")
     if args.data is not None and not os.path.exists(args.data):
         fail("--data", f"{args.data} does not exist")
     if args.data is None and not corpus_ready(args) and not os.path.exists(PREPARE):
@@ -191,23 +190,23 @@ def validate(args):
             fail("--ckpt", f"{args.ckpt} is not a teacher checkpoint step")
 
 
-def corpus_ready(args):
-    return os.path.exists(os.path.join(args.cache, "text", "manifest.json"))
-
-
 # ----------------------------------------------------------------------------------------------------
-# 1. Data. Documents are blocks of text separated by blank lines; a hash of each document decides its split,
-# so the two splits never share a document (not even a duplicated one). The tokenizer is word-level (lower-cased
-# words and single punctuation marks, as BERT's basic tokenizer splits them) so that an "n-gram" in the probe
-# is n words a reader can inspect.
+# 1. Data. Documents are blocks of text separated by blank lines; a hash of each document decides its split, so
+# the two splits never share a document (not even a duplicated one). The tokenizer is word-level (lower-cased
+# words and punctuation marks, as BERT's basic tokenizer) so that a probed n-gram is n words a reader can inspect.
 
 TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 TOKENIZER_VERSION = 2  # 2: per-token source ids of the held-out split
+PREPARE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "prepare_lm_corpus.py")
+
+
+def corpus_ready(args):
+    """The registry corpus: made by data/prepare_lm_corpus.py (setup runs it if missing)."""
+    return os.path.exists(os.path.join(args.cache, "text", "manifest.json"))
 
 
 def read_documents(args):
-    """(documents, the source of each: its .txt file's name without extension, data hash) from the sorted .txt
-    files of --data (default: the registry corpus) or from a saved `datasets` dataset (one source)."""
+    """(documents, the source of each: its .txt file's name, data hash) of --data or of the registry corpus."""
     path = args.data or os.path.join(args.cache, "text")
     if any(os.path.exists(os.path.join(path, f)) for f in ("dataset_info.json", "dataset_dict.json")):
         try:
@@ -279,12 +278,10 @@ def load_data(args, rank=0):
     n_docs = len(split["train"]) + len(split["heldout"])
     where = args.data or args.cache
     if n_docs == 0:
-        fail("--data", f"{where}: no usable documents (blocks of text separated by blank lines with at least "
-                       f"--min_doc_tokens={args.min_doc_tokens} tokens)")
+        fail("--data", f"{where}: no usable documents (of at least --min_doc_tokens={args.min_doc_tokens} tokens)")
     for name in ("train", "heldout"):
         if not split[name]:
-            fail("--heldout_frac", f"the {name} split of {where} is empty ({n_docs} usable documents, "
-                                   f"--heldout_frac {args.heldout_frac}); give more documents or change it")
+            fail("--heldout_frac", f"the {name} split of {where} is empty ({n_docs} usable documents)")
     vocab = build_vocab(split["train"], args.vocab_size, args.min_count)
     if len(vocab) == len(SPECIALS):
         fail("--min_count", f"no word of {where} occurs {args.min_count} times; lower --min_count")
@@ -295,8 +292,7 @@ def load_data(args, rank=0):
     streams["heldout_source"] = ids.int().repeat_interleave(lengths)  # parallel to streams["heldout"]
     for name in split:
         if len(streams[name]) < args.seq_len:
-            fail("--seq_len", f"the {name} split has {len(streams[name])} tokens, fewer than one sequence "
-                              f"of --seq_len {args.seq_len}")
+            fail("--seq_len", f"the {name} split has {len(streams[name])} tokens, fewer than one sequence")
     if rank == 0:
         stats = {k: {"documents": len(split[k]), "tokens": len(streams[k]),
                      "unk_rate": round((streams[k] == UNK).float().mean().item(), 4)} for k in split}
@@ -328,8 +324,7 @@ def epoch_perm(n, seed, epoch):
 
 
 def batch_indices(n, batch, step, seed):
-    """Sequence indices of global batch `step`: epochs of seeded permutations, a pure function of (seed, step),
-    so every process and every resumed run draws the same batch."""
+    """Indices of global batch `step`: seeded epoch permutations, the same on every process and after a resume."""
     out, pos, end = [], step * batch, (step + 1) * batch
     while pos < end:
         epoch, offset = divmod(pos, n)
@@ -407,8 +402,7 @@ class Encoder(nn.Module):
 
 def make_model(args, role, seed):
     torch.manual_seed(seed)  # the encoder's init draws from the global generator
-    layers, heads = (args.teacher_layers, args.teacher_heads) if role == "teacher" else \
-        (args.student_layers, args.student_heads)
+    layers, heads = getattr(args, f"{role}_layers"), getattr(args, f"{role}_heads")
     return Encoder(args.vocab_actual, args.seq_len, layers, heads, args.head_dim, args.dropout).to(args.device)
 
 
@@ -473,16 +467,6 @@ def train_step(args, model, opt, seqs, step, seed, rank, teacher=None):
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
     opt.step()
     return total, n_masked
-
-
-def train_loss(args, loss_sum, count, what):
-    """Mean training loss per masked token since the last evaluation, over all processes; then reset the sum."""
-    if args.world > 1:
-        dist.all_reduce(loss_sum)
-    loss = loss_sum.item() / max(1, count)
-    common.check_finite(loss, f"training loss ({what})")
-    loss_sum.zero_()
-    return loss
 
 
 @torch.no_grad()
@@ -595,12 +579,16 @@ def train_teacher(args, data, rank):
         halt_if_asked(args, "teacher", step + 1)
         step_no = step + 1
         if step_no % args.eval_every == 0 or step_no == args.teacher_steps:
-            loss = train_loss(args, loss_sum, count, f"teacher, step {step_no}")
+            if args.world > 1:
+                dist.all_reduce(loss_sum)
+            train_loss = loss_sum.item() / max(1, count)  # per masked token since the last evaluation
+            common.check_finite(train_loss, f"teacher training loss at step {step_no}")
+            loss_sum.zero_()
             count = 0
-            val_loss, val_acc = evaluate_and_save(step_no, {"train_loss": loss})
+            val_loss, val_acc = evaluate_and_save(step_no, {"train_loss": train_loss})
             if rank == 0 and (step_no % (10 * args.eval_every) == 0 or step_no == args.teacher_steps):
                 print(f"teacher step {step_no:>7d}  val loss {val_loss:.3f}  val acc {val_acc:.3f}  train loss "
-                      f"{loss:.3f}  ({time.time() - t0:.0f}s)", flush=True)
+                      f"{train_loss:.3f}  ({time.time() - t0:.0f}s)", flush=True)
     barrier(args)
 
 
@@ -694,10 +682,14 @@ def train_student(args, job, data, saved, stage1, rank):
         halt_if_asked(args, "students", step + 1)
         step_no = step + 1
         if step_no % args.eval_every == 0 or step_no in job["budgets"]:
-            record = {"phase": "student", "run": job["name"], "step": step_no,
-                      "train_loss": train_loss(args, loss_sum, count, f"{job['name']}, step {step_no}"),
-                      "teacher_ckpt": in_teacher}
+            if args.world > 1:
+                dist.all_reduce(loss_sum)
+            train_loss = loss_sum.item() / max(1, count)
+            common.check_finite(train_loss, f"{job['name']} training loss at step {step_no}")
+            loss_sum.zero_()
             count = 0
+            record = {"phase": "student", "run": job["name"], "step": step_no, "train_loss": train_loss,
+                      "teacher_ckpt": in_teacher}
             if step_no in job["budgets"]:  # held-out evaluation only at the budgets: it costs many steps
                 loss, acc, by_source = evaluate(args, model, data, rank)
                 at_budget[str(step_no)] = {"acc": acc, "loss": loss, "acc_by_source": by_source,
@@ -847,7 +839,6 @@ def make_figures(results, args):
     t, probe, st = results.get("teacher"), results.get("probe"), results.get("students", {})
     if not (t or st):
         return
-    colors = {"ce": "tab:blue", "oneshot": "tab:orange", "progressive": "tab:green", "two_shot": "tab:red"}
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     inflection = results.get("phases", {}).get("inflection_step")
     if t:
@@ -869,11 +860,11 @@ def make_figures(results, args):
                title="M_robust for 3-grams")
     if st:
         ax = axes[2]
-        for m in METHODS:
+        for i, m in enumerate(METHODS):  # colors C0-C3: tab:blue, orange, green, red
             if m in st:
                 means = [common.mean_std([r["acc"] for r in st[m] if r["budget"] == b]) for b in args.budget_list]
                 ax.errorbar(args.budget_list, [a for a, _ in means], yerr=[s for _, s in means], fmt="o-",
-                            capsize=3, color=colors[m], label=m)
+                            capsize=3, color=f"C{i}", label=m)
         ax.set(xscale="log", xlabel="student steps (budget)", ylabel="masked-token accuracy", title="students")
         ax.legend(fontsize=8)
     fig.tight_layout()
