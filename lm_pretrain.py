@@ -1,21 +1,20 @@
 """BERT pretraining on real English text: progressive distillation against one-shot and CE (paper Sec. 5, Fig. 5).
 
-A BERT teacher trained with masked language modeling shows three loss phases; during the sharp drop it leans most
-on the 3-gram around a masked word (the median M_robust peaks at the loss inflection), and a small student learns
-faster from the teacher's intermediate checkpoints (progressive) than from the last one (one-shot) or from the
-masked words alone (CE). The model, masking, schedule and n-gram probe are copies of pcfg.py's (Sec. 5 reuses
-Sec. 4's; tests/test_lm_pretrain.py checks that both give the same numbers).
+A BERT teacher's masked-language-modeling loss shows three phases, its median 3-gram M_robust peaks at the loss
+inflection, and a small student learns faster from the teacher's checkpoints in order (progressive) than from its
+last one (one-shot) or from the masked words (CE). Model, masking, schedule and probe copy pcfg.py's (tested).
 
     python lm_pretrain.py                             # the whole CPU study (prepares the corpus if missing)
     python lm_pretrain.py --data my_texts/            # your own .txt files (documents split by blank lines)
     torchrun --nproc_per_node=8 lm_pretrain.py --preset paper --data /path/to/wiki_books/   # data parallel
 
-To copy: this file and common.py; needs torch, numpy and matplotlib (`datasets` only for a saved dataset).
+To copy: this file and common.py; needs torch, numpy and matplotlib.
 """
 import argparse
 import contextlib
 import datetime
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -39,39 +38,29 @@ from common import fail
 # 0. Config: presets, flags, and the checks on them (run before anything is written).
 
 PRESETS = {
-    # The paper's setting as far as it is known (Sec. 5; guessed where it is silent): BERT-base-like teacher,
-    # BERT-mini-like student, batch 512 of 128 tokens, AdamW (0.9, 0.95), wd 0, cosine with 6% warmup, teacher
-    # checkpoints every 8k steps (probed every 4k), budgets 24k / 60k / 120k. For GPUs and a Wikipedia + books
-    # corpus given with --data: such a run reads 8B tokens, the registry corpus holds 4.7M.
+    # The paper's setting (Sec. 5; guessed where it is silent, docs/lm_pretrain.md "Presets"), for GPUs and a
+    # Wikipedia + books corpus given with --data (such a run reads 8B tokens; the registry corpus holds 4.7M).
     "paper": dict(
-        seq_len=128, vocab_size=30522, min_count=1, heldout_frac=0.01,
-        teacher_layers=12, teacher_heads=12, student_layers=4, student_heads=4, head_dim=64, dropout=0.1,
-        batch=512, micro_batch=64, teacher_lr=5e-4, lr_grid="1e-3,5e-4,2.5e-4", schedule="cosine",
-        warmup=0.06, teacher_steps=128_000, ckpt_every=4000, refresh=8000, budgets="24000,60000,120000", T=12_000,
-        eval_every=1000, eval_seqs=4096, probe_seqs=1024, probe_stride=16),
-    # Measured to fit the whole study in under an hour on 2 CPU cores (docs/lm_pretrain.md, "Presets").
-    "cpu": dict(
-        seq_len=64, vocab_size=4096, min_count=5, heldout_frac=0.05,
-        teacher_layers=2, teacher_heads=4, student_layers=2, student_heads=1, head_dim=32, dropout=0.0,
-        batch=32, micro_batch=32, teacher_lr=1e-3, lr_grid="1e-3", schedule="constant",
-        warmup=0.0, teacher_steps=3000, ckpt_every=100, refresh=200, budgets="500,1250,2500", T=250,
-        eval_every=100, eval_seqs=1024, probe_seqs=64, probe_stride=16),
-    # Seconds, for tests (use with --data tests/data/...).
-    "smoke": dict(
-        seq_len=32, vocab_size=300, min_count=1, heldout_frac=0.2,
-        teacher_layers=1, teacher_heads=2, student_layers=1, student_heads=1, head_dim=8, dropout=0.0,
-        batch=8, micro_batch=4, teacher_lr=3e-3, lr_grid="3e-3", schedule="constant",
-        warmup=0.0, teacher_steps=20, ckpt_every=5, refresh=10, budgets="10,20", T=5,
-        eval_every=5, eval_seqs=16, probe_seqs=4, probe_stride=8),
+        seq_len=128, vocab_size=30522, min_count=1, heldout_frac=0.01, teacher_layers=12, teacher_heads=12,
+        student_layers=4, student_heads=4, head_dim=64, dropout=0.1, batch=512, micro_batch=64, teacher_lr=5e-4,
+        lr_grid="1e-3,5e-4,2.5e-4", schedule="cosine", warmup=0.06, teacher_steps=128_000, ckpt_every=4000,
+        refresh=8000, budgets="24000,60000,120000", T=12_000, eval_every=1000, eval_seqs=4096, probe_seqs=1024),
+    "cpu": dict(  # measured: the whole study in under an hour on 2 CPU cores (docs/lm_pretrain.md, "Presets")
+        seq_len=64, vocab_size=4096, min_count=5, heldout_frac=0.05, teacher_layers=2, teacher_heads=4, head_dim=32,
+        student_layers=2, student_heads=1, batch=32, micro_batch=32, teacher_lr=1e-3, lr_grid="1e-3", eval_seqs=1024,
+        teacher_steps=3000, ckpt_every=100, refresh=200, budgets="500,1250,2500", T=250, eval_every=100, probe_seqs=64),
+    "smoke": dict(  # seconds, for tests (with --data tests/data/...)
+        seq_len=32, vocab_size=300, min_count=1, heldout_frac=0.2, teacher_layers=1, teacher_heads=2, head_dim=8,
+        student_layers=1, student_heads=1, batch=8, micro_batch=4, teacher_lr=3e-3, lr_grid="3e-3", eval_seqs=16,
+        teacher_steps=20, ckpt_every=5, refresh=10, budgets="10,20", T=5, eval_every=5, probe_seqs=4, probe_stride=8),
 }
 MODES = ["all", "teacher", "probe", "ce", "oneshot", "progressive", "two_shot"]
 METHODS = ["ce", "oneshot", "progressive", "two_shot"]
 SPECIALS = ["[PAD]", "[MASK]", "[CLS]", "[SEP]", "[UNK]"]
 PAD, MASK, CLS, SEP, UNK = range(len(SPECIALS))
 WINDOWS = {"3-gram": (1, 1), "5-gram": (2, 2), "4-gram": (2, 1), "2-gram": (1, 0)}  # words left, right of p (4.8)
-# A reused teacher (--teacher_dir) must have been trained on the same text and tokens, at the same size.
 TEACHER_KEYS = ["data", "heldout_frac", "min_doc_tokens", "vocab_size", "min_count", "seq_len",
-                "teacher_layers", "teacher_heads", "head_dim"]
+                "teacher_layers", "teacher_heads", "head_dim"]  # a --teacher_dir's teacher: same text, tokens, size
 
 
 def build_parser():
@@ -80,7 +69,7 @@ def build_parser():
     p.add_argument("--mode", default="all", choices=MODES, help="the whole study or one part of it")
     p.add_argument("--preset", default="cpu", choices=list(PRESETS), help="defaults for all flags below")
     a = p.add_argument_group("task: text, tokenizer, masking").add_argument
-    a("--data", help="a .txt file, a folder of them, or a saved `datasets` dataset (default: the registry corpus)")
+    a("--data", help="a .txt file or a folder of them (default: the registry corpus)")
     a("--cache", default=os.path.join("data", "lm_corpus"), help="the registry corpus and the tokenizer caches")
     a("--heldout_frac", type=float, help="fraction of documents held out, chosen by a hash of the document")
     a("--min_doc_tokens", type=int, default=8, help="documents with fewer tokens are dropped")
@@ -94,11 +83,10 @@ def build_parser():
     a("--student_layers", type=int, help="student encoder layers")
     a("--student_heads", type=int, help="student attention heads")
     a("--head_dim", type=int, help="attention head dimension (teacher and student)")
-    a("--dropout", type=float, help="dropout (BERT: 0.1)")
+    a("--dropout", type=float, default=0.0, help="dropout (BERT: 0.1)")
     a = p.add_argument_group("teacher").add_argument
     a("--teacher_lr", type=float, help="teacher peak learning rate")
     a("--teacher_steps", type=int, help="teacher optimizer steps")
-    a("--teacher_seed", type=int, default=0, help="teacher init, data order and masking seed")
     a("--ckpt_every", type=int, help="teacher checkpoint (and probe) interval in steps")
     a("--teacher_dir", help="reuse the teacher of an earlier run (its --out folder)")
     a = p.add_argument_group("students (and the teacher's batch and optimizer, Sec. 4.4)").add_argument
@@ -106,8 +94,8 @@ def build_parser():
     a("--micro_batch", type=int, help="sequences per forward pass; gradients accumulate up to --batch")
     a("--lr", type=float, help="one student learning rate (replaces --lr_grid)")
     a("--lr_grid", help="student learning rates; each method is reported at its best one")
-    a("--schedule", choices=["constant", "cosine"], help="lr schedule after warmup")
-    a("--warmup", type=float, help="linear warmup, fraction of each run's optimizer steps (paper: 0.06)")
+    a("--schedule", default="constant", choices=["constant", "cosine"], help="lr schedule after warmup")
+    a("--warmup", type=float, default=0.0, help="linear warmup, fraction of each run's optimizer steps (paper: 0.06)")
     a("--floor", type=float, default=0.0, help="cosine decays to floor x lr")
     a("--betas", default="0.9,0.95", help="AdamW betas (paper: 0.9, 0.95)")
     a("--weight_decay", type=float, default=0.0, help="AdamW weight decay (paper: 0)")
@@ -124,7 +112,7 @@ def build_parser():
     a("--eval_every", type=int, help="evaluation interval in steps; divides --ckpt_every")
     a("--eval_seqs", type=int, help="held-out sequences for loss and masked-token accuracy")
     a("--probe_seqs", type=int, help="held-out sequences for the n-gram probe")
-    a("--probe_stride", type=int, help="probe every stride-th position, away from the sequence ends")
+    a("--probe_stride", type=int, default=16, help="probe every stride-th position, away from the sequence ends")
     a("--out", help="run folder (default out/lm_pretrain/<preset>-<mode>)")
     a("--resume", action="store_true", help="continue the run in --out from its last checkpoints")
     a("--save_every", type=int, help="student resume-checkpoint interval (default: 10 evals)")
@@ -162,9 +150,7 @@ def validate(args):
         fail("--T", f"two_shot needs T below the smallest budget ({args.budget_list[0]}), got {args.T}")
     args.device = str(common.pick_device(args.device))
     args.world = int(os.environ.get("WORLD_SIZE", "1"))
-    if args.batch % args.world:
-        fail("--batch", f"the global batch ({args.batch}) must be a multiple of the processes ({args.world})")
-    args.micro_batch = min(args.micro_batch, args.batch // args.world)  # at most one process's share
+    args.micro_batch = max(1, min(args.micro_batch, args.batch // args.world))  # at most one process's share
     if args.batch % (args.world * args.micro_batch):
         fail("--micro_batch", f"--batch ({args.batch}) must be a multiple of processes x --micro_batch "
                               f"({args.world} x {args.micro_batch})")
@@ -191,9 +177,8 @@ def validate(args):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 1. Data. Documents are blocks of text separated by blank lines; a hash of each document decides its split, so
-# the two splits never share a document (not even a duplicated one). The tokenizer is word-level (lower-cased
-# words and punctuation marks, as BERT's basic tokenizer) so that a probed n-gram is n words a reader can inspect.
+# 1. Data. Documents are blocks of text between blank lines; a hash of each decides its split (no document in both).
+# Word-level tokens (lower-cased, as BERT's basic tokenizer), so that a probed n-gram is n words a reader can read.
 
 TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 TOKENIZER_VERSION = 2  # 2: per-token source ids of the held-out split
@@ -208,18 +193,6 @@ def corpus_ready(args):
 def read_documents(args):
     """(documents, the source of each: its .txt file's name, data hash) of --data or of the registry corpus."""
     path = args.data or os.path.join(args.cache, "text")
-    if any(os.path.exists(os.path.join(path, f)) for f in ("dataset_info.json", "dataset_dict.json")):
-        try:
-            import datasets
-        except ImportError:
-            fail("--data", f"{args.data} is a saved `datasets` dataset, but the datasets package is not installed")
-        ds = datasets.load_from_disk(args.data)
-        splits = list(ds.values()) if isinstance(ds, datasets.DatasetDict) else [ds]
-        if any("text" not in s.column_names for s in splits):
-            fail("--data", f"{args.data}: the dataset needs a 'text' column")
-        texts = [t for s in splits for t in s["text"]]
-        name = os.path.basename(os.path.normpath(args.data))
-        return texts, [name] * len(texts), hashlib.sha256("\x00".join(texts).encode()).hexdigest()
     files = [path] if os.path.isfile(path) else \
         sorted(os.path.join(root, f) for root, _, names in os.walk(path) for f in names if f.endswith(".txt"))
     if not files:
@@ -257,8 +230,7 @@ def decode(ids, vocab):
 
 
 def load_data(args, rank=0):
-    """Train and held-out token streams ([SEP] after each document), the source id of each held-out token, the
-    vocabulary and the source names; cached in --cache/tokenized-<key of the data and settings>/ by rank 0."""
+    """Token streams ([SEP] after each document), held-out tokens' source ids, vocabulary, sources; cached by rank 0."""
     docs, doc_sources, data_hash = read_documents(args)
     settings = [TOKENIZER_VERSION, data_hash, args.heldout_frac, args.min_doc_tokens, args.vocab_size, args.min_count]
     key = hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:16]
@@ -311,8 +283,7 @@ def pack(stream, seq_len):
 
 
 def heldout_sets(args, streams):
-    """The fixed eval set, a seeded random sample of the packed held-out sequences (the first ones would all come
-    from the first source), with each token's source id; the probe set, a subset of it; the held-out count."""
+    """Eval set (a seeded sample of held-out sequences: every source), its source ids, probe set, held-out count."""
     held, src = (pack(streams[k], args.seq_len) for k in ("heldout", "heldout_source"))
     order = torch.randperm(len(held), generator=torch.Generator().manual_seed(12345))
     return held[order[:args.eval_seqs]], src[order[:args.eval_seqs]], held[order[:args.probe_seqs]], len(held)
@@ -334,9 +305,8 @@ def batch_indices(n, batch, step, seed):
 
 
 def mask_batch(args, ids, seed, step):
-    """Standard BERT masking (Devlin et al.): 15% of word tokens selected, 80/10/10 [MASK]/random/kept; attention
-    sees every position (the PCFG code's hiding of selected keys is not BERT's). Special tokens and [UNK] are
-    never selected, so accuracy is over real words."""
+    """BERT masking (Devlin et al.): 15% of word tokens selected (never specials or [UNK]), 80/10/10
+    [MASK]/random/kept; every key visible (the PCFG code's hiding of selected keys is not BERT's)."""
     gen, rate = torch.Generator().manual_seed(7_919 * seed + step), args.mask_rate
     u = torch.rand(ids.shape, generator=gen)
     pick = torch.randint(args.vocab_actual - len(SPECIALS), ids.shape, generator=gen)  # a random word
@@ -348,9 +318,8 @@ def mask_batch(args, ids, seed, step):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 2. Model: BERT in plain PyTorch (Sec. 4.3; pcfg.py's encoder): learned positions, post-LN blocks with GELU MLPs
-# of width 4d, LayerNorm eps 1e-12, init N(0, 0.02), MLM head dense + GELU + LN + decoder tied to the token
-# embeddings. A wide teacher and a narrow student.
+# 2. Model: BERT in plain PyTorch (Sec. 4.3; pcfg.py's encoder): post-LN blocks, GELU MLPs of width 4d, init
+# N(0, 0.02), MLM head dense + GELU + LN + decoder tied to the token embeddings.
 
 class Block(nn.Module):
     def __init__(self, d, heads, dropout):
@@ -370,8 +339,7 @@ class Block(nn.Module):
 
 
 class Encoder(nn.Module):
-    """forward(ids (B,T), key_mask (B,T) bool, True = may be attended to, select (B,T) bool or None) -> logits at
-    the selected positions (n, vocab): with a word vocabulary the MLM head costs more than the encoder."""
+    """forward(ids (B,T), key_mask (B,T), True = may be attended to, select (B,T) or None) -> logits (n, vocab)."""
 
     def __init__(self, vocab_size, max_len, layers, heads, head_dim, dropout=0.0):
         super().__init__()
@@ -407,9 +375,8 @@ def make_model(args, role, seed):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 3. Data-parallel training (torchrun). Every process draws the same global batch and masks, takes its slice,
-# and accumulates micro-batches; the loss is normalised by the number of masked tokens in the global batch, so
-# N processes and 1 process compute the same gradient (tested).
+# 3. Data-parallel training (torchrun): every process draws the same global batch and masks and takes its slice;
+# the loss is divided by the masked tokens of the global batch, so N processes give 1 process's gradient (tested).
 
 def setup_distributed(args):
     if args.world == 1:
@@ -433,8 +400,8 @@ def wrap(args, model):
 
 
 def masked_logits(model, inputs, key_mask, labels):
-    """Logits at the masked positions only, (n, vocab), and their labels."""
-    sel = labels != -100  # the MLM head only where it is needed: with a word vocabulary it costs the most
+    """Logits (n, vocab) at the masked positions only (with a word vocabulary the MLM head costs most), labels."""
+    sel = labels != -100
     return model(inputs, key_mask, select=sel), labels[sel]
 
 
@@ -471,8 +438,7 @@ def train_step(args, model, opt, seqs, step, seed, rank, teacher=None):
 
 @torch.no_grad()
 def evaluate(args, model, data, rank):
-    """Masked-token loss, top-1 accuracy and accuracy per source ({name: acc}, each masked token counted in its
-    own source) on the fixed masked held-out set (sharded over processes)."""
+    """Masked-token loss, top-1 accuracy and {source: accuracy} on the fixed masked held-out set (sharded)."""
     inputs, labels, key_mask, source = data["heldout"]
     was = model.training
     model.eval()
@@ -498,14 +464,8 @@ def make_optimizer(args, model, lr):
     return torch.optim.AdamW(model.parameters(), lr=lr, betas=args.beta_pair, weight_decay=args.weight_decay)
 
 
-def set_lr(args, opt, lr, step, total):
-    for group in opt.param_groups:
-        group["lr"] = lr * common.lr_factor(step, total, args.schedule, args.warmup, args.floor)
-
-
 def restore(args, rank, path, model, opt, other_run):
-    """--resume: a killed run's model and optimizer from its state file, and its records in metrics.jsonl cut at
-    that step (other_run(record): a record of another run, kept). Returns the state ({"step": 0} if none)."""
+    """--resume: the state at `path` (or {"step": 0}) loaded; this run's records in metrics.jsonl cut at its step."""
     state = {"step": 0}
     if os.path.exists(path):
         state = common.load_checkpoint(path, args.device)
@@ -518,16 +478,35 @@ def restore(args, rank, path, model, opt, other_run):
     return state
 
 
-def halt_if_asked(args, phase, step):
-    """Testing aid: die abruptly, as a killed job would, to check that --resume ends the same."""
-    if args.halt_at == f"{phase}:{step}":
-        print(f"halting at {phase} step {step} (--halt_at)", flush=True)
-        os._exit(1)
+def train_loop(args, model, opt, data, rank, name, lr, seeds, start, stops, teacher_at=None):
+    """Optimizer steps start..max(stops) of one run (seeds: of the batches and masks, of dropout); yields (step,
+    training loss per masked token since the last yield) every --eval_every steps and at each of `stops`."""
+    ddp, total, phase = wrap(args, model), max(stops), "teacher" if name == "teacher" else "students"
+    model.train()
+    loss_sum, count = torch.zeros((), device=args.device), 0
+    for step in range(start, total):
+        teacher = teacher_at(step) if teacher_at else None
+        for group in opt.param_groups:
+            group["lr"] = lr * common.lr_factor(step, total, args.schedule, args.warmup, args.floor)
+        torch.manual_seed(1_000_003 * seeds[1] + step)  # dropout: resumable, the same per step
+        s, n = train_step(args, ddp, opt, data["train"], step, seeds[0], rank, teacher)
+        loss_sum += s
+        count += n
+        if args.halt_at == f"{phase}:{step + 1}":  # tests: die as a killed job would; --resume must end the same
+            print(f"halting at {phase} step {step + 1} (--halt_at)", flush=True)
+            os._exit(1)
+        if (step + 1) % args.eval_every == 0 or step + 1 in stops:
+            if args.world > 1:
+                dist.all_reduce(loss_sum)
+            train_loss = loss_sum.item() / max(1, count)
+            common.check_finite(train_loss, f"{name} training loss at step {step + 1}")
+            loss_sum.zero_()
+            count = 0
+            yield step + 1, train_loss
 
 
 # ----------------------------------------------------------------------------------------------------
-# 4. Teacher: masked language modeling with CE, checkpointed every --ckpt_every steps (step 0 included); its
-# validation loss shows the three phases of Sec. 5 (Fig. 5 left). Files: ckpt/teacher/step_<N>.pt.
+# 4. Teacher: MLM with CE, saved every --ckpt_every steps from step 0; its loss shows Sec. 5's three phases.
 
 def teacher_path(args, step):
     return os.path.join(args.teacher_dir or args.out, "ckpt", "teacher", f"step_{step:09d}.pt")
@@ -546,49 +525,25 @@ def load_teacher(path, device):
 
 def train_teacher(args, data, rank):
     state_path, metrics = os.path.join(args.out, "ckpt", "teacher_state.pt"), os.path.join(args.out, "metrics.jsonl")
-    model = make_model(args, "teacher", args.teacher_seed)
+    model = make_model(args, "teacher", 0)
     opt = make_optimizer(args, model, args.teacher_lr)
     start = restore(args, rank, state_path, model, opt, lambda r: r["phase"] != "teacher")["step"]
-    if start >= args.teacher_steps:
-        return
-    ddp = wrap(args, model)
-
-    def evaluate_and_save(step_no, extra):
+    steps = train_loop(args, model, opt, data, rank, "teacher", args.teacher_lr, (0, 0), start, [args.teacher_steps])
+    t0 = time.time()
+    for step, train_loss in itertools.chain([(0, None)] if start == 0 else [], steps):  # step 0: evaluated, saved
         loss, acc, by_source = evaluate(args, model, data, rank)
-        if rank == 0:
-            common.append_jsonl(metrics, {"phase": "teacher", "step": step_no, "val_loss": loss, "val_acc": acc,
-                                          "val_acc_by_source": by_source, **extra})
-            if step_no % args.ckpt_every == 0 or step_no == args.teacher_steps:
-                sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                common.save_checkpoint({"model": sd, "step": step_no, "val_loss": loss, "val_acc": acc},
-                                       teacher_path(args, step_no))
-                common.save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step_no,
-                                        "config": config_of(args)}, state_path)
-        return loss, acc
-
-    if start == 0:
-        evaluate_and_save(0, {})
-    model.train()
-    t0, loss_sum, count = time.time(), torch.zeros((), device=args.device), 0
-    for step in range(start, args.teacher_steps):
-        set_lr(args, opt, args.teacher_lr, step, args.teacher_steps)
-        torch.manual_seed(1_000_003 * args.teacher_seed + step)  # dropout: resumable, the same per step
-        total, n = train_step(args, ddp, opt, data["train"], step, args.teacher_seed, rank)
-        loss_sum += total
-        count += n
-        halt_if_asked(args, "teacher", step + 1)
-        step_no = step + 1
-        if step_no % args.eval_every == 0 or step_no == args.teacher_steps:
-            if args.world > 1:
-                dist.all_reduce(loss_sum)
-            train_loss = loss_sum.item() / max(1, count)  # per masked token since the last evaluation
-            common.check_finite(train_loss, f"teacher training loss at step {step_no}")
-            loss_sum.zero_()
-            count = 0
-            val_loss, val_acc = evaluate_and_save(step_no, {"train_loss": train_loss})
-            if rank == 0 and (step_no % (10 * args.eval_every) == 0 or step_no == args.teacher_steps):
-                print(f"teacher step {step_no:>7d}  val loss {val_loss:.3f}  val acc {val_acc:.3f}  train loss "
-                      f"{train_loss:.3f}  ({time.time() - t0:.0f}s)", flush=True)
+        if rank != 0:
+            continue
+        record = {"phase": "teacher", "step": step, "val_loss": loss, "val_acc": acc, "val_acc_by_source": by_source}
+        common.append_jsonl(metrics, record if step == 0 else {**record, "train_loss": train_loss})
+        if step % args.ckpt_every == 0 or step == args.teacher_steps:
+            common.save_checkpoint({"model": model.state_dict(), "step": step, "val_loss": loss, "val_acc": acc},
+                                   teacher_path(args, step))
+            common.save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                                    "config": config_of(args)}, state_path)
+        if step and (step % (10 * args.eval_every) == 0 or step == args.teacher_steps):
+            print(f"teacher step {step:>7d}  val loss {loss:.3f}  val acc {acc:.3f}  train loss {train_loss:.3f}  "
+                  f"({time.time() - t0:.0f}s)", flush=True)
     barrier(args)
 
 
@@ -602,9 +557,8 @@ def teacher_curve(args):
 
 
 def inflection_step(curve):
-    """C1, the middle of the sharp drop (Sec. 5): the doubling of steps s -> 2s over which the validation loss
-    falls most, and the checkpoint nearest its geometric middle s x sqrt(2). Doublings, not neighbouring
-    checkpoints, so that noise late in training (tiny log-step gaps) cannot win."""
+    """C1, the middle of the sharp drop (Sec. 5): the checkpoint nearest s x sqrt(2) for the doubling s -> 2s over
+    which the loss falls most (doublings, not neighbours: late noise over tiny log-step gaps cannot win)."""
     loss = dict(zip(curve["steps"], curve["val_loss"]))
     starts = [s for s in curve["steps"] if s > 0 and 2 * s in loss]
     if not starts:
@@ -614,10 +568,8 @@ def inflection_step(curve):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 5. Distillation schedule (Sec. 5, pcfg.py's rules). The horizon: students at budget B learn from the teacher's
-# run truncated at min(speed x B, last teacher step), as in Fig. 1 right (at budget B every method uses a teacher
-# trained as long as itself). One-shot: the horizon's last checkpoint; progressive: the teacher's checkpoints in
-# order; two_shot ((2,T)-progressive, Alg. 1): the checkpoint at the loss inflection C1 for T steps, then the last.
+# 5. Distillation schedule (pcfg.py's rules). Horizon: at budget B a student learns from the teacher's run cut at
+# min(speed x B, last step), a teacher trained as long as itself (Fig. 1 right). two_shot is Alg. 1's (2,T) rule.
 
 def horizon_steps(saved, args, budget):
     limit = min(args.speed * budget, saved[-1])
@@ -643,64 +595,45 @@ def student_jobs(args, methods):
     """One job per (method, seed, lr, budget). A CE run with a constant lr and no warmup does not depend on its
     budget, so its budgets share one run, read along the way; a distilled student's teacher does (its horizon)."""
     jobs = []
-    for method in methods:
+    for method, lr, seed in itertools.product(methods, args.lrs, args.seed_list):
         shared = method == "ce" and args.schedule == "constant" and args.warmup == 0
-        for lr in args.lrs:
-            for seed in args.seed_list:
-                groups = [args.budget_list] if shared else [[b] for b in args.budget_list]
-                for budgets in groups:
-                    jobs.append({"method": method, "lr": lr, "seed": seed, "budgets": budgets,
-                                 "name": f"{method}-lr{lr:g}-seed{seed}-b{max(budgets)}"})
+        for budgets in [args.budget_list] if shared else [[b] for b in args.budget_list]:
+            jobs.append({"method": method, "lr": lr, "seed": seed, "budgets": budgets,
+                         "name": f"{method}-lr{lr:g}-seed{seed}-b{max(budgets)}"})
     return jobs
 
 
 def train_student(args, job, data, saved, stage1, rank):
-    """One student run; returns {budget: {"acc", "loss", "acc_by_source", "teacher_last"}} (teacher_last: the
-    teacher checkpoint in use at the budget; None for CE). Resumable from ckpt/students/<name>.pt."""
+    """One resumable student run: {budget: {"acc", "loss", "acc_by_source", "teacher_last" (checkpoint or None)}}."""
     state_path = os.path.join(args.out, "ckpt", "students", job["name"] + ".pt")
-    metrics = os.path.join(args.out, "metrics.jsonl")
     method, lr, seed, total = job["method"], job["lr"], job["seed"], max(job["budgets"])
     model = make_model(args, "student", 1000 + seed)
     opt = make_optimizer(args, model, lr)
     teacher = make_model(args, "teacher", 0).eval() if method != "ce" else None
     state = restore(args, rank, state_path, model, opt, lambda r: r.get("run") != job["name"])
-    start, at_budget, in_teacher = state["step"], state.get("at_budget", {}), None
-    ddp = wrap(args, model)
-    model.train()
-    loss_sum, count, t0 = torch.zeros((), device=args.device), 0, time.time()
-    for step in range(start, total):
-        if teacher is not None:
-            want = schedule_ckpt(args, method, step, saved, stage1, total)
-            if want != in_teacher:
-                teacher.load_state_dict(load_teacher(teacher_path(args, want), args.device)["model"])
-                in_teacher = want
-        set_lr(args, opt, lr, step, total)
-        torch.manual_seed(1_000_003 * seed + step)
-        s, n = train_step(args, ddp, opt, data["train"], step, 1000 + seed, rank, teacher)
-        loss_sum += s
-        count += n
-        halt_if_asked(args, "students", step + 1)
-        step_no = step + 1
-        if step_no % args.eval_every == 0 or step_no in job["budgets"]:
-            if args.world > 1:
-                dist.all_reduce(loss_sum)
-            train_loss = loss_sum.item() / max(1, count)
-            common.check_finite(train_loss, f"{job['name']} training loss at step {step_no}")
-            loss_sum.zero_()
-            count = 0
-            record = {"phase": "student", "run": job["name"], "step": step_no, "train_loss": train_loss,
-                      "teacher_ckpt": in_teacher}
-            if step_no in job["budgets"]:  # held-out evaluation only at the budgets: it costs many steps
-                loss, acc, by_source = evaluate(args, model, data, rank)
-                at_budget[str(step_no)] = {"acc": acc, "loss": loss, "acc_by_source": by_source,
-                                           "teacher_last": in_teacher}
-                record.update(val_loss=loss, val_acc=acc)
-            if rank == 0:
-                common.append_jsonl(metrics, record)
-            if rank == 0 and step_no % args.save_every == 0 and step_no < total:
-                common.save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                        "step": step_no, "at_budget": at_budget, "config": config_of(args)},
-                                       state_path)
+    at_budget, in_teacher, t0 = state.get("at_budget", {}), None, time.time()
+
+    def teacher_at(step):  # the scheduled checkpoint, loaded when it changes
+        nonlocal in_teacher
+        want = schedule_ckpt(args, method, step, saved, stage1, total)
+        if want != in_teacher:
+            teacher.load_state_dict(load_teacher(teacher_path(args, want), args.device)["model"])
+            in_teacher = want
+        return teacher
+
+    for step, train_loss in train_loop(args, model, opt, data, rank, job["name"], lr, (1000 + seed, seed),
+                                       state["step"], job["budgets"], teacher_at if teacher else None):
+        record = {"phase": "student", "run": job["name"], "step": step, "train_loss": train_loss,
+                  "teacher_ckpt": in_teacher}
+        if step in job["budgets"]:  # held-out evaluation only at the budgets: it costs many steps
+            loss, acc, by_source = evaluate(args, model, data, rank)
+            at_budget[str(step)] = {"acc": acc, "loss": loss, "acc_by_source": by_source, "teacher_last": in_teacher}
+            record.update(val_loss=loss, val_acc=acc)
+        if rank == 0:
+            common.append_jsonl(os.path.join(args.out, "metrics.jsonl"), record)
+        if rank == 0 and step % args.save_every == 0 and step < total:
+            common.save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                                    "at_budget": at_budget, "config": config_of(args)}, state_path)
     if rank == 0:
         accs = "  ".join(f"{b}: acc {at_budget[str(b)]['acc']:.4f}" for b in job["budgets"])
         print(f"student {job['name']:<36} {accs}  ({time.time() - t0:.0f}s)", flush=True)
@@ -718,16 +651,14 @@ def run_students(args, methods, data, stage1, rank):
             done[job["name"]] = {**{k: job[k] for k in ("method", "lr", "seed", "budgets")}, "at_budget": result}
             if rank == 0:
                 common.write_json(done, done_path)
-                state = os.path.join(args.out, "ckpt", "students", job["name"] + ".pt")
-                if os.path.exists(state):
-                    os.remove(state)
+                with contextlib.suppress(FileNotFoundError):  # its resume state, no longer needed
+                    os.remove(os.path.join(args.out, "ckpt", "students", job["name"] + ".pt"))
             barrier(args)
     return summarize_students(args, done, methods)
 
 
 def summarize_students(args, done, methods):
-    """results['students'][method] = [{budget, seed, acc, loss, lr}] at the lr with the best mean accuracy at each
-    budget (the paper tunes the lr per setting); every lr in results['lr_search']."""
+    """Per method, each budget's rows at the lr of best mean accuracy (the paper tunes it); every lr in lr_search."""
     students, search = {}, {}
     for method in methods:
         rows = [{"budget": b, "seed": r["seed"], "lr": r["lr"], **r["at_budget"][str(b)]}
@@ -742,16 +673,13 @@ def summarize_students(args, done, methods):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 7. The n-gram probe (Sec. 4.8 on real text, Fig. 5 middle): M_robust = how much the prediction at a masked word
-# changes when the n-gram around it is also masked; M_close = how much it changes when only that n-gram is kept.
-# Median over (sequence, position), for every teacher checkpoint.
+# 7. The n-gram probe (Sec. 4.8, Fig. 5 middle): M_robust = how much the prediction at a masked word changes when
+# the n-gram around it is masked too; M_close = when only that n-gram is kept. Per teacher checkpoint.
 
 @torch.no_grad()
 def ngram_probe(model, ids, positions, windows, chunk=512):
-    """pcfg.py's probe with every key visible, as BERT trains. ids (N,T) clean sequences; at each p the base input
-    masks p; M_robust also masks [p-left, p+right], M_close everything outside it. Returns {window: {"robust"|
-    "close": {"l1"|"tv": {"median", "q25", "q75", "mean"}}, "count"}}: L1 = ||P(.|perturbed)[p] - P(.|base)[p]||_1
-    over the whole vocabulary (the official code's number), TV = L1 / 2."""
+    """pcfg.py's probe, every key visible. ids (N,T) clean; at each p: {window: {"robust"|"close": {"l1"|"tv":
+    quartiles and mean}, "count"}}, L1 = ||P(.|perturbed)[p] - P(.|p masked)[p]||_1 (the official code's), TV = L1/2."""
     model.eval()
     T = ids.shape[1]
     l1s = {name: {"robust": [], "close": []} for name in windows}
@@ -839,34 +767,28 @@ def make_figures(results, args):
     t, probe, st = results.get("teacher"), results.get("probe"), results.get("students", {})
     if not (t or st):
         return
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4))
     inflection = results.get("phases", {}).get("inflection_step")
+    for ax in (left, middle) if inflection else ():
+        ax.axvline(inflection, color="tab:red", ls="--", lw=1, label="inflection")
     if t:
-        ax = axes[0]
-        ax.plot(t["steps"][1:], t["val_loss"][1:], "k-")
+        left.plot(t["steps"][1:], t["val_loss"][1:], "k-")
         ref = set(range(args.refresh, t["steps"][-1] + 1, args.refresh))
-        ax.plot([s for s in t["steps"] if s in ref], [v for s, v in zip(t["steps"], t["val_loss"]) if s in ref],
-                "v", color="tab:green", label="progressive checkpoints")
-        if inflection:
-            ax.axvline(inflection, color="tab:red", ls="--", lw=1, label="inflection")
-        ax.set(xscale="log", xlabel="teacher steps", ylabel="validation MLM loss", title="teacher's loss")
-        ax.legend(fontsize=8)
+        left.plot([s for s in t["steps"] if s in ref], [v for s, v in zip(t["steps"], t["val_loss"]) if s in ref],
+                  "v", color="tab:green", label="progressive checkpoints")
+        left.set(xscale="log", xlabel="teacher steps", ylabel="validation MLM loss", title="teacher's loss")
+        left.legend(fontsize=8)
     if probe:
-        ax = axes[1]
-        ax.plot([p["step"] for p in probe][1:], probe_series(probe)[1:], "o-", color="tab:purple", ms=3)
-        if inflection:
-            ax.axvline(inflection, color="tab:red", ls="--", lw=1)
-        ax.set(xscale="log", yscale="log", xlabel="teacher steps", ylabel="median M_robust (L1)",
-               title="M_robust for 3-grams")
+        middle.plot([p["step"] for p in probe][1:], probe_series(probe)[1:], "o-", color="tab:purple", ms=3)
+        middle.set(xscale="log", yscale="log", xlabel="teacher steps", ylabel="median M_robust (L1)",
+                   title="M_robust for 3-grams")
+    for m in [m for m in METHODS if m in st]:
+        means = [common.mean_std([r["acc"] for r in st[m] if r["budget"] == b]) for b in args.budget_list]
+        right.errorbar(args.budget_list, [a for a, _ in means], yerr=[s for _, s in means], fmt="o-", capsize=3,
+                       color=f"C{METHODS.index(m)}", label=m)  # C0-C3: tab:blue, orange, green, red
     if st:
-        ax = axes[2]
-        for i, m in enumerate(METHODS):  # colors C0-C3: tab:blue, orange, green, red
-            if m in st:
-                means = [common.mean_std([r["acc"] for r in st[m] if r["budget"] == b]) for b in args.budget_list]
-                ax.errorbar(args.budget_list, [a for a, _ in means], yerr=[s for _, s in means], fmt="o-",
-                            capsize=3, color=f"C{i}", label=m)
-        ax.set(xscale="log", xlabel="student steps (budget)", ylabel="masked-token accuracy", title="students")
-        ax.legend(fontsize=8)
+        right.set(xscale="log", xlabel="student steps (budget)", ylabel="masked-token accuracy", title="students")
+        right.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(os.path.join(args.out, "fig5_real_data.png"), dpi=120)
     plt.close(fig)
@@ -935,11 +857,10 @@ def main(argv=None):
         results["phases"]["m_robust_peak_step"] = results["probe"][peak]["step"]
         results["phases"]["m_robust_peak_inside"] = 0 < peak < len(series) - 1  # a peak, not a rising curve
     methods = METHODS if args.mode == "all" else [m for m in METHODS if m == args.mode]
-    stage1 = None
     if "two_shot" in methods:  # stage 1: --ckpt, or C1, the loss inflection (Sec. 5)
-        stage1 = int(args.ckpt) if args.ckpt != "auto" else results["phases"]["inflection_step"]
-        results["two_shot_ckpt"] = stage1
+        results["two_shot_ckpt"] = int(args.ckpt) if args.ckpt != "auto" else results["phases"]["inflection_step"]
     if methods:
+        stage1 = results.get("two_shot_ckpt")
         results["students"], results["lr_search"] = run_students(args, methods, data, stage1, rank)
     results["checks"], results["measured"] = common.split_checks(claim_checks(results, args))
     if rank == 0:
