@@ -6,7 +6,8 @@ implicit curriculum that a small student gets from the teacher's intermediate ch
 distillation), not from the final teacher (one-shot) or the labels (CE). --objective boundary: the GPT-style
 variant, next-token prediction at the span ends of depth --level.
 
-    python pcfg.py                                   # the CPU study: Fig. 1 right, the curriculum figure (Fig. 4)
+    python pcfg.py                                   # the CPU study: Fig. 1 right
+    python docs/pcfg_extra.py out/pcfg/cpu-mlm-all   # its curriculum (Fig. 4) and probe figures
     python pcfg.py --objective boundary --preset paper --device cuda   # the autoregressive variant, paper sizes
 
 To copy: this file plus common.py; needs torch, numpy and matplotlib.
@@ -27,21 +28,19 @@ import torch.nn.functional as F
 from common import fail
 
 # ----------------------------------------------------------------------------------------------------
-# 0. Config: presets, flags and their checks. Any flag given on the command line overrides its preset.
-# What every preset shares (6% warmup, cosine, clip 1.0: the official HF Trainer set-up) is the flag default.
+# 0. Config: presets, flags and their checks. Any flag given on the command line overrides its preset. The
+# defaults are the paper's values that the cpu preset keeps (4 layers of head dim 8; 6% warmup, cosine, clip 1.0:
+# the official HF Trainer set-up).
 
 _PAPER = dict(  # the official code: HF BERT, 512 x full sentences, AdamW (0.9, 0.95)
-    max_len=1024, layers=4, head_dim=8, teacher_heads=32, student_heads=8, dropout=0.1, batch=512, teacher_batch=512,
-    teacher_lr=5e-3, lr_grid="1e-2,7.5e-3,5e-3,2.5e-3,1e-3", temperature=1e-20, eval_size=4096, eval_every=200,
-    probe_size=1024, nt_train=10240, nt_eval=4096, ckpt_every=200,
-    probe_positions=",".join(str(p) for p in range(30, 421, 30)))
-_CPU = dict(layers=4, head_dim=8, teacher_heads=16, student_heads=4, dropout=0.0, batch=64, teacher_lr=3e-3,
-            lr_grid="1e-2", temperature=1e-20, eval_size=1024, eval_every=50, probe_size=128, nt_train=256,
-            nt_eval=256, workers=2)
+    max_len=1024, teacher_heads=32, student_heads=8, dropout=0.1, batch=512, teacher_batch=512, teacher_lr=5e-3,
+    lr_grid="1e-2,7.5e-3,5e-3,2.5e-3,1e-3", eval_size=4096, eval_every=200, probe_size=1024, nt_train=10240,
+    nt_eval=4096, ckpt_every=200, temperature=1e-20, probe_positions=",".join(str(p) for p in range(30, 421, 30)))
+_CPU = dict(teacher_heads=16, student_heads=4, dropout=0.0, batch=64, teacher_lr=3e-3, lr_grid="1e-2",
+            temperature=1e-20, eval_size=1024, eval_every=50, probe_size=128, nt_train=256, nt_eval=256, workers=2)
 _SMOKE = dict(grammar="cfg3b", layers=1, head_dim=4, teacher_heads=4, student_heads=2, dropout=0.0, batch=16,
               teacher_batch=16, teacher_lr=3e-3, temperature=1.0, teacher_steps=40, budgets="20,40", ckpt_every=10,
-              refresh=10, eval_size=64, eval_every=10, probe_size=16, nt_train=32, nt_eval=32, nt_steps=20,
-              seeds="0,1")
+              refresh=10, eval_size=64, eval_every=10, probe_size=16, nt_train=32, nt_eval=32, nt_steps=20, seeds="0,1")
 BOUNDARY_METHODS = "ce,oneshot,progressive"
 PRESETS = {
     ("paper", "mlm"): dict(_PAPER, grammar="cfg3b", teacher_steps=16000, budgets="2000,4000,8000,16000",
@@ -63,6 +62,7 @@ PRESETS = {
 }
 MODES = ["all", "teacher", "probe", "ce", "oneshot", "progressive", "two_shot"]
 WINDOWS = "3gram:1:1,5gram:2:2,4gram:2:1,2gram:1:0"  # (left, right) context, as the official probing code
+EVAL_BATCH = 256  # sequences per forward pass in evaluation and probes
 
 
 def build_parser():
@@ -71,7 +71,7 @@ def build_parser():
     p.add_argument("--mode", default="all", choices=MODES, help="what to run")
     p.add_argument("--objective", default="mlm", choices=["mlm", "boundary"], help="masked or span-end prediction")
     p.add_argument("--preset", default="cpu", choices=["cpu", "paper", "smoke"], help="defaults for the flags below")
-    a = p.add_argument_group("task").add_argument
+    a = p.add_argument_group("data and models").add_argument
     a("--grammar", choices=sorted(GRAMMARS), help="which cfg3 grammar (Allen-Zhu & Li)")
     a("--crop", type=int, default=0, help="train on random crops of this many tokens; 0 = whole sequences")
     a("--subtree", type=int, default=0, help="D > 0: [BOS] + the whole span of a random depth-D node (--crop 0)")
@@ -79,9 +79,8 @@ def build_parser():
     a("--hide_masked_keys", type=int, default=1, choices=[0, 1], help="1: hide selected keys (official code)")
     a("--level", type=str, default="3", help="boundary: depth(s) whose span ends carry labels (root = 0)")
     a("--cache_data", type=int, default=0, choices=[0, 1], help="1: write each training stream to <out>/data once")
-    a = p.add_argument_group("models").add_argument
-    a("--layers", type=int, help="encoder layers (teacher and student)")
-    a("--head_dim", type=int, help="attention head dimension")
+    a("--layers", type=int, default=4, help="encoder layers (teacher and student)")
+    a("--head_dim", type=int, default=8, help="attention head dimension")
     a("--teacher_heads", type=int, help="teacher heads (width = heads x head_dim)")
     a("--student_heads", type=int, help="student heads")
     a("--max_len", type=int, help="learned position embeddings (>= the longest input)")
@@ -94,26 +93,23 @@ def build_parser():
     a("--teacher_seed", type=int, default=0, help="teacher init and data seed")
     a("--ckpt_every", type=int, help="teacher checkpoint interval (steps); step 0 is always saved")
     a("--teacher_dir", type=str, default=None, help="reuse the teacher of an earlier run (its --out folder)")
-    a = p.add_argument_group("students").add_argument
+    a = p.add_argument_group("students (cosine lr) and distillation").add_argument
     a("--batch", type=int, help="sequences per student step (fresh samples every step)")
     a("--lr", type=float, default=None, help="one student learning rate (replaces --lr_grid)")
     a("--lr_grid", type=str, help="student learning rates; each method is reported at its best one")
-    a("--schedule", default="cosine", choices=["constant", "cosine"], help="student lr schedule after warmup")
     a("--warmup", type=float, default=0.06, help="linear warmup, fraction of a run's steps (teacher too)")
     a("--clip", type=float, default=1.0, help="gradient-norm clipping (0 = off; teacher too)")
     a("--betas", type=str, default="0.9,0.95", help="Adam betas (teacher too)")
     a("--budgets", type=str, help="student step budgets (Fig. 1 right); each <= --teacher_steps")
     a("--seeds", type=str, default="0,1,2", help="student seeds (the paper averages 3)")
     a("--methods", type=str, default="ce,oneshot,progressive,two_shot", help="--mode all: which students to train")
-    a = p.add_argument_group("distillation").add_argument
-    a("--temperature", type=float, help="teacher softmax temperature; 1e-20 = argmax targets (paper code)")
+    a("--temperature", type=float, help="teacher softmax temperature; 1e-20: argmax targets (paper)")
     a("--refresh", type=str, help="progressive: steps between teacher checkpoints; auto = its inflection C1")
     a("--speed", type=float, default=1.0, help="progressive: the teacher advances this many times faster")
-    a("--ckpt", type=str, default="auto", help="two_shot stage-1 checkpoint step, or auto (see --auto_by)")
-    a("--auto_by", default="loss", choices=["loss", "mrobust"], help="--ckpt auto: loss inflection or M_robust peak")
+    a("--ckpt", type=str, default="auto", help="two_shot stage-1 checkpoint step; auto: the inflection")
     a("--two_shot_frac", type=float, default=0.5, help="two_shot: stage 1 lasts this fraction of the budget")
     a("--two_shot_sweep", type=str, default="none", help="extra stage-1 steps (Fig. 4 right): steps, auto, drop, none")
-    a = p.add_argument_group("probes").add_argument
+    a = p.add_argument_group("probes and run").add_argument
     a("--probe_size", type=int, help="sequences for M_robust / M_close (paper: 1024)")
     a("--probe_positions", type=str, help="positions p probed by M_robust / M_close (BOS = 0)")
     a("--windows", type=str, default=WINDOWS, help="n-gram windows name:left:right around p")
@@ -121,10 +117,8 @@ def build_parser():
     a("--nt_train", type=int, help="sequences that train the non-terminal probe")
     a("--nt_eval", type=int, help="sequences that evaluate the non-terminal probe")
     a("--nt_steps", type=int, default=200, help="full-batch Adam steps of the non-terminal probe")
-    a = p.add_argument_group("run").add_argument
     a("--eval_size", type=int, help="held-out sequences (paper: 4096), fixed by seed")
     a("--eval_every", type=int, help="student evaluation interval (steps)")
-    a("--eval_batch", type=int, default=256, help="sequences per forward pass in evaluation and probes")
     a("--out", type=str, default=None, help="run folder (default out/pcfg/<preset>-<objective>-<mode>)")
     a("--resume", action="store_true", help="continue the run in --out from its last checkpoints")
     a("--save_every", type=int, default=None, help="student resume-checkpoint interval (default: 4 evals)")
@@ -146,12 +140,10 @@ def parse_args(argv=None):
 def validate(args):
     """Every check that can fail runs before anything is written (exit 2, naming the flag)."""
     common.check_finite_flags(args)
-    common.check_positive(args, ["layers", "head_dim", "teacher_heads", "student_heads", "max_len", "batch",
-                                 "teacher_batch", "teacher_steps", "ckpt_every", "eval_size", "eval_every",
-                                 "eval_batch", "probe_size", "probe_every", "nt_train", "nt_eval", "nt_steps",
-                                 "teacher_lr", "temperature", "speed", "workers"])
-    if args.max_steps is not None:
-        common.check_positive(args, ["max_steps"])
+    positive = ["layers", "head_dim", "teacher_heads", "student_heads", "max_len", "batch", "teacher_batch",
+                "teacher_steps", "ckpt_every", "eval_size", "eval_every", "probe_size", "probe_every", "nt_train",
+                "nt_eval", "nt_steps", "teacher_lr", "temperature", "speed", "workers"]
+    common.check_positive(args, positive + (["max_steps"] if args.max_steps is not None else []))
     common.check_range(args, {"crop": "[0, inf]", "mask_rate": "[0, 1]", "dropout": "[0, 1)", "warmup": "[0, 1]",
                               "two_shot_frac": "[0, 1]", "clip": "[0, inf]", "threads": "[0, inf]"})
     common.check_lr_seeds_betas(args)  # sets args.lrs, args.seed_list, args.beta_pair
@@ -189,8 +181,6 @@ def validate(args):
         left, right = args.window_dict[name] = (int(ends[0]), int(ends[1]))
         if any(p - left < 0 or (args.crop and p + right >= args.crop) for p in args.position_list):
             fail("--windows", f"window {item} around a --probe_positions position leaves the sequence")
-    if args.objective == "boundary" and args.auto_by == "mrobust":
-        fail("--auto_by", "M_robust is a masked-prediction probe; use --auto_by loss with --objective boundary")
     if str(args.refresh) != "auto":  # 'auto' is resolved once the teacher's phases are known (run_level)
         if not (str(args.refresh).isdigit() and int(args.refresh) >= 1):
             fail("--refresh", f"expected a positive number of steps or 'auto', got {args.refresh!r}")
@@ -200,28 +190,6 @@ def validate(args):
     args.device = str(common.pick_device(args.device))
     args.out = args.out or os.path.join("out", "pcfg", f"{args.preset}-{args.objective}-{args.mode}")
     check_teacher_dir(args)
-
-
-def check_teacher_dir(args):
-    """The teacher (this run's, or --teacher_dir's if made for the same data and sizes) covers every budget."""
-    d, steps = args.teacher_dir, {None: list(range(0, args.teacher_steps, args.ckpt_every)) + [args.teacher_steps]}
-    if d is not None:
-        if not os.path.exists(os.path.join(d, "config.json")):
-            fail("--teacher_dir", f"{d} holds no config.json (expected the --out folder of an earlier run)")
-        cfg = common.read_json(os.path.join(d, "config.json"))
-        diff = [f"{k}={cfg.get(k)!r} (here {getattr(args, k)!r})" for k in ["objective", "grammar", "crop", "subtree",
-                "max_len", "layers", "head_dim", "teacher_heads", "mask_rate", "hide_masked_keys"]
-                if cfg.get(k) != getattr(args, k)]
-        if diff:
-            fail("--teacher_dir", f"{d} was made for another setting: " + ", ".join(diff))
-        steps = {level: saved_steps(d, level) for level in args.level_list}
-    for level, saved in steps.items():
-        if 0 not in saved:
-            fail("--teacher_dir", f"{d} holds no teacher checkpoints in {teacher_folder(d, level)}")
-        if args.budget_list[-1] > saved[-1]:  # budget B learns from the teacher's first B x speed steps
-            fail("--budgets", f"budget {args.budget_list[-1]} is larger than the teacher's run ({saved[-1]} steps)")
-        if args.ckpt != "auto" and int(args.ckpt) not in saved:
-            fail("--ckpt", f"{args.ckpt} is not a teacher checkpoint (every --ckpt_every steps and the last)")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -298,15 +266,11 @@ def grammar(name):
     longest = {c: 1 for c in "abc"}  # the longest expansion of each symbol, bottom-up
     for sym in sorted(rules, key=LEVEL_OF.get, reverse=True):
         longest[sym] = max(sum(longest[c] for c in alt) for alt in rules[sym])
-    classes = [sorted(SYMBOLS.index(c) for c in SYMBOLS if LEVEL_OF[c] == d) for d in range(depth + 1)]
-    class_of = np.zeros(len(SYMBOLS), np.int64)
-    for syms in classes:
-        class_of[syms] = np.arange(len(syms))
     return {"name": name, "rules": rules, "first": first, "cum": cum, "children": np.array(children),
             "n_children": np.array(n_children), "start": SYMBOLS.index("s"), "depth": depth,
             "token_of": np.array([TOKENS.get(c, -1) for c in SYMBOLS]), "max_len": longest["s"],
             "longest_at": [max(v for k, v in longest.items() if LEVEL_OF[k] == d) for d in range(depth + 1)],
-            "n_classes": [len(c) for c in classes], "class_of": class_of}
+            "n_classes": [1] + [3] * depth, "class_of": np.arange(len(SYMBOLS)) % 3}  # s: 18 % 3 = 0
 
 
 # The sampler is top-down like the paper's recursive one, but one tree level of a batch at a time (numpy), at
@@ -367,8 +331,7 @@ def sample_batch(g, n, rng, crop, subtree=0):
 
 def rng_for(seed, stream, index=0):
     """Independent numpy streams: 1 teacher data, 2 student data, 3 held-out, 4 n-gram probe, 5/6 NT probe. A
-    batch depends only on (seed, stream, step): students with the same seed see the same data at every budget
-    and method, and --resume needs no generator state."""
+    batch depends only on (seed, stream, step), the same for every budget and method, and --resume needs no state."""
     return np.random.default_rng([seed, stream, index])
 
 
@@ -401,10 +364,9 @@ def train_batch(args, seed, stream, step):
 
 
 def heldout_set(args):
-    """Held-out sequences that occur in none of this run's training streams (teacher's, as it was trained, and
-    each student seed's), so held-out accuracy never scores a memorised item: at the cpu preset 161 of 1024
-    depth-2 subtrees would. Drawn in chunks of --eval_size from stream 3 until enough are left; whole sentences
-    (161-432 tokens) never repeat and are not scanned. Cached in <out>/heldout.pt for the worker processes."""
+    """Held-out sequences that occur in none of this run's training streams (the teacher's, as it was trained, and
+    each student seed's): at the cpu preset 161 of 1024 depth-2 subtrees would. Whole sentences never repeat and
+    are not scanned. Cached in <out>/heldout.pt for the worker processes."""
     path = os.path.join(args.out, "heldout.pt")
     if os.path.exists(path):
         return common.load_checkpoint(path)
@@ -418,19 +380,16 @@ def heldout_set(args):
             for step in range(steps):
                 seen.update(seq_key(r) for r in sample_for(args, b, rng_for(seed, stream, step))[0])
     parts, kept = [], 0
-    while kept < args.eval_size:
+    while kept < args.eval_size:  # chunks of --eval_size from stream 3 until enough are left
         ids, anc, ends = sample_for(args, args.eval_size, rng_for(12345, 3, len(parts)))
         ok = torch.tensor([seq_key(r) not in seen for r in ids], dtype=torch.bool)
         parts.append((ids[ok], anc[ok], ends[ok]))
         kept += int(ok.sum())
-        if len(parts) == 1:
-            dropped = len(ids) - kept  # overlaps in a plain sample of the population
     T = max(p[0].shape[1] for p in parts)
     padded = [(F.pad(i, (0, T - i.shape[1]), value=PAD), F.pad(a, (0, 0, 0, T - a.shape[1]), value=-1),
                F.pad(e, (0, 0, 0, T - e.shape[1]))) for i, a, e in parts]
     ids, anc, ends = (torch.cat(x)[:args.eval_size] for x in zip(*padded))
-    out = {"ids": ids, "anc": anc, "ends": ends, "scanned": bool(seen), "distinct_training_sequences": len(seen),
-           "overlapping_in_first_draw": dropped}
+    out = {"ids": ids, "anc": anc, "ends": ends, "overlapping_in_first_draw": args.eval_size - len(parts[0][0])}
     common.save_checkpoint(out, path)
     return out
 
@@ -486,8 +445,8 @@ def eval_set(args, level):
     """The held-out set as device batches of (inputs, key_mask, targets); masks fixed by seed."""
     h = heldout_set(args)
     x, km, y = make_inputs(args, h["ids"], h["ends"], level, 12345)
-    return [to_device(args, x[i:i + args.eval_batch], None if km is None else km[i:i + args.eval_batch],
-                      y[i:i + args.eval_batch]) for i in range(0, len(x), args.eval_batch)]
+    return [to_device(args, x[i:i + EVAL_BATCH], None if km is None else km[i:i + EVAL_BATCH],
+                      y[i:i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -582,10 +541,8 @@ def train_step(model, opt, lr, x, key_mask, targets, soft=None, clip=1.0):
     opt.zero_grad(set_to_none=True)
     sel = targets != -100
     logits = model(x, key_mask, select=sel)
-    if soft is None:
-        loss = F.cross_entropy(logits.float(), targets[sel])
-    else:
-        loss = common.soft_cross_entropy(logits, soft).mean()
+    loss = (F.cross_entropy(logits.float(), targets[sel]) if soft is None
+            else common.soft_cross_entropy(logits, soft).mean())
     loss.backward()
     if clip > 0:
         nn.utils.clip_grad_norm_(model.parameters(), clip)
@@ -631,8 +588,27 @@ def saved_steps(run_dir, level):
     return sorted(int(f[5:-3]) for f in os.listdir(folder) if f.startswith("step_") and f.endswith(".pt"))
 
 
-def ckpt_path(folder, step):
-    return os.path.join(folder, f"step_{step:09d}.pt")
+def check_teacher_dir(args):
+    """At parsing (validate): the teacher, this run's or --teacher_dir's if made for the same data and sizes, covers
+    every budget and --ckpt."""
+    d, steps = args.teacher_dir, {None: list(range(0, args.teacher_steps, args.ckpt_every)) + [args.teacher_steps]}
+    if d is not None:
+        if not os.path.exists(os.path.join(d, "config.json")):
+            fail("--teacher_dir", f"{d} holds no config.json (expected the --out folder of an earlier run)")
+        cfg = common.read_json(os.path.join(d, "config.json"))
+        diff = [f"{k}={cfg.get(k)!r} (here {getattr(args, k)!r})" for k in ["objective", "grammar", "crop", "subtree",
+                "max_len", "layers", "head_dim", "teacher_heads", "mask_rate", "hide_masked_keys"]
+                if cfg.get(k) != getattr(args, k)]
+        if diff:
+            fail("--teacher_dir", f"{d} was made for another setting: " + ", ".join(diff))
+        steps = {level: saved_steps(d, level) for level in args.level_list}
+    for level, saved in steps.items():
+        if 0 not in saved:
+            fail("--teacher_dir", f"{d} holds no teacher checkpoints in {teacher_folder(d, level)}")
+        if args.budget_list[-1] > saved[-1]:  # budget B learns from the teacher's first B x speed steps
+            fail("--budgets", f"budget {args.budget_list[-1]} is larger than the teacher's run ({saved[-1]} steps)")
+        if args.ckpt != "auto" and int(args.ckpt) not in saved:
+            fail("--ckpt", f"{args.ckpt} is not a teacher checkpoint (every --ckpt_every steps and the last)")
 
 
 def train_teacher(args, level, heldout):
@@ -658,29 +634,25 @@ def train_teacher(args, level, heldout):
         common.check_finite(val_loss, f"{phase} validation loss at step {step_no}")
         common.append_jsonl(metrics, {"phase": phase, "step": step_no, "val_loss": val_loss, "val_acc": val_acc,
                                       "train_loss": train_loss})
-        sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        common.save_checkpoint({"model": sd, "step": step_no, "val_loss": val_loss, "val_acc": val_acc},
-                               ckpt_path(folder, step_no))
+        common.save_checkpoint({"model": model.state_dict(), "step": step_no, "val_loss": val_loss, "val_acc": val_acc},
+                               os.path.join(folder, f"step_{step_no:09d}.pt"))
         common.save_checkpoint({"model": model.state_dict(), "opt": opt.state_dict(), "step": step_no,
                                 "torch_rng": torch.get_rng_state()}, state_path)
         return val_loss, val_acc
 
     if start == 0:
         checkpoint(0)
-    model.train()
     t0, loss_sum, n = time.time(), torch.zeros((), device=args.device), 0
     for step in range(start, end):
         lr = args.teacher_lr * common.lr_factor(step, total, args.teacher_schedule, args.warmup)
         loss_sum += train_step(model, opt, lr, *batch_for(args, args.teacher_seed, 1, step, level), clip=args.clip)
-        n += 1
-        halt_if_asked(args, "teacher", step + 1)
-        done = step + 1
+        n, done = n + 1, step + 1
+        halt_if_asked(args, "teacher", done)
         if done % args.ckpt_every == 0 or done == end:
             train_loss = loss_sum.item() / n
             common.check_finite(train_loss, f"{phase} training loss at step {done}")
             val_loss, val_acc = checkpoint(done, train_loss)
-            loss_sum.zero_()
-            n = 0
+            loss_sum, n = torch.zeros((), device=args.device), 0
             if done % (10 * args.ckpt_every) == 0 or done == total:
                 print(f"{phase} step {done:>6d}  val loss {val_loss:.4f}  acc {val_acc:.3f}  "
                       f"({time.time() - t0:.0f}s)", flush=True)
@@ -688,27 +660,23 @@ def train_teacher(args, level, heldout):
 
 @lru_cache(maxsize=256)
 def load_teacher_file(folder, step, device):
-    return common.load_checkpoint(ckpt_path(folder, step), device)
+    return common.load_checkpoint(os.path.join(folder, f"step_{step:09d}.pt"), device)
 
 
 def teacher_curve(args, level):
     run = args.teacher_dir or args.out
     files = [load_teacher_file(teacher_folder(run, level), s, "cpu") for s in saved_steps(run, level)]
-    return {"steps": [f["step"] for f in files], "val_loss": [f["val_loss"] for f in files],
-            "val_acc": [f["val_acc"] for f in files]}
+    return {"steps": [f["step"] for f in files], **{k: [f[k] for f in files] for k in ("val_loss", "val_acc")}}
 
 
 def find_phases(steps, losses, frac=0.25):
     """Three phases of the teacher's loss (Sec. 4.2, Fig. 4 left). A continuous piecewise-linear fit against
-    log(1 + step) (the paper's axis; it keeps the fast initial fall from dominating) with breakpoints at
-    checkpoints gives the plateau start and the drop start; the drop ends where the (3-point smoothed) rate
-    of descent falls below `frac` of its peak; the inflection C1 is the checkpoint ending the steepest interval."""
-    s, y = np.asarray(steps, float), np.asarray(losses, float)
-    n = len(s)
+    log(1 + step) (the paper's axis) with breakpoints at checkpoints gives the plateau and drop starts; the drop
+    ends where the smoothed rate of descent falls below `frac` of its peak, whose interval ends at the inflection C1."""
+    s, y, n, best = np.asarray(steps, float), np.asarray(losses, float), len(steps), None
     if n < 6:
         return None
     x = np.log1p(s)
-    best = None
     for i in range(1, n - 3):
         for j in range(i + 1, n - 2):
             for k in range(j + 1, n - 1):
@@ -747,8 +715,7 @@ def inflection_of(res):
 def teacher_ckpt_for(step, saved_steps, refresh, speed):
     """Progressive (the official refresh-and-speed rule, without its lookup bugs): student step `step` learns
     from the latest saved checkpoint <= speed x (floor(step / refresh) + 1) x refresh, so the teacher changes
-    every `refresh` steps and runs `speed` times faster, one refresh ahead; speed = inf is one-shot. Unlike
-    the official lookup, a step-0 checkpoint is required, so no request falls before the first one."""
+    every `refresh` steps and runs `speed` times faster, one refresh ahead; speed = inf is one-shot."""
     target = speed * (step // refresh + 1) * refresh
     candidates = [s for s in saved_steps if s <= target]
     if not candidates:
@@ -768,8 +735,7 @@ def schedule_for(method, step, saved, args, budget, stage1=None):
 
 
 def horizon_steps(saved, args, budget):
-    limit = min(args.speed * budget, saved[-1])
-    return [s for s in saved if s <= limit]
+    return [s for s in saved if s <= min(args.speed * budget, saved[-1])]
 
 
 def teacher_horizon(args, level, budget):
@@ -780,6 +746,7 @@ def sweep_candidates(args, level, phases, chosen):
     """--two_shot_sweep: (2,T) stage-1 checkpoints at the smallest budget besides the chosen one and the final
     one (one-shot, already trained): given steps, or around the chosen one (auto) and the drop's ends."""
     saved = teacher_horizon(args, level, args.budget_list[0])
+    chosen = max(s for s in saved if s <= chosen)  # within this budget's horizon, as run_students clamps it
     if args.two_shot_sweep == "none":
         return []
     if args.two_shot_sweep not in ("auto", "drop"):
@@ -823,29 +790,23 @@ def spec(method, lr, stage1=None, tag=None):
     return {"method": method, "lr": lr, "stage1": stage1, "name": f"{tag or method}/lr={lr:g}"}
 
 
-def label(sp):
-    return sp["name"].split("/")[0]
-
-
 def group_name(budget, seed, level, tag=""):
     return f"b{budget}-s{seed}" + ("" if level is None else f"-L{level}") + tag
 
 
-def student_path(folder, group, method, lr):
-    return os.path.join(folder, f"{group}-{method}-lr{lr:g}.pt")
+def student_path(args, group, method, lr):
+    return os.path.join(args.out, "ckpt", "students", f"{group}-{method}-lr{lr:g}.pt")
 
 
 def train_group(args, level, budget, seed, specs, heldout, tag=""):
     """Train the students of one (budget, seed) step by step on the same batches, so that teacher forward
     passes are shared. Resumable; returns {spec name: {"acc", "curve", "lr", ...}, "_steps": eval steps}."""
-    name = group_name(budget, seed, level, tag)
-    folder = os.path.join(args.out, "ckpt", "students")
+    name, folder = group_name(budget, seed, level, tag), os.path.join(args.out, "ckpt", "students")
     state_path, done_path = os.path.join(folder, name + ".pt"), os.path.join(folder, name + ".json")
     if os.path.exists(done_path):
         return common.read_json(done_path)
-    metrics = os.path.join(args.out, "metrics.jsonl")
+    metrics, pool = os.path.join(args.out, "metrics.jsonl"), TeacherPool(args, level)
     saved = teacher_horizon(args, level, budget) if any(sp["method"] != "ce" for sp in specs) else []
-    pool = TeacherPool(args, level)
     models = [make_model(args, "student", seed) for _ in specs]
     opts = [make_optimizer(m, sp["lr"], args) for m, sp in zip(models, specs)]
     history, start = {"steps": [], "acc": []}, 0
@@ -869,12 +830,10 @@ def train_group(args, level, budget, seed, specs, heldout, tag=""):
 
     if start == 0:
         log_eval(0)
-    for m in models:
-        m.train()
     t0, end = time.time(), min(budget, args.max_steps or budget)
     for step in range(start, end):
         x, km, y = batch_for(args, seed, 2, step, level)
-        factor = common.lr_factor(step, budget, args.schedule, args.warmup)
+        factor = common.lr_factor(step, budget, "cosine", args.warmup)
         cks = [None if sp["method"] == "ce" else schedule_for(sp["method"], step, saved, args, budget, sp["stage1"])
                for sp in specs]
         # teacher targets per checkpoint, computed once for every student that uses it
@@ -884,25 +843,23 @@ def train_group(args, level, budget, seed, specs, heldout, tag=""):
         halt_if_asked(args, "students", step + 1)
         done = step + 1
         if done % args.eval_every == 0 or done == end:
-            bad = [sp["name"] for sp, loss in zip(specs, losses) if not torch.isfinite(loss)]
-            if bad:
-                common.check_finite(float("nan"), f"training loss of {', '.join(bad)} at step {done} ({name})")
+            for sp, loss in zip(specs, losses):
+                common.check_finite(loss.item(), f"training loss of {sp['name']} at step {done} ({name})")
             log_eval(done)
             if done % args.save_every == 0 and done != end:
                 common.save_checkpoint({"models": [m.state_dict() for m in models],
                                         "opts": [o.state_dict() for o in opts], "step": done,
                                         "torch_rng": torch.get_rng_state(), "history": history}, state_path)
     for m, sp in zip(models, specs):  # final weights, for the non-terminal probe of the students
-        common.save_checkpoint({"model": m.state_dict()}, student_path(folder, name, label(sp), sp["lr"]))
-    result = {sp["name"]: {"method": sp["method"], "lr": sp["lr"], "stage1": sp["stage1"],
-                           "acc": history["acc"][-1][i], "curve": [row[i] for row in history["acc"]]}
+        path = student_path(args, name, sp["name"].split("/")[0], sp["lr"])  # method, or two_shot@<step>
+        common.save_checkpoint({"model": m.state_dict()}, path)
+    result = {sp["name"]: dict(sp, acc=history["acc"][-1][i], curve=[row[i] for row in history["acc"]])
               for i, sp in enumerate(specs)}
-    result["_steps"] = history["steps"]
-    common.write_json(result, done_path)
+    common.write_json(dict(result, _steps=history["steps"]), done_path)
     if os.path.exists(state_path):
         os.remove(state_path)
     print(f"students {name} done ({time.time() - t0:.0f}s)", flush=True)
-    return result
+    return common.read_json(done_path)
 
 
 def group_job(args, job, heldout=None):
@@ -910,23 +867,14 @@ def group_job(args, job, heldout=None):
     return train_group(args, level, budget, seed, specs, heldout or eval_set(args, level), tag)
 
 
-def _worker_init(threads):
-    torch.set_num_threads(threads)
-
-
-def _worker_call(payload):
-    fn, args, item = payload
-    return fn(args, item)
-
-
 def parallel_map(args, fn, items, heldout=None):
-    """fn(args, item) for every item: in this process, or in --workers spawned processes (independent jobs
-    that write their own files; results are the same either way, each job being seeded by itself)."""
+    """fn(args, item) for every item: in this process, or in --workers spawned processes of one thread each
+    (independent jobs that write their own files; each is seeded by itself, so the results are the same)."""
     if args.workers == 1 or len(items) < 2 or not args.device.startswith("cpu"):
         return [fn(args, item, heldout) if heldout is not None else fn(args, item) for item in items]
     import multiprocessing as mp
-    with mp.get_context("spawn").Pool(min(args.workers, len(items)), _worker_init, (1,)) as pool:
-        return pool.map(_worker_call, [(fn, args, item) for item in items], chunksize=1)
+    with mp.get_context("spawn").Pool(min(args.workers, len(items)), torch.set_num_threads, (1,)) as pool:
+        return pool.starmap(fn, [(args, item) for item in items], chunksize=1)
 
 
 def run_students(args, level, methods, stage1, heldout, sweep=()):
@@ -953,10 +901,8 @@ def run_students(args, level, methods, stage1, heldout, sweep=()):
             curve = curves.setdefault(m, {}).setdefault(str(budget), {"steps": steps, "acc": []})
             for s in args.seed_list:
                 r = done[(budget, s)][f"{m}/lr={best:g}"]
-                entry = {"budget": budget, "seed": s, "acc": r["acc"], "lr": best}
-                entry.update({} if level is None else {"level": level})
-                entry.update({"stage1": r["stage1"]} if m == "two_shot" else {})
-                students[m].append(entry)
+                entry = dict(budget=budget, seed=s, acc=r["acc"], lr=best, level=level, stage1=r["stage1"])
+                students[m].append({k: v for k, v in entry.items() if v is not None})  # mlm: no level
                 curve["acc"].append(r["curve"])
     if not sweep:
         return students, by_lr, curves, []
@@ -1053,8 +999,7 @@ class NTData:
     """Fixed train / eval sequences for the NT probe: real tokens' ancestor classes per depth."""
 
     def __init__(self, args):
-        g = grammar(args.grammar)
-        self.n_classes, self.sets, self.args = g["n_classes"], [], args
+        g, self.sets, self.args = grammar(args.grammar), [], args
         for stream, n in ((5, args.nt_train), (6, args.nt_eval)):
             ids, anc, _ = fixed_set(args, stream, n)
             real = anc[..., 0] >= 0
@@ -1063,18 +1008,15 @@ class NTData:
 
     @torch.no_grad()
     def features(self, model, ids, key_mask, real):
-        """Last-layer hidden states of the unmasked input at real tokens."""
-        was = model.training
-        model.eval()
-        b = self.args.eval_batch
-        hs = [model(ids[i:i + b], key_mask[i:i + b], return_hidden=True)[1] for i in range(0, len(ids), b)]
-        model.train(was)
+        """Last-layer hidden states (eval mode) of the unmasked input at real tokens."""
+        b = EVAL_BATCH
+        hs = [model.eval()(ids[i:i + b], key_mask[i:i + b], return_hidden=True)[1] for i in range(0, len(ids), b)]
         return torch.cat(hs)[real]
 
     def accuracy(self, model):
         (xa, ka, ra, la), (xb, kb, rb, lb) = self.sets
-        return nt_probe(self.features(model, xa, ka, ra), la, self.features(model, xb, kb, rb), lb, self.n_classes,
-                        steps=self.args.nt_steps)
+        return nt_probe(self.features(model, xa, ka, ra), la, self.features(model, xb, kb, rb), lb,
+                        grammar(self.args.grammar)["n_classes"], steps=self.args.nt_steps)
 
     def majority(self):
         """Accuracy of always predicting the most frequent class (train set) per depth: the floor."""
@@ -1093,7 +1035,7 @@ def probe_job(args, job):
         out[step] = {"nt": nt.accuracy(model)}
         if args.objective == "mlm":
             out[step]["ngram"] = ngram_probe(model, ids, ids != PAD, args.position_list, args.window_dict, MASK,
-                                             hide_masked=bool(args.hide_masked_keys), chunk=args.eval_batch)
+                                             hide_masked=bool(args.hide_masked_keys), chunk=EVAL_BATCH)
     return out
 
 
@@ -1119,13 +1061,11 @@ def run_probes(args, level):
 
 def probe_students(args, level, students):
     """NT probe accuracy per depth of the final students (smallest budget, each method at its best lr)."""
-    budget, out, nt = args.budget_list[0], {}, NTData(args)
-    folder = os.path.join(args.out, "ckpt", "students")
-    model = make_model(args, "student", 0)
+    budget, out, nt, model = args.budget_list[0], {}, NTData(args), make_model(args, "student", 0)
     for m, entries in students.items():
         accs = []
         for e in (e for e in entries if e["budget"] == budget):
-            path = student_path(folder, group_name(budget, e["seed"], level), m, e["lr"])
+            path = student_path(args, group_name(budget, e["seed"], level), m, e["lr"])
             model.load_state_dict(common.load_checkpoint(path, args.device)["model"])
             accs.append(nt.accuracy(model))
         out[m] = [sum(a[k] for a in accs) / len(accs) for k in range(len(accs[0]))]
@@ -1149,8 +1089,8 @@ def mean_at(entries, budget):
     return sum(accs_at(entries, budget)) / len(accs_at(entries, budget))
 
 
-def print_table(results, args):
-    for lk, res in results["levels"].items():
+def print_table(levels, args):
+    for lk, res in levels.items():
         headers = ["method"] + [f"budget {b}" for b in args.budget_list]
         rows = [["teacher"] + [f"{teacher_acc_at(args, res['teacher'], b):.3f}" for b in args.budget_list]] \
             if res.get("teacher") else []
@@ -1166,21 +1106,19 @@ def print_table(results, args):
 
 def claim_checks(res, args):
     """The README's acceptance checks, computed from this run."""
-    checks = {}
+    checks, b0 = {}, args.budget_list[0]
     st, t, probe, ph = res.get("students", {}), res.get("teacher"), res.get("probe"), res.get("phases")
-    mean = lambda m, b: mean_at(st[m], b)
-    b0 = args.budget_list[0]
+    gap = lambda m, other, b: mean_at(st[m], b) - mean_at(st[other], b)
     if "progressive" in st and "ce" in st:
-        checks["progressive_minus_ce_smallest_budget"] = mean("progressive", b0) - mean("ce", b0)
-        checks["progressive_beats_ce_by_2pts"] = checks["progressive_minus_ce_smallest_budget"] >= 0.02
-        checks["progressive_ge_ce_every_budget"] = all(mean("progressive", b) >= mean("ce", b)
-                                                       for b in args.budget_list)
+        checks["progressive_minus_ce_smallest_budget"] = gap("progressive", "ce", b0)
+        checks["progressive_beats_ce_by_2pts"] = gap("progressive", "ce", b0) >= 0.02
+        checks["progressive_ge_ce_every_budget"] = all(gap("progressive", "ce", b) >= 0 for b in args.budget_list)
     if "progressive" in st and "oneshot" in st:
-        checks["progressive_ge_oneshot_every_budget"] = all(mean("progressive", b) >= mean("oneshot", b)
+        checks["progressive_ge_oneshot_every_budget"] = all(gap("progressive", "oneshot", b) >= 0
                                                             for b in args.budget_list)
     if "two_shot" in st and "oneshot" in st:
-        checks["two_shot_minus_oneshot_smallest_budget"] = mean("two_shot", b0) - mean("oneshot", b0)
-        checks["two_shot_beats_oneshot"] = checks["two_shot_minus_oneshot_smallest_budget"] > 0
+        checks["two_shot_minus_oneshot_smallest_budget"] = gap("two_shot", "oneshot", b0)
+        checks["two_shot_beats_oneshot"] = gap("two_shot", "oneshot", b0) > 0
     if t and ph:
         sl = ph["slopes"]  # mean loss change per step in each phase
         # phase 3 must be there: the run goes on for two checkpoints past the drop and the loss still falls
@@ -1190,8 +1128,7 @@ def claim_checks(res, args):
     if probe and probe.get("m_robust") and ph:
         med = next(iter(probe["m_robust"].values()))["l1"]["median"]
         peak = int(np.nanargmax(med))
-        step = probe["steps"][peak]
-        checks["mrobust_peak_step"] = step
+        checks["mrobust_peak_step"] = step = probe["steps"][peak]
         checks["mrobust_peak_in_drop"] = bool(ph["drop_start"] <= step <= ph["drop_end"])
         checks["mrobust_peak_over_final"] = med[peak] / max(med[-1], 1e-12)
         checks["mrobust_falls_10x"] = checks["mrobust_peak_over_final"] >= 10
@@ -1213,84 +1150,30 @@ def minmax_bars(ax, xs, ys, **kw):
                 fmt="-o", capsize=3, **kw)
 
 
-def make_figures(results, args):
-    """Fig. 1 right (accuracy against budget, one panel per level) and, per level, the curriculum figure:
-    teacher loss with its phases, the 3-gram M_robust, (2,T) accuracy against the stage-1 checkpoint (Fig. 4)."""
+def make_figures(levels, args):
+    """Fig. 1 right: accuracy against budget, one panel per level. docs/pcfg_extra.py draws the curriculum (Fig. 4)
+    and probe figures from results.json."""
+    drawn = [k for k, r in levels.items() if r.get("students") or r.get("teacher")]
+    if not drawn:
+        return
     plt = common.plt()
-    levels = [k for k, r in results["levels"].items() if r.get("students") or r.get("teacher")]
-    if levels:
-        fig, axes = plt.subplots(1, len(levels), figsize=(5.5 * len(levels), 4), squeeze=False)
-        for ax, lk in zip(axes[0], levels):
-            res = results["levels"][lk]
-            if res.get("teacher"):
-                ax.plot(args.budget_list, [teacher_acc_at(args, res["teacher"], b) for b in args.budget_list],
-                        "--o", color="k", label="teacher")
-            for m, entries in res.get("students", {}).items():
-                minmax_bars(ax, args.budget_list, [accs_at(entries, b) for b in args.budget_list], color=COLORS[m],
-                            label=m)
-            ax.set(xlabel="training steps (budget)", xticks=args.budget_list,
-                   ylabel="top-1 accuracy" + (" (masked)" if lk == "mlm" else " (span ends)"),
-                   title=f"BERT on {args.grammar}" if lk == "mlm" else f"GPT-style on {args.grammar}, level {lk}")
-            ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(os.path.join(args.out, "fig1_accuracy.png" if args.objective == "mlm" else
-                                 "fig_boundary_accuracy.png"), dpi=120)
-        plt.close(fig)
-    for lk in levels:
-        res = results["levels"][lk]
-        t, ph, probe, sweep = res.get("teacher"), res.get("phases"), res.get("probe"), res.get("two_shot_sweep")
-        if not t:
-            continue
-        mrobust = bool(probe and probe.get("m_robust"))
-        fig, axes = plt.subplots(1, 1 + mrobust + bool(sweep), figsize=(5 * (1 + mrobust + bool(sweep)), 4),
-                                 squeeze=False)
-        axes = iter(axes[0])
-        ax = next(axes)  # teacher steps on a log axis, as in the paper's Fig. 4 (step 0 left out)
-        ax.plot(t["steps"][1:], t["val_loss"][1:], "k-", lw=1.2)
-        if ph:
-            first, last, top = t["steps"][min(1, len(t["steps"]) - 1)], t["steps"][-1], max(t["val_loss"][1:])
-            spans = [(first, ph["drop_start"], "tab:gray", "1"), (ph["drop_start"], ph["drop_end"], "tab:red", "2"),
-                     (ph["drop_end"], last, "tab:blue", "3")]
-            for a, b, c, lab in spans:
-                ax.axvspan(a, b, color=c, alpha=0.12, lw=0)
-                ax.text((a * b) ** 0.5, top * 0.97, lab, ha="center", fontsize=10)
-            ax.axvline(ph["inflection"], color="tab:red", ls="--", lw=1, label=f"inflection {ph['inflection']}")
-        for b in args.budget_list:
-            ax.plot(b, t["val_loss"][t["steps"].index(max(s for s in t["steps"] if s <= b))], "v", color="tab:green")
-        ax.plot(t["steps"][1:], t["val_loss"][1:], "|", color="gray", ms=4, label="checkpoints")
-        ax.set(xscale="log", xlabel="teacher steps", ylabel="validation loss", title="teacher's loss, three phases")
+    fig, axes = plt.subplots(1, len(drawn), figsize=(5.5 * len(drawn), 4), squeeze=False)
+    for ax, lk in zip(axes[0], drawn):
+        res = levels[lk]
+        if res.get("teacher"):
+            ax.plot(args.budget_list, [teacher_acc_at(args, res["teacher"], b) for b in args.budget_list],
+                    "--o", color="k", label="teacher")
+        for m, entries in res.get("students", {}).items():
+            minmax_bars(ax, args.budget_list, [accs_at(entries, b) for b in args.budget_list], color=COLORS[m],
+                        label=m)
+        ax.set(xlabel="training steps (budget)", xticks=args.budget_list,
+               ylabel="top-1 accuracy" + (" (masked)" if lk == "mlm" else " (span ends)"),
+               title=f"BERT on {args.grammar}" if lk == "mlm" else f"GPT-style on {args.grammar}, level {lk}")
         ax.legend(fontsize=8)
-        if mrobust:
-            ax = next(axes)
-            name, q = next(iter(probe["m_robust"].items()))
-            q = q["l1"]
-            ax.plot(probe["steps"][1:], q["median"][1:], "-", color="tab:purple", label=f"median M_robust ({name})")
-            ax.fill_between(probe["steps"][1:], q["q25"][1:], q["q75"][1:], color="tab:purple", alpha=0.2, lw=0,
-                            label="quartiles")
-            peak = int(np.nanargmax(q["median"]))
-            ax.plot(probe["steps"][peak], q["median"][peak], "*", color="tab:purple", ms=10,
-                    label=f"maximum, step {probe['steps'][peak]}")
-            ax.set(xscale="log", xlabel="teacher steps", ylabel="L1 distance", yscale="log", title=f"M_robust, {name}")
-            if ph:
-                ax.axvspan(ph["drop_start"], ph["drop_end"], color="tab:red", alpha=0.12, lw=0, label="drop (phase 2)")
-                ax.axvline(ph["inflection"], color="tab:red", ls="--", lw=1)
-            ax.legend(fontsize=8)
-        if sweep:
-            ax, b0 = next(axes), args.budget_list[0]
-            pts = {}
-            for e in sweep + [e for e in res["students"].get("two_shot", []) if e["budget"] == b0]:
-                pts.setdefault(e["stage1"], []).append(e["acc"])
-            minmax_bars(ax, sorted(pts), [pts[x] for x in sorted(pts)], color="tab:red", label="(2,T)-progressive")
-            if res["students"].get("oneshot"):
-                ax.axhline(mean_at(res["students"]["oneshot"], b0), color="tab:orange", ls=":", label="one-shot")
-            ax.set(xlabel="stage-1 teacher checkpoint", ylabel="final accuracy",
-                   title=f"(2,T)-progressive, budget {b0}")
-            ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(os.path.join(args.out, "fig_curriculum.png" if lk == "mlm" else f"fig_curriculum_level{lk}.png"),
-                    dpi=120)
-        plt.close(fig)
-
+    fig.tight_layout()
+    fig.savefig(os.path.join(args.out, "fig1_accuracy.png" if args.objective == "mlm" else
+                             "fig_boundary_accuracy.png"), dpi=120)
+    plt.close(fig)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -1304,33 +1187,21 @@ def run_level(args, level):
     if mode != "ce" or args.teacher_dir:
         res["teacher"] = teacher_curve(args, level)
         res["phases"] = find_phases(res["teacher"]["steps"], res["teacher"]["val_loss"])
-    if mode in ("all", "probe") or (mode == "two_shot" and args.ckpt == "auto" and args.auto_by == "mrobust"):
+    if mode in ("all", "probe"):
         path = os.path.join(args.out, ("probe" if level is None else f"probe_level{level}") + ".json")
         res["probe"] = common.read_json(path) if os.path.exists(path) and args.resume else run_probes(args, level)
         common.write_json(res["probe"], path)
     methods = {"all": args.method_list, "teacher": [], "probe": []}.get(mode, [mode])
-    if "progressive" in methods and args.refresh == "auto":
-        # our rule, inspired by the paper's refresh (1000 steps) equalling its teacher's C1 (Fig. 4): the first
-        # checkpoint a progressive student sees is then the one that carries the n-gram curriculum
+    if "progressive" in methods and args.refresh == "auto":  # our rule: the paper's refresh is its teacher's C1
         res["refresh"], res["refresh_rule"] = inflection_of(res)
         args = argparse.Namespace(**{**vars(args), "refresh": res["refresh"]})  # this level only; workers too
     chosen = None
     if "two_shot" in methods:
-        if args.ckpt != "auto":
-            chosen, how = int(args.ckpt), "--ckpt"
-        elif args.auto_by == "mrobust":
-            probe = res["probe"]
-            med = next(iter(probe["m_robust"].values()))["l1"]["median"]
-            chosen, how = probe["steps"][int(np.nanargmax(med))], "peak of the median M_robust"
-        else:
-            chosen, how = inflection_of(res)
+        chosen, how = (int(args.ckpt), "--ckpt") if args.ckpt != "auto" else inflection_of(res)
         res["two_shot_ckpt"], res["two_shot_rule"] = chosen, how
         print(f"two_shot: stage-1 checkpoint {chosen} ({how}), then the final one")
     if methods:
-        sweep = []
-        if mode == "all" and "two_shot" in methods:
-            b0_chosen = max(s for s in teacher_horizon(args, level, args.budget_list[0]) if s <= chosen)
-            sweep = sweep_candidates(args, level, res.get("phases"), b0_chosen)
+        sweep = sweep_candidates(args, level, res.get("phases"), chosen) if mode == "all" and chosen is not None else []
         res["students"], res["by_lr"], res["curves"], rows = run_students(args, level, methods, chosen, heldout, sweep)
         if sweep:
             res["two_shot_sweep"] = rows
@@ -1361,22 +1232,16 @@ def main(argv=None):
     common.prepare_run_dir(args.out, config_of(args), args.resume)
     t_start = time.time()
     levels = {"mlm" if level is None else str(level): run_level(args, level) for level in args.level_list}
-    # results.json: teacher, students and probe at the top level; for boundary, per level as well
-    flat = {"config": config_of(args)}
+    # results.json: teacher (with its phases), students and probe at the top level; for boundary, per level too
+    teachers = {lk: dict(r["teacher"], phases=r.get("phases")) for lk, r in levels.items() if "teacher" in r}
     if args.objective == "mlm":
-        flat.update(levels["mlm"])
-        if "teacher" in flat:
-            flat["teacher"] = dict(flat["teacher"], phases=flat.get("phases"))
+        flat = {"config": config_of(args), **levels["mlm"], **({"teacher": teachers["mlm"]} if teachers else {})}
     else:
-        flat["teacher"] = {lk: dict(r["teacher"], phases=r.get("phases")) for lk, r in levels.items() if "teacher" in r}
-        flat["students"] = {}
+        per_level = {k: {lk: r[k] for lk, r in levels.items() if k in r} for k in ("probe", "checks", "measured")}
+        flat = {"config": config_of(args), "teacher": teachers, "students": {}, **per_level, "levels": levels}
         for r in levels.values():
             for m, entries in r.get("students", {}).items():
                 flat["students"].setdefault(m, []).extend(entries)
-        flat["probe"] = {lk: r["probe"] for lk, r in levels.items() if "probe" in r}
-        for key in ("checks", "measured"):
-            flat[key] = {lk: r[key] for lk, r in levels.items()}
-        flat["levels"] = levels
     if args.teacher_dir:
         cfg = common.read_json(os.path.join(args.teacher_dir, "config.json"))
         flat["teacher_config"] = {k: cfg.get(k) for k in TEACHER_TRAINING}
@@ -1386,13 +1251,12 @@ def main(argv=None):
                   "results.json keeps its values as teacher_config")
     flat["wall_s"] = time.time() - t_start
     common.write_json(flat, os.path.join(args.out, "results.json"))
-    results = {"config": flat["config"], "levels": levels}
-    print_table(results, args)
+    print_table(levels, args)
     for lk, r in levels.items():
         if r["checks"]:
             print(f"\nchecks ({lk}):", r["checks"])
             print("measured:", {k: round(v, 4) if isinstance(v, float) else v for k, v in r["measured"].items()})
-    make_figures(results, args)
+    make_figures(levels, args)
     print(f"\nwrote {args.out}/results.json and figures in {time.time() - t_start:.0f}s")
     return flat
 
