@@ -1,10 +1,9 @@
 """PCFG: BERT-style masked prediction with progressive distillation, n-gram and non-terminal probes (Sec. 4).
 
-A wide BERT teacher learns masked prediction on a context-free grammar (cfg3b/f/g/h/i of Allen-Zhu & Li). Its
-loss has three phases (plateau, sharp drop, slow decay); in the drop it leans on short n-grams (M_robust): an
-implicit curriculum that a small student gets from the teacher's intermediate checkpoints (progressive
-distillation), not from the final teacher (one-shot) or the labels (CE). --objective boundary: the GPT-style
-variant, next-token prediction at the span ends of depth --level.
+A wide BERT teacher learns masked prediction on a context-free grammar (cfg3b/f/g/h/i of Allen-Zhu & Li). In the
+sharp drop of its loss it leans on short n-grams (M_robust): an implicit curriculum that a small student gets from
+its intermediate checkpoints (progressive distillation), not from the final teacher (one-shot) or the labels (CE).
+--objective boundary: the GPT-style variant, next-token prediction at the span ends of depth --level.
 
     python pcfg.py                                   # the CPU study: Fig. 1 right
     python docs/pcfg_extra.py out/pcfg/cpu-mlm-all   # its curriculum (Fig. 4) and probe figures
@@ -17,6 +16,7 @@ import os
 import sys
 import time
 from functools import lru_cache
+from itertools import combinations
 
 import numpy as np
 
@@ -28,9 +28,8 @@ import torch.nn.functional as F
 from common import fail
 
 # ----------------------------------------------------------------------------------------------------
-# 0. Config: presets, flags and their checks. Any flag given on the command line overrides its preset. The
-# defaults are the paper's values that the cpu preset keeps (4 layers of head dim 8; 6% warmup, cosine, clip 1.0:
-# the official HF Trainer set-up).
+# 0. Config: presets, flags and their checks; a flag given overrides its preset. The defaults are the paper's values
+# that the cpu preset keeps (4 layers of head dim 8; 6% warmup, cosine, clip 1.0: the official HF Trainer set-up).
 
 _PAPER = dict(  # the official code: HF BERT, 512 x full sentences, AdamW (0.9, 0.95)
     max_len=1024, teacher_heads=32, student_heads=8, dropout=0.1, batch=512, teacher_batch=512, teacher_lr=5e-3,
@@ -71,7 +70,7 @@ def build_parser():
     p.add_argument("--mode", default="all", choices=MODES, help="what to run")
     p.add_argument("--objective", default="mlm", choices=["mlm", "boundary"], help="masked or span-end prediction")
     p.add_argument("--preset", default="cpu", choices=["cpu", "paper", "smoke"], help="defaults for the flags below")
-    a = p.add_argument_group("data and models").add_argument
+    a = p.add_argument  # data and models, teacher (AdamW, wd 0, as in the paper), students (cosine), probes, run
     a("--grammar", choices=sorted(GRAMMARS), help="which cfg3 grammar (Allen-Zhu & Li)")
     a("--crop", type=int, default=0, help="train on random crops of this many tokens; 0 = whole sequences")
     a("--subtree", type=int, default=0, help="D > 0: [BOS] + the whole span of a random depth-D node (--crop 0)")
@@ -85,7 +84,6 @@ def build_parser():
     a("--student_heads", type=int, help="student heads")
     a("--max_len", type=int, help="learned position embeddings (>= the longest input)")
     a("--dropout", type=float, help="dropout (BERT default 0.1)")
-    a = p.add_argument_group("teacher (AdamW, wd 0, as in the paper)").add_argument
     a("--teacher_batch", type=int, help="sequences per teacher step (the paper: 512)")
     a("--teacher_lr", type=float, help="teacher learning rate")
     a("--teacher_steps", type=int, help="teacher optimizer steps")
@@ -93,7 +91,6 @@ def build_parser():
     a("--teacher_seed", type=int, default=0, help="teacher init and data seed")
     a("--ckpt_every", type=int, help="teacher checkpoint interval (steps); step 0 is always saved")
     a("--teacher_dir", type=str, default=None, help="reuse the teacher of an earlier run (its --out folder)")
-    a = p.add_argument_group("students (cosine lr) and distillation").add_argument
     a("--batch", type=int, help="sequences per student step (fresh samples every step)")
     a("--lr", type=float, default=None, help="one student learning rate (replaces --lr_grid)")
     a("--lr_grid", type=str, help="student learning rates; each method is reported at its best one")
@@ -109,7 +106,6 @@ def build_parser():
     a("--ckpt", type=str, default="auto", help="two_shot stage-1 checkpoint step; auto: the inflection")
     a("--two_shot_frac", type=float, default=0.5, help="two_shot: stage 1 lasts this fraction of the budget")
     a("--two_shot_sweep", type=str, default="none", help="extra stage-1 steps (Fig. 4 right): steps, auto, drop, none")
-    a = p.add_argument_group("probes and run").add_argument
     a("--probe_size", type=int, help="sequences for M_robust / M_close (paper: 1024)")
     a("--probe_positions", type=str, help="positions p probed by M_robust / M_close (BOS = 0)")
     a("--windows", type=str, default=WINDOWS, help="n-gram windows name:left:right around p")
@@ -160,7 +156,7 @@ def validate(args):
         fail("--level", f"depths must be in 1..{g['depth'] - 1} (0 is the root, whose span is the sentence)")
     if args.objective == "mlm":
         args.level_list = [None]
-    elif args.preset == "cpu" and not args.teacher_lr_given and not args.teacher_dir and min(args.level_list) < 3:
+    elif args.preset == "cpu" and min(args.level_list) < 3 and not args.teacher_dir and not args.teacher_lr_given:
         fail("--level", "at the cpu preset's teacher lr the teachers of levels 1 and 2 collapse to a constant "
                         "(README); use --level 3, or add --teacher_lr 1e-3 for levels 1 and 2")
     if not 0 <= args.subtree < g["depth"]:
@@ -181,10 +177,9 @@ def validate(args):
         left, right = args.window_dict[name] = (int(ends[0]), int(ends[1]))
         if any(p - left < 0 or (args.crop and p + right >= args.crop) for p in args.position_list):
             fail("--windows", f"window {item} around a --probe_positions position leaves the sequence")
-    if str(args.refresh) != "auto":  # 'auto' is resolved once the teacher's phases are known (run_level)
-        if not (str(args.refresh).isdigit() and int(args.refresh) >= 1):
-            fail("--refresh", f"expected a positive number of steps or 'auto', got {args.refresh!r}")
-        args.refresh = int(args.refresh)
+    if str(args.refresh) != "auto" and not (str(args.refresh).isdigit() and int(args.refresh) >= 1):
+        fail("--refresh", f"expected a positive number of steps or 'auto', got {args.refresh!r}")
+    args.refresh = args.refresh if args.refresh == "auto" else int(args.refresh)  # auto: resolved in run_level
     if args.two_shot_sweep not in ("auto", "drop", "none"):
         common.parse_list(args.two_shot_sweep, int, "--two_shot_sweep")
     args.device = str(common.pick_device(args.device))
@@ -193,10 +188,9 @@ def validate(args):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 1. Data (Sec. 4.1). The grammars of Allen-Zhu & Li, as in the paper's code, one line per depth. Strictly
-# layered: s -> {p,q,r} -> {m,n,o} -> {j,k,l} -> {g,h,i} -> {d,e,f} -> preterminals {a,b,c} -> one token, so
-# every token has exactly 7 ancestors (depths 0..6). Rules are uniform per left-hand side, rounded to 3 decimals
-# with the remainder on the last rule (0.333/0.333/0.334), as the original pickles.
+# 1. Data (Sec. 4.1). The grammars of Allen-Zhu & Li, as in the paper's code, one line per depth. Strictly layered
+# (s -> {p,q,r} -> ... -> {d,e,f} -> preterminals {a,b,c} -> one token): every token has 7 ancestors (depths 0..6).
+# Rules are uniform, rounded to 3 decimals with the remainder on the last (0.333/0.333/0.334), as the original.
 
 GRAMMARS = {
     "cfg3b": """s -> r q | q p
@@ -279,8 +273,7 @@ def grammar(name):
 def sample_sentences(g, n, rng):
     """n sentences -> dict(tokens (N,), anc (N, 7) symbol indices, ends (N, 7) bool, offsets (n+1,))."""
     nodes = np.full(n, g["start"])
-    syms, parents, last = [nodes], [], []
-    width = g["children"].shape[1]
+    syms, parents, last, width = [nodes], [], [], g["children"].shape[1]
     for _ in range(g["depth"]):
         rule = g["first"][nodes] + (rng.random(len(nodes))[:, None] >= g["cum"][nodes]).sum(1)
         k = g["n_children"][rule]
@@ -300,15 +293,13 @@ def sample_sentences(g, n, rng):
             idx = parents[d - 1][idx]
     # a token closes its depth-d ancestor's span iff every node below that ancestor is a last child
     ends = np.flip(np.cumprod(np.flip(is_last[:, 1:], 1), 1), 1).astype(bool)
-    lengths = np.bincount(idx, minlength=n)
     return {"tokens": g["token_of"][nodes], "anc": anc, "ends": ends,
-            "offsets": np.concatenate([[0], np.cumsum(lengths)])}
+            "offsets": np.concatenate([[0], np.cumsum(np.bincount(idx, minlength=n))])}
 
 
 def sample_batch(g, n, rng, crop, subtree=0):
-    """n sequences [BOS] + sentence (padded with PAD), a random `crop`-token window of one, or (subtree=D)
-    [BOS] + the whole span of a random depth-D node: a complete derivation cut below depth D. Returns tensors
-    ids (n,T), anc (n,T,7) (-1 at BOS/PAD) and ends (n,T,7)."""
+    """n sequences [BOS] + sentence (padded with PAD), a random `crop`-token window of one, or (subtree=D) [BOS] +
+    the whole span of a random depth-D node. Returns ids (n,T), anc (n,T,7) (-1 at BOS/PAD) and ends (n,T,7)."""
     s = sample_sentences(g, n, rng)
     first, length = s["offsets"][:-1], np.diff(s["offsets"])
     if subtree:  # pick one depth-D span per sentence, uniformly
@@ -348,8 +339,7 @@ _CACHE = {}
 
 
 def train_batch(args, seed, stream, step):
-    """The batch of step `step` of stream 1 (teacher, --teacher_batch) or 2 (students, --batch), generated on
-    the fly or (--cache_data 1) written to <out>/data once with the same content and read back."""
+    """Step `step`'s batch of stream 1 (teacher) or 2 (students): sampled, or (--cache_data 1) stored once and read."""
     b = args.teacher_batch if stream == 1 else args.batch
     if not args.cache_data:
         return sample_for(args, b, rng_for(seed, stream, step))
@@ -364,9 +354,8 @@ def train_batch(args, seed, stream, step):
 
 
 def heldout_set(args):
-    """Held-out sequences that occur in none of this run's training streams (the teacher's, as it was trained, and
-    each student seed's): at the cpu preset 161 of 1024 depth-2 subtrees would. Whole sentences never repeat and
-    are not scanned. Cached in <out>/heldout.pt for the worker processes."""
+    """Held-out sequences in none of this run's training streams (at the cpu preset 161 of 1024 depth-2 subtrees
+    are; whole sentences never repeat and are not scanned). Cached in <out>/heldout.pt for the worker processes."""
     path = os.path.join(args.out, "heldout.pt")
     if os.path.exists(path):
         return common.load_checkpoint(path)
@@ -385,10 +374,9 @@ def heldout_set(args):
         ok = torch.tensor([seq_key(r) not in seen for r in ids], dtype=torch.bool)
         parts.append((ids[ok], anc[ok], ends[ok]))
         kept += int(ok.sum())
-    T = max(p[0].shape[1] for p in parts)
-    padded = [(F.pad(i, (0, T - i.shape[1]), value=PAD), F.pad(a, (0, 0, 0, T - a.shape[1]), value=-1),
-               F.pad(e, (0, 0, 0, T - e.shape[1]))) for i, a, e in parts]
-    ids, anc, ends = (torch.cat(x)[:args.eval_size] for x in zip(*padded))
+    rows = [row for part in parts for row in zip(*part)][:args.eval_size]  # chunks may differ in length
+    pad = torch.nn.utils.rnn.pad_sequence
+    ids, anc, ends = (pad(list(x), batch_first=True, padding_value=v) for x, v in zip(zip(*rows), (PAD, -1, False)))
     out = {"ids": ids, "anc": anc, "ends": ends, "overlapping_in_first_draw": args.eval_size - len(parts[0][0])}
     common.save_checkpoint(out, path)
     return out
@@ -399,10 +387,9 @@ def heldout_set(args):
 # default, this one) also hides as attention keys. Boundary: next-token targets at span ends only.
 
 def mask_tokens(ids, gen, rate, mask_id, random_ids, can_select, hide_selected=True, attendable=None):
-    """BERT masking of ids (B,T) with generator `gen` on ids' device; random replacements drawn from random_ids
-    (may equal the original, as in BERT); can_select (B,T) bool. Returns (inputs, labels with -100 where not
-    selected, key_mask): True where a key may be attended (`attendable`, default can_select), minus the
-    selected positions if hide_selected."""
+    """BERT masking of ids (B,T) with generator `gen`; random replacements from random_ids (may equal the original,
+    as in BERT). Returns (inputs, labels with -100 where not selected, key_mask): True where a key may be attended
+    (`attendable`, default can_select), minus the selected positions if hide_selected."""
     u = torch.rand(ids.shape, generator=gen, device=ids.device)
     pick = torch.randint(len(random_ids), ids.shape, generator=gen, device=ids.device)
     selected = (u < rate) & can_select
@@ -414,16 +401,14 @@ def mask_tokens(ids, gen, rate, mask_id, random_ids, can_select, hide_selected=T
 
 
 def boundary_targets(ids, ends, level):
-    """As the official autoregressive code: targets[:, i] = ids[:, i+1] where token i+1 closes the span of its
-    depth-`level` ancestor, -100 elsewhere."""
+    """As the official autoregressive code: targets[:, i] = ids[:, i+1] where i+1 closes its depth-`level` span."""
     targets = torch.full_like(ids, -100)
     targets[:, :-1] = torch.where(ends[:, 1:, level], ids[:, 1:], targets[:, :-1])
     return targets
 
 
 def make_inputs(args, ids, ends, level, seed_material):
-    """(inputs, key_mask or None, targets) of either objective. Masks are drawn on the CPU from a generator
-    seeded by the batch, so the data are the same on every device."""
+    """(inputs, key_mask or None, targets); masks come from a batch-seeded CPU generator: the same on every device."""
     if args.objective == "boundary":
         return ids, None, boundary_targets(ids, ends, level)
     gen = torch.Generator().manual_seed(int(seed_material))
@@ -450,10 +435,9 @@ def eval_set(args, level):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 2. Model: BERT in plain PyTorch (Sec. 4): learned positions, post-LN blocks with GELU MLPs of width 4d,
-# LayerNorm eps 1e-12, init N(0, 0.02), MLM head dense + GELU + LN + decoder tied to the token embeddings. No
-# token types and no padding_idx (the official config's padding_idx=0 is terminal 'a'). causal=True gives the
-# GPT-style model of the boundary objective, same block.
+# 2. Model: BERT in plain PyTorch (Sec. 4): learned positions, post-LN blocks with GELU MLPs of width 4d, LayerNorm
+# eps 1e-12, init N(0, 0.02), MLM head dense + GELU + LN + decoder tied to the token embeddings. No token types, no
+# padding_idx (the official padding_idx=0 is terminal 'a'). causal=True: the GPT-style model of --objective boundary.
 
 class Block(nn.Module):
     def __init__(self, d, heads, dropout):
@@ -491,26 +475,19 @@ class Encoder(nn.Module):
             if isinstance(m, nn.Linear):
                 nn.init.zeros_(m.bias)
 
-    def attention_bias(self, key_mask, T, dtype):
-        """Additive mask. A large finite negative (as HF BERT) rather than -inf, so a query whose keys are
-        all hidden gets a uniform average instead of NaN. None when nothing is hidden (fast path)."""
-        if key_mask is None:
-            return None
-        neg = torch.finfo(dtype).min / 2  # two of them (key + causal) still do not overflow
-        bias = torch.zeros(key_mask.shape, dtype=dtype, device=key_mask.device).masked_fill_(~key_mask, neg)
-        bias = bias[:, None, None, :]
-        if self.causal:
-            future = torch.ones(T, T, dtype=torch.bool, device=key_mask.device).triu_(1)
-            bias = bias + torch.zeros(T, T, dtype=dtype, device=key_mask.device).masked_fill_(future, neg)
-        return bias
-
     def forward(self, ids, key_mask=None, return_hidden=False, select=None):
-        """select (B,T) bool: apply the MLM head only there and return logits (n, vocab) = full[select];
-        with a large vocabulary (lm_pretrain.py) the head costs more than the encoder."""
+        """select (B,T) bool: the MLM head only there, logits (n, vocab) = full[select]. Hidden keys get a large finite
+        negative bias, as in HF BERT, not -inf: a query whose keys are all hidden averages instead of giving NaN."""
         T = ids.shape[1]
-        h = self.ln_emb(self.tok(ids) + self.pos.weight[:T])
-        h = F.dropout(h, self.dropout, self.training)
-        bias = self.attention_bias(key_mask, T, h.dtype)
+        h = F.dropout(self.ln_emb(self.tok(ids) + self.pos.weight[:T]), self.dropout, self.training)
+        bias = None  # nothing hidden: the fast path
+        if key_mask is not None:
+            neg = torch.finfo(h.dtype).min / 2  # two of them (key + causal) still do not overflow
+            bias = torch.zeros(key_mask.shape, dtype=h.dtype, device=h.device).masked_fill_(~key_mask, neg)
+            bias = bias[:, None, None, :]
+            if self.causal:
+                future = torch.ones(T, T, dtype=torch.bool, device=h.device).triu_(1)
+                bias = bias + torch.zeros(T, T, dtype=h.dtype, device=h.device).masked_fill_(future, neg)
         for block in self.blocks:
             h = block(h, bias, self.causal)
         out = h if select is None else h[select]
@@ -583,14 +560,12 @@ def teacher_folder(run_dir, level):
 
 def saved_steps(run_dir, level):
     folder = teacher_folder(run_dir, level)
-    if not os.path.isdir(folder):
-        return []
-    return sorted(int(f[5:-3]) for f in os.listdir(folder) if f.startswith("step_") and f.endswith(".pt"))
+    files = os.listdir(folder) if os.path.isdir(folder) else []
+    return sorted(int(f[5:-3]) for f in files if f.startswith("step_") and f.endswith(".pt"))
 
 
 def check_teacher_dir(args):
-    """At parsing (validate): the teacher, this run's or --teacher_dir's if made for the same data and sizes, covers
-    every budget and --ckpt."""
+    """At parsing: the teacher (this run's, or --teacher_dir's if made for the same data and sizes) covers it all."""
     d, steps = args.teacher_dir, {None: list(range(0, args.teacher_steps, args.ckpt_every)) + [args.teacher_steps]}
     if d is not None:
         if not os.path.exists(os.path.join(d, "config.json")):
@@ -639,7 +614,6 @@ def train_teacher(args, level, heldout):
         common.save_checkpoint({"model": model.state_dict(), "opt": opt.state_dict(), "step": step_no,
                                 "torch_rng": torch.get_rng_state()}, state_path)
         return val_loss, val_acc
-
     if start == 0:
         checkpoint(0)
     t0, loss_sum, n = time.time(), torch.zeros((), device=args.device), 0
@@ -673,23 +647,17 @@ def find_phases(steps, losses, frac=0.25):
     """Three phases of the teacher's loss (Sec. 4.2, Fig. 4 left). A continuous piecewise-linear fit against
     log(1 + step) (the paper's axis) with breakpoints at checkpoints gives the plateau and drop starts; the drop
     ends where the smoothed rate of descent falls below `frac` of its peak, whose interval ends at the inflection C1."""
-    s, y, n, best = np.asarray(steps, float), np.asarray(losses, float), len(steps), None
+    s, y, n, err = np.asarray(steps, float), np.asarray(losses, float), len(steps), {}
     if n < 6:
         return None
     x = np.log1p(s)
-    for i in range(1, n - 3):
-        for j in range(i + 1, n - 2):
-            for k in range(j + 1, n - 1):
-                X = np.stack([np.ones(n), x] + [np.maximum(x - x[m], 0) for m in (i, j, k)], 1)
-                coef = np.linalg.lstsq(X, y, rcond=None)[0]
-                err = float(((X @ coef - y) ** 2).sum())
-                if best is None or err < best[0]:
-                    best = (err, i, j, k)
-    _, i, j, k = best
+    for i, j, k in combinations(range(1, n - 1), 3):  # breakpoints i < j < k
+        X = np.stack([np.ones(n), x] + [np.maximum(x - x[m], 0) for m in (i, j, k)], 1)
+        err[i, j, k] = float(((X @ np.linalg.lstsq(X, y, rcond=None)[0] - y) ** 2).sum())
+    i, j, k = min(err, key=err.get)  # the first of equal fits
     rate = -np.diff(y) / np.diff(s)  # loss decrease per step on each interval
     rate = np.convolve(np.pad(rate, 1, mode="edge"), np.ones(3) / 3, "valid")
-    c = j + int(np.argmax(rate[j:k]))
-    e = c
+    c = e = j + int(np.argmax(rate[j:k]))
     while e < len(rate) - 1 and rate[e + 1] >= frac * rate[c]:
         e += 1
     slope = lambda a, b: float((y[b] - y[a]) / max(s[b] - s[a], 1))
@@ -708,19 +676,14 @@ def inflection_of(res):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 4. Distillation schedule (Sec. 2). The teacher sees the student's own (masked) inputs and key mask. At budget
-# B every method learns from the teacher's run up to its horizon min(speed x B, teacher steps): a teacher
-# trained as long as the student, as in Fig. 1 right.
+# 4. Distillation schedule (Sec. 2). The teacher sees the student's own inputs. At budget B every method learns
+# from the teacher's run up to its horizon min(speed x B, teacher steps), as in Fig. 1 right.
 
 def teacher_ckpt_for(step, saved_steps, refresh, speed):
-    """Progressive (the official refresh-and-speed rule, without its lookup bugs): student step `step` learns
-    from the latest saved checkpoint <= speed x (floor(step / refresh) + 1) x refresh, so the teacher changes
-    every `refresh` steps and runs `speed` times faster, one refresh ahead; speed = inf is one-shot."""
-    target = speed * (step // refresh + 1) * refresh
-    candidates = [s for s in saved_steps if s <= target]
-    if not candidates:
-        raise ValueError(f"no saved checkpoint <= {target}; save step 0")
-    return max(candidates)
+    """Progressive (the official refresh-and-speed rule, without its lookup bugs): student step `step` learns from
+    the latest saved checkpoint <= speed x (floor(step / refresh) + 1) x refresh: the teacher changes every `refresh`
+    steps, `speed` times faster, one refresh ahead (speed = inf: one-shot). Step 0 must be saved (ValueError)."""
+    return max(s for s in saved_steps if s <= speed * (step // refresh + 1) * refresh)
 
 
 def schedule_for(method, step, saved, args, budget, stage1=None):
@@ -760,26 +723,11 @@ def sweep_candidates(args, level, phases, chosen):
     return sorted(s for s in near if s not in (chosen, saved[-1], 0))
 
 
-class TeacherPool:
-    """Teacher checkpoints as ready models; a forward pass is shared by every student that asks for the
-    same checkpoint on the same batch (all learning rates of a seed, and methods that coincide)."""
-
-    def __init__(self, args, level, size=6):
-        self.args, self.folder, self.size = args, teacher_folder(args.teacher_dir or args.out, level), size
-        self.models = {}  # least recently used first
-
-    def get(self, step):
-        if step not in self.models:
-            if len(self.models) >= self.size:
-                self.models.pop(next(iter(self.models)))
-            self.models[step] = make_model(self.args, "teacher", 0).eval()
-            self.models[step].load_state_dict(load_teacher_file(self.folder, step, self.args.device)["model"])
-        self.models[step] = self.models.pop(step)
-        return self.models[step]
-
-    @torch.no_grad()
-    def targets(self, step, x, key_mask, sel, temperature):
-        return common.distill_targets(self.get(step)(x, key_mask)[sel], temperature)
+def load_teacher(args, level, step):
+    model = make_model(args, "teacher", 0).eval()
+    folder = teacher_folder(args.teacher_dir or args.out, level)
+    model.load_state_dict(load_teacher_file(folder, step, args.device)["model"])
+    return model
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -805,7 +753,7 @@ def train_group(args, level, budget, seed, specs, heldout, tag=""):
     state_path, done_path = os.path.join(folder, name + ".pt"), os.path.join(folder, name + ".json")
     if os.path.exists(done_path):
         return common.read_json(done_path)
-    metrics, pool = os.path.join(args.out, "metrics.jsonl"), TeacherPool(args, level)
+    metrics, teachers = os.path.join(args.out, "metrics.jsonl"), {}
     saved = teacher_horizon(args, level, budget) if any(sp["method"] != "ce" for sp in specs) else []
     models = [make_model(args, "student", seed) for _ in specs]
     opts = [make_optimizer(m, sp["lr"], args) for m, sp in zip(models, specs)]
@@ -827,7 +775,6 @@ def train_group(args, level, budget, seed, specs, heldout, tag=""):
         history["acc"].append(accs)
         common.append_jsonl(metrics, {"phase": "students", "group": name, "step": step_no,
                                       "acc": {sp["name"]: a for sp, a in zip(specs, accs)}})
-
     if start == 0:
         log_eval(0)
     t0, end = time.time(), min(budget, args.max_steps or budget)
@@ -836,8 +783,10 @@ def train_group(args, level, budget, seed, specs, heldout, tag=""):
         factor = common.lr_factor(step, budget, "cosine", args.warmup)
         cks = [None if sp["method"] == "ce" else schedule_for(sp["method"], step, saved, args, budget, sp["stage1"])
                for sp in specs]
-        # teacher targets per checkpoint, computed once for every student that uses it
-        soft = {ck: pool.targets(ck, x, km, y != -100, args.temperature) for ck in dict.fromkeys(cks) if ck is not None}
+        # teacher targets once per checkpoint; only this step's teachers are kept (progressive moves forward)
+        with torch.no_grad():
+            teachers = {ck: teachers.get(ck) or load_teacher(args, level, ck) for ck in set(cks) - {None}}
+            soft = {ck: common.distill_targets(t(x, km)[y != -100], args.temperature) for ck, t in teachers.items()}
         losses = [train_step(m, o, sp["lr"] * factor, x, km, y, soft.get(ck), args.clip)
                   for m, o, sp, ck in zip(models, opts, specs, cks)]
         halt_if_asked(args, "students", step + 1)
@@ -878,10 +827,8 @@ def parallel_map(args, fn, items, heldout=None):
 
 
 def run_students(args, level, methods, stage1, heldout, sweep=()):
-    """Every budget x seed; each method at its best lr (highest mean final accuracy over seeds), the paper's
-    protocol. `sweep`: the (2,T) sweep's stage-1 checkpoints, at the smallest budget and the two_shot's best lr;
-    with one lr they join that budget's groups, sharing batches and teacher passes (same numbers, faster).
-    Returns (students {method: [{budget, seed, acc, lr(, level, stage1)}]}, per-lr table, curves, sweep rows)."""
+    """Every budget x seed; each method at its best lr (highest mean final accuracy over seeds), as the paper. `sweep`:
+    the (2,T) stage-1 checkpoints at the smallest budget and two_shot's best lr (one lr: in that budget's groups)."""
     b0, joined = args.budget_list[0], list(sweep) if len(args.lrs) == 1 else []
     jobs = []
     for budget in args.budget_list:
@@ -917,31 +864,26 @@ def run_students(args, level, methods, stage1, heldout, sweep=()):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 6. Probes. M_robust / M_close (Sec. 4.2, Fig. 4): at a masked position p, how far the prediction moves when
-# the n-gram window around p is also masked (robust) or when only that window is kept (close). The
-# non-terminal probe (Sec. 4.2): a linear read-out of each token's ancestors from frozen features.
+# 6. Probes (Sec. 4.2). M_robust / M_close: how far the prediction at a masked position p moves when the n-gram
+# window around p is also masked (robust) or alone kept (close). Non-terminal: a linear read-out of ancestors.
 
 @torch.no_grad()
 def ngram_probe(model, ids, key_mask, positions, windows, mask_id, hide_masked=True, chunk=512):
-    """ids (N,T) clean sequences, key_mask (N,T) True at real tokens (None = all), positions: p values (a
-    sequence is skipped at p if p is not a real token), windows {name: (left, right)}. Base input: p masked
-    (and hidden as a key if hide_masked, the training convention). M_robust: also mask [p-left, p+right];
-    M_close: mask everything outside it. Returns {name: {"robust"|"close": {"l1"|"tv": {"median", "q25",
-    "q75", "mean"}}, "count": number of (sequence, p) pairs}} with L1 = ||P(. | perturbed)[p] - P(. | base)[p]||_1
-    over the whole vocabulary (the official code's number) and TV = L1 / 2."""
-    was = model.training
+    """ids (N,T) clean sequences, key_mask (N,T) True at real tokens (None = all; a sequence is skipped at p where
+    p is not real), windows {name: (left, right)}. Base input: p masked (and hidden as a key if hide_masked).
+    M_robust: also mask [p-left, p+right]; M_close: mask everything outside it. Returns {name: {"robust"|"close":
+    {"l1"|"tv": quartiles and mean}, "count"}}: L1 = ||P(.|perturbed)[p] - P(.|base)[p]||_1 (the official code's
+    number), TV = L1 / 2. Leaves the model in eval mode."""
     model.eval()
-    N, T = ids.shape
+    T, pos = ids.shape[1], torch.arange(ids.shape[1], device=ids.device)
     key_mask = torch.ones_like(ids, dtype=torch.bool) if key_mask is None else key_mask
     d = {name: {"robust": [], "close": []} for name in windows}
 
     def hide(v_ids, v_km, where):
         v_ids, v_km = v_ids.clone(), v_km.clone()
         v_ids[:, where] = mask_id
-        if hide_masked:
-            v_km[:, where] = False
+        v_km[:, where] &= not hide_masked
         return v_ids, v_km
-
     for p in positions:
         keep = key_mask[:, p]
         if not keep.any():
@@ -949,16 +891,13 @@ def ngram_probe(model, ids, key_mask, positions, windows, mask_id, hide_masked=T
         variants = [hide(ids[keep], key_mask[keep], slice(p, p + 1))]
         for left, right in windows.values():
             lo, hi = max(0, p - left), min(T, p + right + 1)
-            outside = torch.ones(T, dtype=torch.bool, device=ids.device)
-            outside[lo:hi] = False
-            variants += [hide(*variants[0], slice(lo, hi)), hide(*variants[0], outside)]
+            variants += [hide(*variants[0], slice(lo, hi)), hide(*variants[0], (pos < lo) | (pos >= hi))]
         allx, allk = torch.cat([v[0] for v in variants]), torch.cat([v[1] for v in variants])
         probs = torch.cat([torch.softmax(model(allx[i:i + chunk], allk[i:i + chunk])[:, p].float(), -1)
                            for i in range(0, len(allx), chunk)]).view(len(variants), int(keep.sum()), -1)
         for w, name in enumerate(windows):
             d[name]["robust"].append((probs[1 + 2 * w] - probs[0]).abs().sum(-1))
             d[name]["close"].append((probs[2 + 2 * w] - probs[0]).abs().sum(-1))
-    model.train(was)
     out = {}
     for name in windows:
         out[name] = {"count": int(sum(len(v) for v in d[name]["robust"]))}
@@ -1027,11 +966,10 @@ class NTData:
 def probe_job(args, job):
     """Probe the teacher checkpoints `steps` of one level: {step: {"ngram": ..., "nt": [acc per depth]}}."""
     level, steps = job
-    folder = teacher_folder(args.teacher_dir or args.out, level)
     ids = fixed_set(args, 4, args.probe_size)[0].to(args.device)
-    nt, model, out = NTData(args), make_model(args, "teacher", 0), {}
+    nt, out = NTData(args), {}
     for step in steps:
-        model.load_state_dict(load_teacher_file(folder, step, args.device)["model"])
+        model = load_teacher(args, level, step)
         out[step] = {"nt": nt.accuracy(model)}
         if args.objective == "mlm":
             out[step]["ngram"] = ngram_probe(model, ids, ids != PAD, args.position_list, args.window_dict, MASK,
@@ -1040,18 +978,14 @@ def probe_job(args, job):
 
 
 def run_probes(args, level):
-    """M_robust / M_close (MLM only) and the NT probe on every --probe_every-th teacher checkpoint and the last;
-    the checkpoints are dealt out to the --workers."""
+    """M_robust / M_close (mlm only) and the NT probe on every --probe_every-th teacher checkpoint and the last."""
     saved = saved_steps(args.teacher_dir or args.out, level)
-    steps = saved[::args.probe_every]
-    if steps[-1] != saved[-1]:
-        steps.append(saved[-1])
-    parts = {}
+    steps, parts = sorted(set(saved[::args.probe_every]) | {saved[-1]}), {}
     for part in parallel_map(args, probe_job, [(level, steps[i::args.workers])
                                                for i in range(min(args.workers, len(steps)))]):
         parts.update({int(k): v for k, v in part.items()})
-    res = {"steps": steps, "m_robust": {}, "m_close": {}, "nt": {"acc": [parts[s]["nt"] for s in steps],
-                                                                "majority": NTData(args).majority()}}
+    nt = {"acc": [parts[s]["nt"] for s in steps], "majority": NTData(args).majority()}
+    res = {"steps": steps, "m_robust": {}, "m_close": {}, "nt": nt}
     for name in (args.window_dict if args.objective == "mlm" else {}):
         for kind in ("robust", "close"):
             res["m_" + kind][name] = {m: {q: [parts[s]["ngram"][name][kind][m][q] for s in steps]
@@ -1077,8 +1011,7 @@ def probe_students(args, level, students):
 
 def teacher_acc_at(args, teacher, budget):
     """The teacher 'at budget B' is its checkpoint at the horizon min(speed x B, last step)."""
-    steps = teacher["steps"]
-    return teacher["val_acc"][steps.index(max(s for s in steps if s <= min(args.speed * budget, steps[-1])))]
+    return teacher["val_acc"][teacher["steps"].index(horizon_steps(teacher["steps"], args, budget)[-1])]
 
 
 def accs_at(entries, budget):
@@ -1090,18 +1023,18 @@ def mean_at(entries, budget):
 
 
 def print_table(levels, args):
+    bs = args.budget_list
     for lk, res in levels.items():
-        headers = ["method"] + [f"budget {b}" for b in args.budget_list]
-        rows = [["teacher"] + [f"{teacher_acc_at(args, res['teacher'], b):.3f}" for b in args.budget_list]] \
-            if res.get("teacher") else []
+        t = res.get("teacher")
+        rows = [["teacher"] + [f"{teacher_acc_at(args, t, b):.3f}" for b in bs]] if t else []
         for m, entries in res.get("students", {}).items():
-            cells = [(common.mean_std(accs_at(entries, b)), [e["lr"] for e in entries if e["budget"] == b][0])
-                     for b in args.budget_list]
-            rows.append([m] + [f"{mean:.3f} ± {sd:.3f} (lr {lr:g})" for (mean, sd), lr in cells])
+            lr_at = {e["budget"]: e["lr"] for e in entries}
+            rows.append([m] + ["{:.3f} ± {:.3f} (lr {:g})".format(*common.mean_std(accs_at(entries, b)), lr_at[b])
+                               for b in bs])
         if rows:
             title = "masked-token accuracy" if lk == "mlm" else f"boundary accuracy, level {lk}"
             print(f"\n{title} (mean ± std over seeds {args.seed_list}; each method at its best lr)")
-            print(common.format_table(headers, rows))
+            print(common.format_table(["method"] + [f"budget {b}" for b in bs], rows))
 
 
 def claim_checks(res, args):
@@ -1134,13 +1067,11 @@ def claim_checks(res, args):
         checks["mrobust_falls_10x"] = checks["mrobust_peak_over_final"] >= 10
         # M_robust follows the teacher's loss more than its step (docs/pcfg.md): both read on the loss
         loss_at = dict(zip(t["steps"], t["val_loss"]))
-        checks["mrobust_peak_loss"] = loss_at.get(step)
-        checks["drop_end_loss"] = loss_at.get(ph["drop_end"])
+        checks["mrobust_peak_loss"], checks["drop_end_loss"] = loss_at.get(step), loss_at.get(ph["drop_end"])
     return checks
 
 
-COLORS = {"teacher": "k", "ce": "tab:blue", "oneshot": "tab:orange", "progressive": "tab:green",
-          "two_shot": "tab:red"}
+COLORS = {"ce": "tab:blue", "oneshot": "tab:orange", "progressive": "tab:green", "two_shot": "tab:red"}
 
 
 def minmax_bars(ax, xs, ys, **kw):
@@ -1151,8 +1082,7 @@ def minmax_bars(ax, xs, ys, **kw):
 
 
 def make_figures(levels, args):
-    """Fig. 1 right: accuracy against budget, one panel per level. docs/pcfg_extra.py draws the curriculum (Fig. 4)
-    and probe figures from results.json."""
+    """Fig. 1 right, a panel per level (docs/pcfg_extra.py draws the curriculum, Fig. 4, and probe figures)."""
     drawn = [k for k, r in levels.items() if r.get("students") or r.get("teacher")]
     if not drawn:
         return
@@ -1227,8 +1157,7 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device.startswith("cuda"):
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     common.prepare_run_dir(args.out, config_of(args), args.resume)
     t_start = time.time()
     levels = {"mlm" if level is None else str(level): run_level(args, level) for level in args.level_list}
