@@ -70,7 +70,7 @@ def build_parser():
     p.add_argument("--mode", default="all", choices=MODES, help="what to run")
     p.add_argument("--objective", default="mlm", choices=["mlm", "boundary"], help="masked or span-end prediction")
     p.add_argument("--preset", default="cpu", choices=["cpu", "paper", "smoke"], help="defaults for the flags below")
-    a = p.add_argument  # data and models, teacher (AdamW, wd 0, as in the paper), students (cosine), probes, run
+    a = p.add_argument_group("task").add_argument
     a("--grammar", choices=sorted(GRAMMARS), help="which cfg3 grammar (Allen-Zhu & Li)")
     a("--crop", type=int, default=0, help="train on random crops of this many tokens; 0 = whole sequences")
     a("--subtree", type=int, default=0, help="D > 0: [BOS] + the whole span of a random depth-D node (--crop 0)")
@@ -78,12 +78,14 @@ def build_parser():
     a("--hide_masked_keys", type=int, default=1, choices=[0, 1], help="1: hide selected keys (official code)")
     a("--level", type=str, default="3", help="boundary: depth(s) whose span ends carry labels (root = 0)")
     a("--cache_data", type=int, default=0, choices=[0, 1], help="1: write each training stream to <out>/data once")
+    a = p.add_argument_group("models").add_argument
     a("--layers", type=int, default=4, help="encoder layers (teacher and student)")
     a("--head_dim", type=int, default=8, help="attention head dimension")
     a("--teacher_heads", type=int, help="teacher heads (width = heads x head_dim)")
     a("--student_heads", type=int, help="student heads")
     a("--max_len", type=int, help="learned position embeddings (>= the longest input)")
     a("--dropout", type=float, help="dropout (BERT default 0.1)")
+    a = p.add_argument_group("teacher (AdamW, wd 0, as in the paper)").add_argument
     a("--teacher_batch", type=int, help="sequences per teacher step (the paper: 512)")
     a("--teacher_lr", type=float, help="teacher learning rate")
     a("--teacher_steps", type=int, help="teacher optimizer steps")
@@ -91,6 +93,7 @@ def build_parser():
     a("--teacher_seed", type=int, default=0, help="teacher init and data seed")
     a("--ckpt_every", type=int, help="teacher checkpoint interval (steps); step 0 is always saved")
     a("--teacher_dir", type=str, default=None, help="reuse the teacher of an earlier run (its --out folder)")
+    a = p.add_argument_group("students (cosine schedule)").add_argument
     a("--batch", type=int, help="sequences per student step (fresh samples every step)")
     a("--lr", type=float, default=None, help="one student learning rate (replaces --lr_grid)")
     a("--lr_grid", type=str, help="student learning rates; each method is reported at its best one")
@@ -100,12 +103,14 @@ def build_parser():
     a("--budgets", type=str, help="student step budgets (Fig. 1 right); each <= --teacher_steps")
     a("--seeds", type=str, default="0,1,2", help="student seeds (the paper averages 3)")
     a("--methods", type=str, default="ce,oneshot,progressive,two_shot", help="--mode all: which students to train")
+    a = p.add_argument_group("distillation").add_argument
     a("--temperature", type=float, help="teacher softmax temperature; 1e-20: argmax targets (paper)")
     a("--refresh", type=str, help="progressive: steps between teacher checkpoints; auto = its inflection C1")
     a("--speed", type=float, default=1.0, help="progressive: the teacher advances this many times faster")
     a("--ckpt", type=str, default="auto", help="two_shot stage-1 checkpoint step; auto: the inflection")
     a("--two_shot_frac", type=float, default=0.5, help="two_shot: stage 1 lasts this fraction of the budget")
     a("--two_shot_sweep", type=str, default="none", help="extra stage-1 steps (Fig. 4 right): steps, auto, drop, none")
+    a = p.add_argument_group("probes").add_argument
     a("--probe_size", type=int, help="sequences for M_robust / M_close (paper: 1024)")
     a("--probe_positions", type=str, help="positions p probed by M_robust / M_close (BOS = 0)")
     a("--windows", type=str, default=WINDOWS, help="n-gram windows name:left:right around p")
@@ -113,6 +118,7 @@ def build_parser():
     a("--nt_train", type=int, help="sequences that train the non-terminal probe")
     a("--nt_eval", type=int, help="sequences that evaluate the non-terminal probe")
     a("--nt_steps", type=int, default=200, help="full-batch Adam steps of the non-terminal probe")
+    a = p.add_argument_group("run").add_argument
     a("--eval_size", type=int, help="held-out sequences (paper: 4096), fixed by seed")
     a("--eval_every", type=int, help="student evaluation interval (steps)")
     a("--out", type=str, default=None, help="run folder (default out/pcfg/<preset>-<objective>-<mode>)")
