@@ -13,6 +13,8 @@ import common
 import parity
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "docs"))
+import parity_extra  # noqa: E402
 
 
 def args_for(*argv):
@@ -301,6 +303,7 @@ def test_smoke_all_writes_results_and_figures(tmp_path, arch):
         assert len(r["steps_to"]["0.9"]) == 3
     assert set(saved["probe"]) >= {"steps", "acc", "degrees"}
     assert saved["two_shot_ckpt"] in saved["probe"]["steps"]
+    parity_extra.main([str(out)])  # the study figure of every probe degree, redrawn from the run folder
     for fig in ("fig1_accuracy.png", "fig3_curriculum.png", "probe_degrees.png"):
         assert (out / fig).stat().st_size > 1000
     lines = (out / "metrics.jsonl").read_text().splitlines()
@@ -320,6 +323,7 @@ def test_single_modes_and_sweep_run(tmp_path):
     assert r["students"]["two_shot"]["stage1"] == 100
     s = parity.main(["--preset", "smoke", "--mode", "sweep", "--seeds", "0,1", "--out", str(tmp_path / "sweep")])
     assert s["sweep"]["sizes"] == [64, 256] and len(s["sweep"]["steps_to_0.95"][0]) == 2
+    parity_extra.main([str(tmp_path / "sweep")])
     assert (tmp_path / "sweep" / "sweep.png").exists()
 
 
