@@ -1,20 +1,17 @@
 """(n, k)-sparse parity: progressive distillation against one-shot distillation and CE (paper Sec. 3).
 
 A wide teacher learns sparse parity through a phase transition. A narrow student learns it far faster from the
-teacher's intermediate checkpoints (progressive distillation) than from the final teacher (one-shot) or from
-labels (CE), because checkpoints inside the transition correlate with low-degree monomials of the support: an
-implicit curriculum. For an MLP or a small GPT-style Transformer this script regenerates Fig. 1 left / middle
-(accuracy against steps: teacher, CE, one-shot, progressive students), Fig. 3 (teacher accuracy, the correlation
-spike, and (2,T)-progressive students from before, inside and after the transition) and, with --mode sweep, the
-steps to 95% against teacher width (MLP) or heads (Transformer).
+teacher's intermediate checkpoints (progressive distillation) than from the final teacher (one-shot) or from labels
+(CE): checkpoints inside the transition correlate with low-degree monomials of the support, an implicit curriculum.
+For an MLP or a small GPT-style Transformer this regenerates Fig. 1 left / middle (accuracy against steps), Fig. 3
+(teacher accuracy, the correlation spike, (2,T)-progressive students from before, inside and after the transition)
+and, with --mode sweep, the steps to 95% against teacher width (MLP) or heads (Transformer). All students of a run
+(methods x learning rates x seeds) train together as one stacked model: one kernel launch per layer and step.
 
     python parity.py                                  # the whole CPU MLP study
     python parity.py --arch transformer               # the same with Transformers
     python parity.py --preset paper --device cuda     # the paper's settings (GPU)
     python parity.py --mode progressive --lr 5e-3 --teacher_dir out/parity/cpu-mlp-all
-
-All students of a run (methods x learning rates x seeds) train together as one stacked model, so that dozens of
-small students cost about one kernel launch per layer and step.
 
 To copy: this file plus common.py; needs torch and matplotlib.
 """
@@ -41,8 +38,7 @@ PAPER_GRID = "1e-2,7.5e-3,5e-3,2.5e-3,1e-3"
 CONSTANT_LR = dict(teacher_schedule="constant", teacher_warmup=0.0, teacher_floor=0.0,
                    schedule="constant", warmup=0.0, floor=0.0)  # the cpu and smoke presets
 PRESETS = {
-    # The paper's settings (Sec. 3, Fig. 1; the official code). For a GPU.
-    ("paper", "mlp"): dict(
+    ("paper", "mlp"): dict(  # the paper's settings (Sec. 3, Fig. 1; the official code), for a GPU
         n=100, k=6, teacher_width=50_000, student_width=100,
         teacher_optim="sgd", teacher_lr=0.01, teacher_batch=1, teacher_steps=20_000_000,
         teacher_schedule="cosine", teacher_warmup=0.0, teacher_floor=0.1,
@@ -56,22 +52,17 @@ PRESETS = {
         optim="adam", lr_grid="1e-4", batch=32, steps=250_000, schedule="cosine", warmup=0.06, floor=0.0,
         ckpt_every=3125, eval_every=625, T=31_250, temperature=1.0, betas="0.9,0.999",
         sweep="4,8,16,32", sweep_steps=250_000),
-    # Measured to show the claim on 2 CPU cores in minutes (docs/parity.md, "Presets").
-    ("cpu", "mlp"): dict(
+    ("cpu", "mlp"): dict(  # measured to show the claim on 2 CPU cores in minutes (docs/parity.md, "Presets")
         n=50, k=5, teacher_width=2000, student_width=20, teacher_optim="adam", teacher_lr=1e-3, teacher_batch=32,
         teacher_steps=10_000, optim="adam", lr_grid=PAPER_GRID, batch=32, steps=30_000, **CONSTANT_LR,
-        ckpt_every=100, eval_every=100, T=5_000, temperature=1e-20, sweep="250,500,1000,2000,4000",
-        sweep_steps=30_000),
-    # speed 0.125: this teacher crosses its transition in ~100 steps, too fast for a 1-head student to follow (at
-    # speed 1 no progressive student reached 90% in 4k steps; at 0.25 one seed in three took 2975). Temperature 1,
-    # as the paper's Transformer runs: with argmax targets the (2,T) student failed in 2 seeds of 3 (docs/parity.md).
+        ckpt_every=100, eval_every=100, T=5_000, temperature=1e-20, sweep="250,500,1000,2000,4000", sweep_steps=30_000),
+    # speed 0.125: the teacher's transition (~100 steps) is too fast for 1-head students at speed 1 (docs/parity.md)
     ("cpu", "transformer"): dict(
         n=20, k=3, layers=2, head_dim=8, teacher_heads=16, student_heads=1, dropout=0.0, teacher_optim="adam",
         teacher_lr=1e-2, teacher_batch=32, teacher_steps=800, optim="adam", lr_grid=PAPER_GRID, batch=32,
         steps=4_000, **CONSTANT_LR, ckpt_every=50, eval_every=25, T=1_000, temperature=1.0, speed=0.125,
         sweep="1,2,4,8,16", sweep_steps=4_000),
-    # Seconds, for tests.
-    ("smoke", "mlp"): dict(
+    ("smoke", "mlp"): dict(  # seconds, for tests
         n=12, k=3, teacher_width=256, student_width=16, teacher_optim="adam", teacher_lr=3e-3, teacher_batch=32,
         teacher_steps=400, optim="adam", lr_grid="1e-2,3e-3", batch=32, steps=400, **CONSTANT_LR,
         ckpt_every=50, eval_every=50, T=100, temperature=1e-20,
@@ -95,8 +86,7 @@ def build_parser():
     a = p.add_argument_group("task").add_argument
     a("--n", type=int, help="input dimension n of (n,k)-sparse parity")
     a("--k", type=int, help="support size k")
-    a("--random_support", type=int, default=0, choices=[0, 1], help="1: k coordinates drawn from --teacher_seed; "
-                                                                    "0: the first k (paper)")
+    a("--random_support", type=int, default=0, choices=[0, 1], help="1: draw the support from --teacher_seed")
     a = p.add_argument_group("models").add_argument
     a("--teacher_width", type=int, help="MLP teacher hidden width")
     a("--student_width", type=int, help="MLP student hidden width")
@@ -125,7 +115,7 @@ def build_parser():
     a("--schedule", choices=["constant", "cosine"], help="student lr schedule")
     a("--warmup", type=float, help="student linear warmup, fraction of its optimizer steps")
     a("--floor", type=float, help="cosine decays to floor x lr")
-    a("--betas", type=str, default="0.9,0.95", help="Adam betas (paper preset: torch's 0.9,0.999, as the official code)")
+    a("--betas", type=str, default="0.9,0.95", help="Adam betas (the paper preset: torch's, as the official code)")
     a("--seeds", type=str, default="0,1,2", help="student seeds (the paper averages 3)")
     a = p.add_argument_group("distillation").add_argument
     a("--temperature", type=float, help="teacher softmax temperature; 1e-20 = argmax targets")
@@ -183,21 +173,20 @@ def validate(args):
     if args.teacher_dir is not None:
         check_teacher_dir(args)
     elif args.ckpt != "auto" and (int(args.ckpt) % args.ckpt_every or int(args.ckpt) > args.teacher_steps):
-        fail("--ckpt", f"{args.ckpt} is not a saved step (multiples of --ckpt_every={args.ckpt_every} "
-                       f"up to --teacher_steps={args.teacher_steps})")
+        fail("--ckpt", f"{args.ckpt} is not a saved step (a multiple of --ckpt_every, at most --teacher_steps)")
 
 
 def check_teacher_dir(args):
     """--teacher_dir must hold a finished teacher for the same task and architecture."""
     d, saved = args.teacher_dir, teacher_steps_in(args.teacher_dir)
-    if not os.path.isdir(d):
-        fail("--teacher_dir", f"{d} does not exist")
     if not os.path.exists(os.path.join(d, "config.json")) or not saved:
-        fail("--teacher_dir", f"{d} holds no teacher checkpoints (expected config.json and ckpt/teacher/)")
+        fail("--teacher_dir", f"{d} does not exist" if not os.path.isdir(d) else
+             f"{d} holds no teacher checkpoints (expected config.json and ckpt/teacher/)")
     cfg = common.read_json(os.path.join(d, "config.json"))
     keys = ["arch", "n", "k", "support"] + (["teacher_width"] if args.arch == "mlp" else
                                             ["layers", "head_dim", "teacher_heads"])
-    diff = [f"{key}={cfg.get(key)!r} (here {getattr(args, key)!r})" for key in keys if cfg.get(key) != getattr(args, key)]
+    diff = [f"{key}={cfg.get(key)!r} (here {getattr(args, key)!r})"
+            for key in keys if cfg.get(key) != getattr(args, key)]
     if diff:
         fail("--teacher_dir", f"{d} was made for another setting: " + ", ".join(diff))
     if cfg.get("teacher_steps") not in saved:
@@ -561,7 +550,8 @@ def teacher_curve(args):
 def run_sweep(args, heldout):
     """Wider learns faster (Sec. 3, Fig. 2): the steps to 95% of teachers of each --sweep width (MLP) or head
     count (Transformer), one per seed, stacked. Each finished size is saved to sweep.json (resumable)."""
-    path, kind, S = os.path.join(args.out, "sweep.json"), "width" if args.arch == "mlp" else "heads", len(args.seed_list)
+    path, S = os.path.join(args.out, "sweep.json"), len(args.seed_list)
+    kind = "width" if args.arch == "mlp" else "heads"
     done = common.read_json(path) if os.path.exists(path) else {}
     sched = (args.teacher_schedule, args.teacher_warmup, args.teacher_floor)
     for size in [s for s in args.sweep_list if str(s) not in done]:
@@ -698,7 +688,8 @@ def train_students(args, specs, heldout):
                             args)
     refresh = slots.refresh if slots is not None else None
     sched, t0 = (args.schedule, args.warmup, args.floor), time.time()
-    for step_no, n_steps in train_blocks(args, "students", start, args.steps, sched, opt, gens, bufs, run_step, refresh):
+    blocks = train_blocks(args, "students", start, args.steps, sched, opt, gens, bufs, run_step, refresh)
+    for step_no, n_steps in blocks:
         train_loss = (bufs[2] / n_steps).cpu().tolist()
         bad = [nm for nm, v in zip(names, train_loss) if not math.isfinite(v)]
         if bad:
@@ -960,8 +951,8 @@ def main(argv=None):
         results["probe"] = run_probe(args)
     if args.mode in ("all", "two_shot"):
         results["two_shot_ckpt"] = results["probe"]["auto_ckpt"] if args.ckpt == "auto" else int(args.ckpt)
-        print(f"two_shot: stage-1 checkpoint {results['two_shot_ckpt']} ("
-              f"{'picked by the probe' if args.ckpt == 'auto' else '--ckpt'}), then the final one after T={args.T} steps")
+        how = "picked by the probe" if args.ckpt == "auto" else "--ckpt"
+        print(f"two_shot: stage-1 checkpoint {results['two_shot_ckpt']} ({how}), then the final one after T={args.T}")
     methods = {"all": ["ce", "oneshot", "progressive", "two_shot", "two_shot_before", "two_shot_after"],
                "teacher": [], "probe": [], "sweep": []}.get(args.mode, [args.mode])
     stage1 = {"two_shot": results.get("two_shot_ckpt")}
