@@ -4,9 +4,9 @@ A wide teacher learns sparse parity through a phase transition. A narrow student
 teacher's intermediate checkpoints (progressive distillation) than from the final teacher (one-shot) or from labels
 (CE): checkpoints inside the transition correlate with low-degree monomials of the support, an implicit curriculum.
 For an MLP or a small GPT-style Transformer this regenerates Fig. 1 left / middle (accuracy against steps), Fig. 3
-(teacher accuracy, the correlation spike, (2,T)-progressive students from before, inside and after the transition)
-and, with --mode sweep, the steps to 95% against teacher width (MLP) or heads (Transformer). All students of a run
-(methods x learning rates x seeds) train together as one stacked model: one kernel launch per layer and step.
+(teacher accuracy, the correlation spike, (2,T)-progressive students from before, inside and after the transition);
+docs/parity_sweep.py, a study of the teachers alone, Fig. 2. All students of a run (methods x learning rates x seeds)
+train together as one stacked model: one kernel launch per layer and step.
 
     python parity.py                                  # the whole CPU MLP study
     python parity.py --arch transformer               # the same with Transformers
@@ -43,37 +43,33 @@ PRESETS = {
         teacher_optim="sgd", teacher_lr=0.01, teacher_batch=1, teacher_steps=20_000_000,
         teacher_schedule="cosine", teacher_warmup=0.0, teacher_floor=0.1,
         optim="sgd", lr_grid="1e-2,5e-3,1e-3", batch=1, steps=20_000_000, schedule="cosine", warmup=0.0, floor=0.1,
-        ckpt_every=100_000, eval_every=20_000, T=1_000_000, temperature=1e-20, betas="0.9,0.999",
-        sweep="1000,5000,10000,50000", sweep_steps=20_000_000),
+        ckpt_every=100_000, eval_every=20_000, T=1_000_000, temperature=1e-20, betas="0.9,0.999"),
     ("paper", "transformer"): dict(
         n=100, k=6, layers=2, head_dim=8, teacher_heads=32, student_heads=4, dropout=0.1,
         teacher_optim="adam", teacher_lr=3e-4, teacher_batch=32, teacher_steps=250_000,
         teacher_schedule="cosine", teacher_warmup=0.06, teacher_floor=0.0,
         optim="adam", lr_grid="1e-4", batch=32, steps=250_000, schedule="cosine", warmup=0.06, floor=0.0,
-        ckpt_every=3125, eval_every=625, T=31_250, temperature=1.0, betas="0.9,0.999",
-        sweep="4,8,16,32", sweep_steps=250_000),
+        ckpt_every=3125, eval_every=625, T=31_250, temperature=1.0, betas="0.9,0.999"),
     ("cpu", "mlp"): dict(  # measured to show the claim on 2 CPU cores in minutes (docs/parity.md, "Presets")
         n=50, k=5, teacher_width=2000, student_width=20, teacher_optim="adam", teacher_lr=1e-3, teacher_batch=32,
         teacher_steps=10_000, optim="adam", lr_grid=PAPER_GRID, batch=32, steps=30_000, **CONSTANT_LR,
-        ckpt_every=100, eval_every=100, T=5_000, temperature=1e-20, sweep="250,500,1000,2000,4000", sweep_steps=30_000),
+        ckpt_every=100, eval_every=100, T=5_000, temperature=1e-20),
     # speed 0.125: the teacher's transition (~100 steps) is too fast for 1-head students at speed 1 (docs/parity.md)
     ("cpu", "transformer"): dict(
         n=20, k=3, layers=2, head_dim=8, teacher_heads=16, student_heads=1, dropout=0.0, teacher_optim="adam",
         teacher_lr=1e-2, teacher_batch=32, teacher_steps=800, optim="adam", lr_grid=PAPER_GRID, batch=32,
-        steps=4_000, **CONSTANT_LR, ckpt_every=50, eval_every=25, T=1_000, temperature=1.0, speed=0.125,
-        sweep="1,2,4,8,16", sweep_steps=4_000),
+        steps=4_000, **CONSTANT_LR, ckpt_every=50, eval_every=25, T=1_000, temperature=1.0, speed=0.125),
     ("smoke", "mlp"): dict(  # seconds, for tests
         n=12, k=3, teacher_width=256, student_width=16, teacher_optim="adam", teacher_lr=3e-3, teacher_batch=32,
         teacher_steps=400, optim="adam", lr_grid="1e-2,3e-3", batch=32, steps=400, **CONSTANT_LR,
-        ckpt_every=50, eval_every=50, T=100, temperature=1e-20,
-        sweep="64,256", sweep_steps=400, probe_samples=20_000, probe_off=20, eval_size=1024),
+        ckpt_every=50, eval_every=50, T=100, temperature=1e-20, probe_samples=20_000, probe_off=20, eval_size=1024),
     ("smoke", "transformer"): dict(
         n=8, k=2, layers=1, head_dim=4, teacher_heads=4, student_heads=1, dropout=0.0, teacher_optim="adam",
         teacher_lr=3e-3, teacher_batch=16, teacher_steps=60, optim="adam", lr_grid="3e-3", batch=16, steps=60,
-        **CONSTANT_LR, ckpt_every=20, eval_every=20, T=20, temperature=1e-20,
-        sweep="1,2", sweep_steps=40, probe_samples=4_000, probe_off=10, eval_size=512),
+        **CONSTANT_LR, ckpt_every=20, eval_every=20, T=20, temperature=1e-20, probe_samples=4_000, probe_off=10,
+        eval_size=512),
 }
-MODES = ["all", "teacher", "probe", "ce", "oneshot", "progressive", "two_shot", "sweep"]
+MODES = ["all", "teacher", "probe", "ce", "oneshot", "progressive", "two_shot"]
 THRESHOLDS = (0.9, 0.95)
 
 
@@ -124,11 +120,9 @@ def build_parser():
     a("--ckpt", type=str, default="auto", help="two_shot stage-1 checkpoint step, or auto (picked by the probe)")
     a("--T", type=int, help="two_shot: student steps on the stage-1 checkpoint before switching to the final one")
     a("--fig3", type=str, default="auto", help="two_shot checkpoints 'before,after' the transition for Fig. 3, or auto")
-    a = p.add_argument_group("probe and sweep").add_argument
+    a = p.add_argument_group("probe").add_argument
     a("--probe_samples", type=int, default=100_000, help="fresh samples for the monomial probe")
     a("--probe_off", type=int, default=100, help="random off-support monomials per degree")
-    a("--sweep", type=str, help="sweep: teacher widths (MLP) or head counts (Transformer)")
-    a("--sweep_steps", type=int, help="sweep: step budget per model")
     a = p.add_argument_group("run").add_argument
     a("--eval_every", type=int, help="evaluation interval (steps); divides --ckpt_every")
     a("--eval_size", type=int, default=4096, help="held-out examples (paper: 4096)")
@@ -153,16 +147,13 @@ def validate(args):
     sizes = ["teacher_width", "student_width"] if args.arch == "mlp" else ["layers", "head_dim", "teacher_heads",
                                                                            "student_heads"]
     common.check_positive(args, ["n", "k", "teacher_batch", "teacher_steps", "batch", "steps", "ckpt_every",
-                                 "eval_every", "eval_size", "probe_samples", "sweep_steps", "teacher_lr",
+                                 "eval_every", "eval_size", "probe_samples", "teacher_lr",
                                  "temperature", "speed"] + sizes)
     common.check_range(args, {"k": f"[1, {args.n}]", "alpha": "[0, 1]", "dropout": "[0, 1)", "T": f"[0, {args.steps}]"})
     if args.ckpt_every % args.eval_every:
         fail("--eval_every", f"must divide --ckpt_every ({args.ckpt_every}), got {args.eval_every}")
     common.check_lr_seeds_betas(args)  # sets args.lrs, args.seed_list, args.beta_pair
     common.check_run_flags(args, eval_every_default=20)
-    args.sweep_list = common.parse_list(args.sweep, int, "--sweep")
-    if min(args.sweep_list) < 1:
-        fail("--sweep", f"sizes must be at least 1, got {args.sweep}")
     if args.fig3 != "auto" and len(common.parse_list(args.fig3, int, "--fig3")) != 2:
         fail("--fig3", f"expected 'before,after' (two checkpoint steps) or auto, got {args.fig3!r}")
     args.device = str(common.pick_device(args.device))
@@ -316,13 +307,12 @@ class GPT(nn.Module):
         return blinear(self.ln_f(h), self.head)[:, :, 0]
 
 
-def make_model(args, role, S, seeds=None, width=None, heads=None):
+def make_model(args, role, S, seeds=None):
     """role 'teacher' or 'student'; `seeds` (len S) initialise each stacked model independently."""
     if args.arch == "mlp":
-        width = width or (args.teacher_width if role == "teacher" else args.student_width)
-        model = MLP(S, args.n, width)
+        model = MLP(S, args.n, args.teacher_width if role == "teacher" else args.student_width)
     else:
-        heads = heads or (args.teacher_heads if role == "teacher" else args.student_heads)
+        heads = args.teacher_heads if role == "teacher" else args.student_heads
         model = GPT(S, args.n, args.layers, heads, args.head_dim, args.dropout)
     if seeds is not None:
         model.reset([torch.Generator().manual_seed(1000 * s + (0 if role == "teacher" else 5)) for s in seeds])
@@ -354,7 +344,7 @@ def evaluate(model, x, y, chunk=2048):
 
 # ----------------------------------------------------------------------------------------------------
 # 3. Training: SGD or Adam with one learning rate per stacked model (the lr grid runs in one batch; no weight
-# decay, no momentum, as in the paper), and the step loop that teacher, sweep and students share. State lives in
+# decay, no momentum, as in the paper), and the step loop that teacher and students share. State lives in
 # tensors, so a whole train step can be captured as a CUDA graph.
 
 class Optimizer:
@@ -545,31 +535,6 @@ def teacher_curve(args):
     """Eval accuracy at each saved teacher checkpoint (steps, accs), read from the checkpoint files."""
     steps = teacher_steps_in(args.teacher_dir or args.out)
     return steps, [load_teacher(teacher_dir(args), s, "cpu")["acc"] for s in steps]
-
-
-def run_sweep(args, heldout):
-    """Wider learns faster (Sec. 3, Fig. 2): the steps to 95% of teachers of each --sweep width (MLP) or head
-    count (Transformer), one per seed, stacked. Each finished size is saved to sweep.json (resumable)."""
-    path, S = os.path.join(args.out, "sweep.json"), len(args.seed_list)
-    kind = "width" if args.arch == "mlp" else "heads"
-    done = common.read_json(path) if os.path.exists(path) else {}
-    sched = (args.teacher_schedule, args.teacher_warmup, args.teacher_floor)
-    for size in [s for s in args.sweep_list if str(s) not in done]:
-        model = make_model(args, "teacher", S, seeds=args.seed_list, **{kind: size})
-        opt = Optimizer(model.parameters(), args.teacher_optim, [args.teacher_lr] * S, args.beta_pair)
-        bufs = batch_buffers(args, S, args.teacher_batch, S)
-        run_step = compile_step(teacher_step(model, opt, *bufs), opt.params + opt.tensors() + [bufs[2]], args)
-        gens = [generator(args.device, s, 1) for s in args.seed_list]
-        reached = [None] * S
-        for step_no, _ in train_blocks(args, "sweep", 0, args.sweep_steps, sched, opt, gens, bufs, run_step):
-            acc, _ = evaluate(model, *heldout)
-            reached = [step_no if r is None and a >= 0.95 else r for r, a in zip(reached, acc)]
-            if None not in reached:
-                break
-        done[str(size)] = reached
-        common.write_json(done, path)
-    return {"sizes": args.sweep_list, "kind": kind, "budget": args.sweep_steps,
-            "steps_to_0.95": [done[str(s)] for s in args.sweep_list]}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -825,7 +790,7 @@ def fmt_steps(values, budget):
 
 
 def print_table(results, args):
-    rows, t, sweep = [], results.get("teacher"), results.get("sweep")
+    rows, t = [], results.get("teacher")
     if t:
         rows.append(["teacher", f"{args.teacher_lr:g}", t["steps_to"]["0.9"], t["steps_to"]["0.95"],
                      f"{t['final_acc']:.3f}"])
@@ -836,9 +801,6 @@ def print_table(results, args):
                      f"{m:.3f} ± {sd:.3f}"])
     if rows:
         print("\n" + common.format_table(["method", "lr", "steps to 90%", "steps to 95%", "final acc"], rows))
-    if sweep:
-        rows = [[size, fmt_steps(row, sweep["budget"])] for size, row in zip(sweep["sizes"], sweep["steps_to_0.95"])]
-        print("\n" + common.format_table([f"teacher {sweep['kind']}", "steps to 95%"], rows))
 
 
 def claim_checks(results, args):
@@ -927,21 +889,24 @@ def plot_degree(ax, probe, d, chosen):
 # 9. Main: teacher -> probe -> students -> results.
 
 def config_of(args):
-    skip = {"resume", "halt_at", "lrs", "seed_list", "beta_pair", "sweep_list"}
+    skip = {"resume", "halt_at", "lrs", "seed_list", "beta_pair"}
     return {k: v for k, v in vars(args).items() if k not in skip}
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def start_run(args):
+    """Seeds, the run folder (config.json) and the held-out set; docs/parity_sweep.py starts its runs here too."""
     torch.manual_seed(args.teacher_seed)  # dropout masks; everything else uses its own generator
     if args.device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
     common.prepare_run_dir(args.out, config_of(args), args.resume)
-    heldout = sample(generator(args.device, 12345, 3), (args.eval_size,), args.n, args.support)
+    return sample(generator(args.device, 12345, 3), (args.eval_size,), args.n, args.support)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    heldout = start_run(args)
     results, t_start = {"config": config_of(args)}, time.time()
-    if args.mode == "sweep":
-        results["sweep"] = run_sweep(args, heldout)
-    elif args.mode != "ce" or args.teacher_dir is not None:  # all but CE students need a teacher
+    if args.mode != "ce" or args.teacher_dir is not None:  # all but CE students need a teacher
         if args.teacher_dir is None:
             train_teacher(args, heldout)
         steps, accs = teacher_curve(args)
@@ -954,7 +919,7 @@ def main(argv=None):
         how = "picked by the probe" if args.ckpt == "auto" else "--ckpt"
         print(f"two_shot: stage-1 checkpoint {results['two_shot_ckpt']} ({how}), then the final one after T={args.T}")
     methods = {"all": ["ce", "oneshot", "progressive", "two_shot", "two_shot_before", "two_shot_after"],
-               "teacher": [], "probe": [], "sweep": []}.get(args.mode, [args.mode])
+               "teacher": [], "probe": []}.get(args.mode, [args.mode])
     stage1 = {"two_shot": results.get("two_shot_ckpt")}
     if "two_shot_before" in methods:  # Fig. 3 right's controls
         results["fig3_ckpts"] = fig3_checkpoints(args, results["probe"])

@@ -15,6 +15,7 @@ import parity
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "docs"))
 import parity_extra  # noqa: E402
+import parity_sweep  # noqa: E402
 
 
 def args_for(*argv):
@@ -321,10 +322,12 @@ def test_single_modes_and_sweep_run(tmp_path):
             assert list(r["students"]) == [mode]
     r = parity.main(one + ["--mode", "two_shot", "--ckpt", "100", "--out", str(tmp_path / "ts")])
     assert r["students"]["two_shot"]["stage1"] == 100
-    s = parity.main(["--preset", "smoke", "--mode", "sweep", "--seeds", "0,1", "--out", str(tmp_path / "sweep")])
+    s = parity_sweep.main(["--preset", "smoke", "--seeds", "0,1", "--out", str(tmp_path / "sweep")])
     assert s["sweep"]["sizes"] == [64, 256] and len(s["sweep"]["steps_to_0.95"][0]) == 2
-    parity_extra.main([str(tmp_path / "sweep")])
     assert (tmp_path / "sweep" / "sweep.png").exists()
+    with pytest.raises(SystemExit) as e:  # the sweep's own flags are checked before anything is written
+        parity_sweep.main(["--preset", "smoke", "--sweep", "0,4", "--out", str(tmp_path / "bad")])
+    assert e.value.code == 2 and not (tmp_path / "bad").exists()
 
 
 @pytest.mark.parametrize("arch", ["mlp", "transformer"])
