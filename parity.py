@@ -3,10 +3,8 @@
 A wide teacher learns sparse parity through a phase transition. A narrow student learns it far faster from the
 teacher's intermediate checkpoints (progressive distillation) than from the final teacher (one-shot) or from labels
 (CE): checkpoints inside the transition correlate with low-degree monomials of the support, an implicit curriculum.
-For an MLP or a small GPT-style Transformer this regenerates Fig. 1 left / middle (accuracy against steps), Fig. 3
-(teacher accuracy, the correlation spike, (2,T)-progressive students from before, inside and after the transition);
-docs/parity_sweep.py, a study of the teachers alone, Fig. 2. All students of a run (methods x learning rates x seeds)
-train together as one stacked model: one kernel launch per layer and step.
+For an MLP or a small GPT-style Transformer this regenerates Fig. 1 left / middle and Fig. 3 (docs/parity_sweep.py:
+Fig. 2). All students of a run (methods x lrs x seeds) train as one stacked model: one kernel launch per layer and step.
 
     python parity.py                                  # the whole CPU MLP study
     python parity.py --arch transformer               # the same with Transformers
@@ -22,7 +20,7 @@ import os
 import random
 import sys
 import time
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import common  # first: it pins MKL before torch loads
 import torch
@@ -39,24 +37,22 @@ CONSTANT_LR = dict(teacher_schedule="constant", teacher_warmup=0.0, teacher_floo
                    schedule="constant", warmup=0.0, floor=0.0)  # the cpu and smoke presets
 PRESETS = {
     ("paper", "mlp"): dict(  # the paper's settings (Sec. 3, Fig. 1; the official code), for a GPU
-        n=100, k=6, teacher_width=50_000, student_width=100,
-        teacher_optim="sgd", teacher_lr=0.01, teacher_batch=1, teacher_steps=20_000_000,
-        teacher_schedule="cosine", teacher_warmup=0.0, teacher_floor=0.1,
+        n=100, k=6, teacher_width=50_000, student_width=100, teacher_optim="sgd", teacher_lr=0.01, teacher_batch=1,
+        teacher_steps=20_000_000, teacher_schedule="cosine", teacher_warmup=0.0, teacher_floor=0.1,
         optim="sgd", lr_grid="1e-2,5e-3,1e-3", batch=1, steps=20_000_000, schedule="cosine", warmup=0.0, floor=0.1,
         ckpt_every=100_000, eval_every=20_000, T=1_000_000, temperature=1e-20, betas="0.9,0.999"),
     ("paper", "transformer"): dict(
-        n=100, k=6, layers=2, head_dim=8, teacher_heads=32, student_heads=4, dropout=0.1,
-        teacher_optim="adam", teacher_lr=3e-4, teacher_batch=32, teacher_steps=250_000,
-        teacher_schedule="cosine", teacher_warmup=0.06, teacher_floor=0.0,
-        optim="adam", lr_grid="1e-4", batch=32, steps=250_000, schedule="cosine", warmup=0.06, floor=0.0,
-        ckpt_every=3125, eval_every=625, T=31_250, temperature=1.0, betas="0.9,0.999"),
+        n=100, k=6, layers=2, head_dim=8, teacher_heads=32, student_heads=4, dropout=0.1, teacher_optim="adam",
+        teacher_lr=3e-4, teacher_batch=32, teacher_steps=250_000, teacher_schedule="cosine", teacher_warmup=0.06,
+        teacher_floor=0.0, optim="adam", lr_grid="1e-4", batch=32, steps=250_000, schedule="cosine", warmup=0.06,
+        floor=0.0, ckpt_every=3125, eval_every=625, T=31_250, temperature=1.0, betas="0.9,0.999"),
     ("cpu", "mlp"): dict(  # measured to show the claim on 2 CPU cores in minutes (docs/parity.md, "Presets")
         n=50, k=5, teacher_width=2000, student_width=20, teacher_optim="adam", teacher_lr=1e-3, teacher_batch=32,
         teacher_steps=10_000, optim="adam", lr_grid=PAPER_GRID, batch=32, steps=30_000, **CONSTANT_LR,
         ckpt_every=100, eval_every=100, T=5_000, temperature=1e-20),
     # speed 0.125: the teacher's transition (~100 steps) is too fast for 1-head students at speed 1 (docs/parity.md)
     ("cpu", "transformer"): dict(
-        n=20, k=3, layers=2, head_dim=8, teacher_heads=16, student_heads=1, dropout=0.0, teacher_optim="adam",
+        n=20, k=3, layers=2, head_dim=8, teacher_heads=16, student_heads=1, teacher_optim="adam",
         teacher_lr=1e-2, teacher_batch=32, teacher_steps=800, optim="adam", lr_grid=PAPER_GRID, batch=32,
         steps=4_000, **CONSTANT_LR, ckpt_every=50, eval_every=25, T=1_000, temperature=1.0, speed=0.125),
     ("smoke", "mlp"): dict(  # seconds, for tests
@@ -64,10 +60,9 @@ PRESETS = {
         teacher_steps=400, optim="adam", lr_grid="1e-2,3e-3", batch=32, steps=400, **CONSTANT_LR,
         ckpt_every=50, eval_every=50, T=100, temperature=1e-20, probe_samples=20_000, probe_off=20, eval_size=1024),
     ("smoke", "transformer"): dict(
-        n=8, k=2, layers=1, head_dim=4, teacher_heads=4, student_heads=1, dropout=0.0, teacher_optim="adam",
-        teacher_lr=3e-3, teacher_batch=16, teacher_steps=60, optim="adam", lr_grid="3e-3", batch=16, steps=60,
-        **CONSTANT_LR, ckpt_every=20, eval_every=20, T=20, temperature=1e-20, probe_samples=4_000, probe_off=10,
-        eval_size=512),
+        n=8, k=2, layers=1, head_dim=4, teacher_heads=4, student_heads=1, teacher_optim="adam", teacher_lr=3e-3,
+        teacher_batch=16, teacher_steps=60, optim="adam", lr_grid="3e-3", batch=16, steps=60, **CONSTANT_LR,
+        ckpt_every=20, eval_every=20, T=20, temperature=1e-20, probe_samples=4_000, probe_off=10, eval_size=512),
 }
 MODES = ["all", "teacher", "probe", "ce", "oneshot", "progressive", "two_shot"]
 THRESHOLDS = (0.9, 0.95)
@@ -115,11 +110,9 @@ def build_parser():
     a("--seeds", type=str, default="0,1,2", help="student seeds (the paper averages 3)")
     a = p.add_argument_group("distillation").add_argument
     a("--temperature", type=float, help="teacher softmax temperature; 1e-20 = argmax targets")
-    a("--alpha", type=float, default=0.0, help="weight of label CE mixed into the distillation loss")
     a("--speed", type=float, default=1.0, help="progressive: student step t uses the first checkpoint >= t x speed")
     a("--ckpt", type=str, default="auto", help="two_shot stage-1 checkpoint step, or auto (picked by the probe)")
     a("--T", type=int, help="two_shot: student steps on the stage-1 checkpoint before switching to the final one")
-    a("--fig3", type=str, default="auto", help="two_shot checkpoints 'before,after' the transition for Fig. 3, or auto")
     a = p.add_argument_group("probe").add_argument
     a("--probe_samples", type=int, default=100_000, help="fresh samples for the monomial probe")
     a("--probe_off", type=int, default=100, help="random off-support monomials per degree")
@@ -149,13 +142,11 @@ def validate(args):
     common.check_positive(args, ["n", "k", "teacher_batch", "teacher_steps", "batch", "steps", "ckpt_every",
                                  "eval_every", "eval_size", "probe_samples", "teacher_lr",
                                  "temperature", "speed"] + sizes)
-    common.check_range(args, {"k": f"[1, {args.n}]", "alpha": "[0, 1]", "dropout": "[0, 1)", "T": f"[0, {args.steps}]"})
+    common.check_range(args, {"k": f"[1, {args.n}]", "dropout": "[0, 1)", "T": f"[0, {args.steps}]"})
     if args.ckpt_every % args.eval_every:
         fail("--eval_every", f"must divide --ckpt_every ({args.ckpt_every}), got {args.eval_every}")
     common.check_lr_seeds_betas(args)  # sets args.lrs, args.seed_list, args.beta_pair
     common.check_run_flags(args, eval_every_default=20)
-    if args.fig3 != "auto" and len(common.parse_list(args.fig3, int, "--fig3")) != 2:
-        fail("--fig3", f"expected 'before,after' (two checkpoint steps) or auto, got {args.fig3!r}")
     args.device = str(common.pick_device(args.device))
     args.out = args.out or os.path.join("out", "parity", f"{args.preset}-{args.arch}-{args.mode}")
     args.support = list(range(args.k))  # the paper's; --random_support 1 draws k coordinates from --teacher_seed
@@ -171,8 +162,7 @@ def check_teacher_dir(args):
     """--teacher_dir must hold a finished teacher for the same task and architecture."""
     d, saved = args.teacher_dir, teacher_steps_in(args.teacher_dir)
     if not os.path.exists(os.path.join(d, "config.json")) or not saved:
-        fail("--teacher_dir", f"{d} does not exist" if not os.path.isdir(d) else
-             f"{d} holds no teacher checkpoints (expected config.json and ckpt/teacher/)")
+        fail("--teacher_dir", f"{d} holds no teacher checkpoints (expected config.json and ckpt/teacher/)")
     cfg = common.read_json(os.path.join(d, "config.json"))
     keys = ["arch", "n", "k", "support"] + (["teacher_width"] if args.arch == "mlp" else
                                             ["layers", "head_dim", "teacher_heads"])
@@ -407,27 +397,17 @@ def compile_step(step, state_tensors, args):
     return run
 
 
-def halt_if_asked(args, phase, step):
-    """Testing aid: die abruptly, as a killed job would, to check that --resume ends the same."""
-    if args.halt_at == f"{phase}:{step}":
-        print(f"halting at {phase} step {step} (--halt_at)", flush=True)
-        os._exit(1)
-
-
-def batch_buffers(args, rows, batch, models):
-    """Static inputs (rows, batch, n), labels and a per-model loss sum: a captured step reads and writes these."""
-    return (torch.zeros(rows, batch, args.n, device=args.device),
-            torch.zeros(rows, batch, dtype=torch.long, device=args.device), torch.zeros(models, device=args.device))
-
-
-def train_blocks(args, phase, start, total, sched, opt, gens, bufs, run_step, refresh=None):
-    """Run optimizer steps start..total of run_step on fresh samples (row j of the batch from stream gens[j]) and
-    yield (step, steps run) every --eval_every steps. A block's samples are drawn at once, on the device, and
-    metrics are read only at the yields: no host sync inside a block."""
-    x_buf, y_buf, loss_sum = bufs
+def train_blocks(args, phase, start, total, sched, opt, gens, batch, make_step, refresh=None):
+    """Run optimizer steps start..total of make_step(x_buf, y_buf, loss_sum) (a CUDA graph where it can) on fresh
+    samples (row j of the batch from stream gens[j]); yield (step, mean train loss per model) every --eval_every
+    steps. A block's samples are drawn at once, on the device, and metrics are read only at the yields."""
+    x_buf = torch.zeros(len(gens), batch, args.n, device=args.device)  # static: a captured step reads these
+    y_buf = torch.zeros(len(gens), batch, dtype=torch.long, device=args.device)
+    loss_sum = torch.zeros(len(opt.lr), device=args.device)
+    run_step = compile_step(make_step(x_buf, y_buf, loss_sum), opt.params + opt.tensors() + [loss_sum], args)
     for s0 in range(start, total, args.eval_every):
         n_steps = min(args.eval_every, total - s0)
-        chunk = [sample(g, (n_steps, x_buf.shape[1]), args.n, args.support) for g in gens]
+        chunk = [sample(g, (n_steps, batch), args.n, args.support) for g in gens]
         loss_sum.zero_()
         for i in range(n_steps):
             if refresh is not None:
@@ -437,8 +417,12 @@ def train_blocks(args, phase, start, total, sched, opt, gens, bufs, run_step, re
                 x_buf[j].copy_(xs[i])
                 y_buf[j].copy_(ys[i])
             run_step()
-            halt_if_asked(args, phase, s0 + i + 1)
-        yield s0 + n_steps, n_steps
+            if args.halt_at == f"{phase}:{s0 + i + 1}":  # tests: die as a killed job would; --resume must end the same
+                print(f"halting at {phase} step {s0 + i + 1} (--halt_at)", flush=True)
+                os._exit(1)
+        losses = (loss_sum / n_steps).cpu().tolist()
+        common.check_finite(sum(losses), f"the {phase} training loss at step {s0 + n_steps}")
+        yield s0 + n_steps, losses
 
 
 def save_state(path, step, model, opt, gens, **extra):
@@ -507,7 +491,6 @@ def train_teacher(args, heldout):
     start = load_state(args, state_path, "teacher", model, opt, gens)["step"]
     if start >= args.teacher_steps:
         return
-    bufs = batch_buffers(args, 1, args.teacher_batch, 1)
 
     def log_eval(step_no, extra):
         acc, loss = evaluate(model, *heldout)
@@ -520,11 +503,10 @@ def train_teacher(args, heldout):
 
     if start == 0:
         log_eval(0, {})
-    run_step = compile_step(teacher_step(model, opt, *bufs), opt.params + opt.tensors() + [bufs[2]], args)
     sched, t0 = (args.teacher_schedule, args.teacher_warmup, args.teacher_floor), time.time()
-    for step_no, n_steps in train_blocks(args, "teacher", start, args.teacher_steps, sched, opt, gens, bufs, run_step):
-        train_loss = bufs[2].item() / n_steps
-        common.check_finite(train_loss, f"teacher training loss at step {step_no}")
+    blocks = train_blocks(args, "teacher", start, args.teacher_steps, sched, opt, gens, args.teacher_batch,
+                          partial(teacher_step, model, opt))
+    for step_no, [train_loss] in blocks:
         acc = log_eval(step_no, {"train_loss": train_loss})
         if step_no % (10 * args.eval_every) == 0 or step_no == args.teacher_steps:
             print(f"teacher step {step_no:>9d}  acc {acc:.3f}  train loss {train_loss:.4f}  ({time.time() - t0:.0f}s)",
@@ -565,10 +547,9 @@ class TeacherSlots:
         self.stage1 = {sp["method"]: sp["stage1"] for sp in specs}
         self.student_method = [sp["method"] for sp in specs]
         self.model = make_model(args, "teacher", max(1, len(self.methods))).eval()
-        self.rows = []  # checkpoint step held by each row
+        self.rows, self.active = [], len(self.methods)  # the checkpoint step held by each row; the rows in use
         self.fixed_rows = fixed_rows  # CUDA graphs need static shapes: then every row runs every step
         self.row_of_student = torch.zeros(len(specs), dtype=torch.long, device=args.device)
-        self.active = len(self.methods)
 
     def refresh(self, t):
         want = {m: schedule_ckpt(m, t, self.saved, self.args, self.stage1[m]) for m in self.methods}
@@ -613,7 +594,7 @@ def student_step(args, specs, model, opt, slots, x_buf, y_buf, loss_sum):
         if slots is not None:
             t_logits = slots.logits(x_buf.reshape(nS * B, -1)).view(-1, nS, B, 2)
             q = common.distill_targets(t_logits, args.temperature)[slots.row_of_student, seed_idx]
-            targets = torch.where(is_distill[:, None, None], args.alpha * targets + (1 - args.alpha) * q, targets)
+            targets = torch.where(is_distill[:, None, None], q, targets)
         loss = common.soft_cross_entropy(model(x_buf[seed_idx]), targets).mean(-1)  # (S,)
         loss.sum().backward()  # students are independent: the sum gives each its own gradient
         opt.step()
@@ -625,40 +606,33 @@ def train_students(args, specs, heldout):
     """Train all students together; return their eval history. Resumable from ckpt/students_state.pt."""
     state_path, metrics = os.path.join(args.out, "ckpt", "students_state.pt"), os.path.join(args.out, "metrics.jsonl")
     methods = list(dict.fromkeys(sp["method"] for sp in specs))
-    slots = None
+    slots = refresh = None
     if any(m != "ce" for m in methods):
         graphed = bool(args.cuda_graph and args.device.startswith("cuda"))
         slots = TeacherSlots(args, specs, teacher_steps_in(args.teacher_dir or args.out), graphed)
+        refresh = slots.refresh
     model = make_model(args, "student", len(specs), seeds=[sp["seed"] for sp in specs])
     opt = Optimizer(model.parameters(), args.optim, [sp["lr"] for sp in specs], args.beta_pair)
     gens = [generator(args.device, s, 2) for s in args.seed_list]
     state = load_state(args, state_path, "students", model, opt, gens)
-    start, history = state["step"], state.get("history", {"steps": [], "acc": [], "loss": []})
+    start, history = state["step"], state.get("history", {"steps": [], "acc": []})
     names = [f"{sp['method']}/lr={sp['lr']:g}/seed={sp['seed']}" for sp in specs]
-    bufs = batch_buffers(args, len(args.seed_list), args.batch, len(specs))
 
     def log_eval(step_no, extra):
-        acc, loss = evaluate(model, *heldout)
+        acc, _ = evaluate(model, *heldout)
         history["steps"].append(step_no)
         history["acc"].append(acc)
-        history["loss"].append(loss)
         common.append_jsonl(metrics, {"phase": "students", "step": step_no, "acc": dict(zip(names, acc)), **extra})
         return acc
 
     if start == 0:
         log_eval(0, {})
-    if slots is not None:
-        slots.refresh(start)
-    run_step = compile_step(student_step(args, specs, model, opt, slots, *bufs), opt.params + opt.tensors() + [bufs[2]],
-                            args)
-    refresh = slots.refresh if slots is not None else None
+    if refresh is not None:
+        refresh(start)  # the teachers of the first step, loaded before a CUDA graph captures the step
     sched, t0 = (args.schedule, args.warmup, args.floor), time.time()
-    blocks = train_blocks(args, "students", start, args.steps, sched, opt, gens, bufs, run_step, refresh)
-    for step_no, n_steps in blocks:
-        train_loss = (bufs[2] / n_steps).cpu().tolist()
-        bad = [nm for nm, v in zip(names, train_loss) if not math.isfinite(v)]
-        if bad:
-            common.check_finite(float("nan"), f"training loss of {', '.join(bad)} at step {step_no}")
+    blocks = train_blocks(args, "students", start, args.steps, sched, opt, gens, args.batch,
+                          partial(student_step, args, specs, model, opt, slots), refresh)
+    for step_no, train_loss in blocks:
         acc = log_eval(step_no, {"train_loss": dict(zip(names, train_loss))})
         if step_no % args.save_every == 0 or step_no == args.steps:
             save_state(state_path, step_no, model, opt, gens, history=history)
@@ -673,7 +647,6 @@ def summarize_students(args, specs, history):
     budget; ties broken by final accuracy), the paper's protocol of reporting each method tuned."""
     steps, out = history["steps"], {}
     budget = lambda r: sum(args.steps if s is None else s for s in r["steps_to"]["0.9"])
-    without_acc = lambda r: {k: v for k, v in r.items() if k != "acc"}
     for method in dict.fromkeys(sp["method"] for sp in specs):
         by_lr = {}
         for lr in args.lrs:
@@ -684,8 +657,8 @@ def summarize_students(args, specs, history):
                 "steps_to": {str(th): [common.steps_to(steps, c, th) for c in curves] for th in THRESHOLDS},
                 "acc": curves}
         best = min(by_lr.values(), key=lambda r: (budget(r), -sum(r["final_acc"])))
-        out[method] = {**without_acc(best), "acc": best["acc"], "by_lr": {k: without_acc(r) for k, r in by_lr.items()},
-                       "stage1": next(sp["stage1"] for sp in specs if sp["method"] == method)}
+        by_lr = {k: {key: v for key, v in r.items() if key != "acc"} for k, r in by_lr.items()}  # curves: best lr's
+        out[method] = {**best, "by_lr": by_lr, "stage1": next(sp["stage1"] for sp in specs if sp["method"] == method)}
     return out
 
 
@@ -701,13 +674,12 @@ def monomials(args):
     out = {}
     for d in range(1, args.k):
         inside = [list(a) for a in itertools.combinations(args.support, d)]
-        outside, seen, tries = [], set(), 0
-        while len(outside) < args.probe_off and tries < 100 * args.probe_off:
-            a = tuple(sorted(rng.sample(range(args.n), d)))
+        outside, tries = [], 0
+        while len(outside) < args.probe_off and tries < 100 * args.probe_off:  # degree 1 has only n - k of them
+            a = sorted(rng.sample(range(args.n), d))
             tries += 1
-            if not set(a) <= support and a not in seen:
-                seen.add(a)
-                outside.append(list(a))
+            if not set(a) <= support and a not in outside:
+                outside.append(a)
         out[d] = (inside, outside)
     return out
 
@@ -762,19 +734,12 @@ def in_over_off(probe, d, i):
     return inside / max(e["off_mean"][i], 1e-12)
 
 
-def fig3_checkpoints(args, probe):
+def fig3_checkpoints(probe):
     """Stage-1 checkpoints before, inside and after the transition (Fig. 3 right): inside is the probe's
     choice; before is half its step; after is halfway from the teacher's first 99% to its final step."""
-    steps, accs = probe["steps"], probe["acc"]
+    steps, inside = probe["steps"], probe["auto_ckpt"]
     nearest = lambda t: min(steps, key=lambda s: abs(s - t))
-    inside = probe["auto_ckpt"]
-    if args.fig3 != "auto":
-        before, after = common.parse_list(args.fig3, int, "--fig3")
-        for s in (before, after):
-            if s not in steps:
-                fail("--fig3", f"{s} is not a teacher checkpoint")
-        return [before, inside, after]
-    t99 = common.steps_to(steps, accs, 0.99)
+    t99 = common.steps_to(steps, probe["acc"], 0.99)
     after = nearest(((t99 if t99 is not None else steps[-1]) + steps[-1]) / 2)
     return [nearest(inside / 2), inside, after]
 
@@ -922,7 +887,7 @@ def main(argv=None):
                "teacher": [], "probe": []}.get(args.mode, [args.mode])
     stage1 = {"two_shot": results.get("two_shot_ckpt")}
     if "two_shot_before" in methods:  # Fig. 3 right's controls
-        results["fig3_ckpts"] = fig3_checkpoints(args, results["probe"])
+        results["fig3_ckpts"] = fig3_checkpoints(results["probe"])
         stage1["two_shot_before"], _, stage1["two_shot_after"] = results["fig3_ckpts"]
     if methods:
         specs = student_specs(args, methods, stage1)

@@ -14,6 +14,7 @@ import argparse
 import os
 import sys
 import time
+from functools import partial
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import common  # noqa: E402  first: it pins MKL before torch loads
@@ -60,12 +61,11 @@ def run_sweep(args, heldout):
         sized = argparse.Namespace(**{**vars(args), f"teacher_{kind}": size})
         model = parity.make_model(sized, "teacher", S, seeds=args.seed_list)
         opt = parity.Optimizer(model.parameters(), args.teacher_optim, [args.teacher_lr] * S, args.beta_pair)
-        bufs = parity.batch_buffers(args, S, args.teacher_batch, S)
-        run_step = parity.compile_step(parity.teacher_step(model, opt, *bufs),
-                                       opt.params + opt.tensors() + [bufs[2]], args)
         gens = [parity.generator(args.device, s, 1) for s in args.seed_list]
+        blocks = parity.train_blocks(args, "sweep", 0, args.sweep_steps, sched, opt, gens, args.teacher_batch,
+                                     partial(parity.teacher_step, model, opt))
         reached = [None] * S
-        for step_no, _ in parity.train_blocks(args, "sweep", 0, args.sweep_steps, sched, opt, gens, bufs, run_step):
+        for step_no, _ in blocks:
             acc, _ = parity.evaluate(model, *heldout)
             reached = [step_no if r is None and a >= 0.95 else r for r, a in zip(reached, acc)]
             if None not in reached:

@@ -223,7 +223,7 @@ def test_bad_input_exit_status_from_the_command_line(tmp_path):
 def test_every_float_flag_refuses_nan_and_inf(tmp_path, capsys):
     out = tmp_path / "run"
     floats = [a.option_strings[0] for a in parity.build_parser()._actions if a.type is float]
-    assert {"--teacher_lr", "--temperature", "--speed", "--teacher_warmup", "--floor", "--alpha"} <= set(floats)
+    assert {"--teacher_lr", "--temperature", "--speed", "--teacher_warmup", "--floor", "--dropout"} <= set(floats)
     for flag in floats + ["--lr_grid", "--betas"]:
         for bad in ("nan", "inf"):
             value = {"--lr_grid": f"1e-2,{bad}", "--betas": f"0.9,{bad}"}.get(flag, bad)
