@@ -370,9 +370,8 @@ class Optimizer:
 
 
 def compile_step(step, state_tensors, args):
-    """On CUDA, capture one train step as a CUDA graph and return its replay: batch-1 SGD at width 50k
-    is otherwise bound by kernel launches, not by arithmetic. Warm-up steps run on a side stream (as
-    torch.cuda.graphs requires) and are then undone, so results do not depend on the capture."""
+    """On CUDA, capture one train step as a CUDA graph and return its replay: batch-1 SGD at width 50k is otherwise
+    bound by kernel launches. Warm-up steps (on a side stream) are undone, so results do not depend on the capture."""
     if not (args.cuda_graph and args.device.startswith("cuda")):
         return step
     backup = [t.detach().clone() for t in state_tensors]
@@ -452,23 +451,20 @@ def load_state(args, path, phase, model, opt, gens):
 # 4. Teacher training: a wide model on labels, checkpointed every --ckpt_every steps (step 0 included).
 # The students of Sec. 5-6 and the probe of Sec. 7 read these checkpoints, here or via --teacher_dir.
 
-def teacher_dir(args):
-    return os.path.join(args.teacher_dir or args.out, "ckpt", "teacher")
+def teacher_ckpt(run_dir, step):
+    return os.path.join(run_dir, "ckpt", "teacher", f"step_{step:09d}.pt")
 
 
 def teacher_steps_in(run_dir):
+    """The steps of the teacher checkpoints in a run folder: this run's, or --teacher_dir's."""
     folder = os.path.join(run_dir, "ckpt", "teacher")
     names = os.listdir(folder) if os.path.isdir(folder) else []
     return sorted(int(f[5:-3]) for f in names if f.startswith("step_") and f.endswith(".pt"))
 
 
-def ckpt_path(folder, step):
-    return os.path.join(folder, f"step_{step:09d}.pt")
-
-
 @lru_cache(maxsize=8)
-def load_teacher(folder, step, device):
-    return common.load_checkpoint(ckpt_path(folder, step), device)
+def load_teacher(run_dir, step, device):
+    return common.load_checkpoint(teacher_ckpt(run_dir, step), device)
 
 
 def teacher_step(model, opt, x_buf, y_buf, loss_sum):
@@ -497,7 +493,7 @@ def train_teacher(args, heldout):
         common.append_jsonl(metrics, {"phase": "teacher", "step": step_no, "acc": acc[0], "loss": loss[0], **extra})
         if step_no % args.ckpt_every == 0 or step_no == args.teacher_steps:
             common.save_checkpoint({"model": model.state_dict(), "step": step_no, "acc": acc[0]},
-                                   ckpt_path(teacher_dir(args), step_no))
+                                   teacher_ckpt(args.out, step_no))
             save_state(state_path, step_no, model, opt, gens)
         return acc[0]
 
@@ -511,12 +507,6 @@ def train_teacher(args, heldout):
         if step_no % (10 * args.eval_every) == 0 or step_no == args.teacher_steps:
             print(f"teacher step {step_no:>9d}  acc {acc:.3f}  train loss {train_loss:.4f}  ({time.time() - t0:.0f}s)",
                   flush=True)
-
-
-def teacher_curve(args):
-    """Eval accuracy at each saved teacher checkpoint (steps, accs), read from the checkpoint files."""
-    steps = teacher_steps_in(args.teacher_dir or args.out)
-    return steps, [load_teacher(teacher_dir(args), s, "cpu")["acc"] for s in steps]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -537,12 +527,11 @@ def schedule_ckpt(method, t, steps, args, stage1=None):
 
 
 class TeacherSlots:
-    """The teacher checkpoints that the distillation students need at the current step, stacked so that one
-    batched forward serves them all. Methods that want the same checkpoint share a row, so after two_shot's
-    switch (and for one-shot) the final teacher runs once, not once per method."""
+    """The teacher checkpoints that the distillation students need at the current step, stacked: one batched forward
+    serves them all. Methods that want the same checkpoint share a row: the final teacher runs once, not per method."""
 
     def __init__(self, args, specs, saved, fixed_rows):
-        self.args, self.saved = args, saved
+        self.args, self.run_dir, self.saved = args, args.teacher_dir or args.out, saved
         self.methods = list(dict.fromkeys(sp["method"] for sp in specs if sp["method"] != "ce"))
         self.stage1 = {sp["method"]: sp["stage1"] for sp in specs}
         self.student_method = [sp["method"] for sp in specs]
@@ -560,7 +549,7 @@ class TeacherSlots:
             return
         for i, step in enumerate(rows):
             if i >= len(self.rows) or self.rows[i] != step:
-                load_into(self.model, i, load_teacher(teacher_dir(self.args), step, self.args.device)["model"])
+                load_into(self.model, i, load_teacher(self.run_dir, step, self.args.device)["model"])
         self.rows, self.active = rows, len(rows)
         index = [rows.index(want[m]) if m in want else 0 for m in self.student_method]
         self.row_of_student.copy_(torch.tensor(index))
@@ -709,7 +698,7 @@ def run_probe(args):
         str(d): {"in_support": {name(a): [] for a in inside}, "off_mean": [], "off_std": []}
         for d, (inside, _) in mons.items()}}
     for step in steps:
-        load_into(model, 0, load_teacher(teacher_dir(args), step, args.device)["model"])
+        load_into(model, 0, load_teacher(args.teacher_dir or args.out, step, args.device)["model"])
         p = torch.cat([torch.softmax(model(x[None, i:i + 4096]).float(), -1)[0, :, 1]
                        for i in range(0, len(x), 4096)])
         res["acc"].append(((p > 0.5).long() == y).float().mean().item())
@@ -754,6 +743,10 @@ def fmt_steps(values, budget):
     return f"{m:.0f} ± {sd:.0f}" + ("" if hit == len(values) else f" ({hit}/{len(values)} reached)")
 
 
+def label(method, r):  # in the table and Fig. 3: two_shot methods name their stage-1 checkpoint
+    return method + (f" (ckpt {r['stage1']})" if r.get("stage1") is not None else "")
+
+
 def print_table(results, args):
     rows, t = [], results.get("teacher")
     if t:
@@ -761,9 +754,8 @@ def print_table(results, args):
                      f"{t['final_acc']:.3f}"])
     for method, r in results.get("students", {}).items():
         m, sd = common.mean_std(r["final_acc"])
-        rows.append([method + (f" (ckpt {r['stage1']})" if r.get("stage1") is not None else ""), f"{r['lr']:g}",
-                     fmt_steps(r["steps_to"]["0.9"], args.steps), fmt_steps(r["steps_to"]["0.95"], args.steps),
-                     f"{m:.3f} ± {sd:.3f}"])
+        rows.append([label(method, r), f"{r['lr']:g}", fmt_steps(r["steps_to"]["0.9"], args.steps),
+                     fmt_steps(r["steps_to"]["0.95"], args.steps), f"{m:.3f} ± {sd:.3f}"])
     if rows:
         print("\n" + common.format_table(["method", "lr", "steps to 90%", "steps to 95%", "final acc"], rows))
 
@@ -808,8 +800,8 @@ def make_figures(results, args):
                title=f"{args.arch.upper()} on ({args.n},{args.k})-sparse parity")
         ax.legend(fontsize=8)
         save(fig, args.out, "fig1_accuracy.png")
-    if probe:  # Fig. 3
-        chosen, d = results.get("two_shot_ckpt", probe["auto_ckpt"]), probe["auto_degree"]
+    if probe:  # Fig. 3: the teacher, the probe at its strongest degree, (2,T)-progressive students if trained
+        chosen = results.get("two_shot_ckpt", probe["auto_ckpt"])
         two_shots = [m for m in ("two_shot_before", "two_shot", "two_shot_after") if m in st]
         fig, axes = plt.subplots(1, 3 if two_shots else 2, figsize=(15 if two_shots else 10, 4))
         axes[0].plot(probe["steps"], probe["acc"], "k-")
@@ -817,14 +809,11 @@ def make_figures(results, args):
             axes[0].plot(s, probe["acc"][probe["steps"].index(s)], "o", label=f"{name}: {s}")
         axes[0].set(xlabel="teacher steps", ylabel="accuracy", title="teacher accuracy, candidates")
         axes[0].legend(fontsize=8)
-        plot_degree(axes[1], probe, d, chosen)
-        ax = axes[-1]
-        for m, label in (("two_shot_before", "before"), ("two_shot", "inside"), ("two_shot_after", "after"),
-                         ("oneshot", "one-shot")):
-            if m in st:
-                extra = f" (ckpt {st[m]['stage1']})" if st[m].get("stage1") is not None else ""
-                common.plot_band(ax, results["student_steps"], st[m]["acc"], label + extra, colors[m])
+        plot_degree(axes[1], probe, probe["auto_degree"], chosen)
         if two_shots:
+            ax = axes[2]
+            for m in two_shots + (["oneshot"] if "oneshot" in st else []):
+                common.plot_band(ax, results["student_steps"], st[m]["acc"], label(m, st[m]), colors[m])
             ax.axvline(args.T, color="gray", ls=":", lw=1)
             ax.set(xlabel="student steps", ylabel="accuracy", title=f"(2,{args.T})-progressive", ylim=(0.4, 1.02))
             ax.legend(fontsize=8)
@@ -853,9 +842,8 @@ def plot_degree(ax, probe, d, chosen):
 # ----------------------------------------------------------------------------------------------------
 # 9. Main: teacher -> probe -> students -> results.
 
-def config_of(args):
-    skip = {"resume", "halt_at", "lrs", "seed_list", "beta_pair"}
-    return {k: v for k, v in vars(args).items() if k not in skip}
+def config_of(args):  # config.json: every flag but --resume and --halt_at, not the lists validate() parses
+    return {k: v for k, v in vars(args).items() if k not in {"resume", "halt_at", "lrs", "seed_list", "beta_pair"}}
 
 
 def start_run(args):
@@ -874,7 +862,8 @@ def main(argv=None):
     if args.mode != "ce" or args.teacher_dir is not None:  # all but CE students need a teacher
         if args.teacher_dir is None:
             train_teacher(args, heldout)
-        steps, accs = teacher_curve(args)
+        steps = teacher_steps_in(args.teacher_dir or args.out)
+        accs = [load_teacher(args.teacher_dir or args.out, s, "cpu")["acc"] for s in steps]  # saved with each
         results["teacher"] = {"steps": steps, "acc": accs, "final_acc": accs[-1],
                               "steps_to": {str(th): common.steps_to(steps, accs, th) for th in THRESHOLDS}}
     if args.mode in ("all", "probe") or (args.mode == "two_shot" and args.ckpt == "auto"):
@@ -894,7 +883,6 @@ def main(argv=None):
         history = train_students(args, specs, heldout)
         results["student_steps"] = history["steps"]
         results["students"] = summarize_students(args, specs, history)
-
     results["checks"], results["measured"] = common.split_checks(claim_checks(results, args))
     common.write_json(results, os.path.join(args.out, "results.json"))
     print_table(results, args)
