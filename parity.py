@@ -1,22 +1,15 @@
 """(n, k)-sparse parity: progressive distillation against one-shot distillation and CE (paper Sec. 3).
 
-A wide teacher learns sparse parity through a phase transition. A narrow student learns it far faster
-from the teacher's intermediate checkpoints (progressive distillation) than from the final teacher
-(one-shot) or from labels (CE), because checkpoints inside the transition correlate with low-degree
-monomials of the support: an implicit curriculum. This script regenerates, for an MLP or a small
-GPT-style Transformer:
-  Fig. 1 left / middle   accuracy against steps: teacher, CE, one-shot, progressive students;
-  Fig. 3                 teacher accuracy with candidate checkpoints, the correlation spike, and
-                         (2,T)-progressive students from before, inside and after the transition;
-  --mode sweep           steps to 95% against teacher width (MLP) or heads (Transformer).
+A wide teacher learns sparse parity through a phase transition. A narrow student learns it far faster from the
+teacher's intermediate checkpoints (progressive distillation) than from the final teacher (one-shot) or from labels
+(CE): checkpoints inside the transition correlate with low-degree monomials of the support, an implicit curriculum.
+For an MLP or a small GPT-style Transformer this regenerates Fig. 1 left / middle and Fig. 3 (docs/parity_sweep.py:
+Fig. 2). All students of a run (methods x lrs x seeds) train as one stacked model: one kernel launch per layer and step.
 
     python parity.py                                  # the whole CPU MLP study
     python parity.py --arch transformer               # the same with Transformers
     python parity.py --preset paper --device cuda     # the paper's settings (GPU)
     python parity.py --mode progressive --lr 5e-3 --teacher_dir out/parity/cpu-mlp-all
-
-All students of a run (methods x learning rates x seeds) train together as one stacked model, so that
-dozens of small students cost about one kernel launch per layer and step.
 
 To copy: this file plus common.py; needs torch and matplotlib.
 """
@@ -27,7 +20,7 @@ import os
 import random
 import sys
 import time
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import common  # first: it pins MKL before torch loads
 import torch
@@ -37,67 +30,41 @@ import torch.nn.functional as F
 from common import fail
 
 # ----------------------------------------------------------------------------------------------------
-# 0. Presets. Any flag given on the command line overrides these.
+# 0. Config: presets (a flag given on the command line overrides them), flags, and their checks.
 
 PAPER_GRID = "1e-2,7.5e-3,5e-3,2.5e-3,1e-3"
+CONSTANT_LR = dict(teacher_schedule="constant", teacher_warmup=0.0, teacher_floor=0.0,
+                   schedule="constant", warmup=0.0, floor=0.0)  # the cpu and smoke presets
 PRESETS = {
-    # The paper's settings (Sec. 3, Fig. 1; the official code). For a GPU.
-    ("paper", "mlp"): dict(
-        n=100, k=6, teacher_width=50_000, student_width=100,
-        teacher_optim="sgd", teacher_lr=0.01, teacher_batch=1, teacher_steps=20_000_000,
-        teacher_schedule="cosine", teacher_warmup=0.0, teacher_floor=0.1,
-        optim="sgd", lr_grid="1e-2,5e-3,1e-3", batch=1, steps=20_000_000,
-        schedule="cosine", warmup=0.0, floor=0.1,
-        ckpt_every=100_000, eval_every=20_000, T=1_000_000, temperature=1e-20, betas="0.9,0.999",
-        sweep="1000,5000,10000,50000", sweep_steps=20_000_000),
+    ("paper", "mlp"): dict(  # the paper's settings (Sec. 3, Fig. 1; the official code), for a GPU
+        n=100, k=6, teacher_width=50_000, student_width=100, teacher_optim="sgd", teacher_lr=0.01, teacher_batch=1,
+        teacher_steps=20_000_000, teacher_schedule="cosine", teacher_warmup=0.0, teacher_floor=0.1,
+        optim="sgd", lr_grid="1e-2,5e-3,1e-3", batch=1, steps=20_000_000, schedule="cosine", warmup=0.0, floor=0.1,
+        ckpt_every=100_000, eval_every=20_000, T=1_000_000, temperature=1e-20, betas="0.9,0.999"),
     ("paper", "transformer"): dict(
-        n=100, k=6, layers=2, head_dim=8, teacher_heads=32, student_heads=4, dropout=0.1,
-        teacher_optim="adam", teacher_lr=3e-4, teacher_batch=32, teacher_steps=250_000,
-        teacher_schedule="cosine", teacher_warmup=0.06, teacher_floor=0.0,
-        optim="adam", lr_grid="1e-4", batch=32, steps=250_000,
-        schedule="cosine", warmup=0.06, floor=0.0,
-        ckpt_every=3125, eval_every=625, T=31_250, temperature=1.0, betas="0.9,0.999",
-        sweep="4,8,16,32", sweep_steps=250_000),
-    # Measured to show the claim on 2 CPU cores in minutes (README, "CPU presets").
-    ("cpu", "mlp"): dict(
-        n=50, k=5, teacher_width=2000, student_width=20,
-        teacher_optim="adam", teacher_lr=1e-3, teacher_batch=32, teacher_steps=10_000,
-        teacher_schedule="constant", teacher_warmup=0.0, teacher_floor=0.0,
-        optim="adam", lr_grid=PAPER_GRID, batch=32, steps=30_000,
-        schedule="constant", warmup=0.0, floor=0.0,
-        ckpt_every=100, eval_every=100, T=5_000, temperature=1e-20,
-        sweep="250,500,1000,2000,4000", sweep_steps=30_000),
-    # speed 0.125: this teacher crosses its transition in ~100 steps, far faster than a 1-head student can
-    # follow (at speed 1 no progressive student reached 90% in 4k steps; at 0.25 one seed in three took
-    # 2975). Temperature 1 as the paper's Transformer runs: with argmax targets the (2,T) student failed
-    # in 2 seeds of 3 (README, "Presets").
+        n=100, k=6, layers=2, head_dim=8, teacher_heads=32, student_heads=4, dropout=0.1, teacher_optim="adam",
+        teacher_lr=3e-4, teacher_batch=32, teacher_steps=250_000, teacher_schedule="cosine", teacher_warmup=0.06,
+        teacher_floor=0.0, optim="adam", lr_grid="1e-4", batch=32, steps=250_000, schedule="cosine", warmup=0.06,
+        floor=0.0, ckpt_every=3125, eval_every=625, T=31_250, temperature=1.0, betas="0.9,0.999"),
+    ("cpu", "mlp"): dict(  # measured to show the claim on 2 CPU cores in minutes (docs/parity.md, "Presets")
+        n=50, k=5, teacher_width=2000, student_width=20, teacher_optim="adam", teacher_lr=1e-3, teacher_batch=32,
+        teacher_steps=10_000, optim="adam", lr_grid=PAPER_GRID, batch=32, steps=30_000, **CONSTANT_LR,
+        ckpt_every=100, eval_every=100, T=5_000, temperature=1e-20),
+    # speed 0.125: the teacher's transition (~100 steps) is too fast for 1-head students at speed 1 (docs/parity.md)
     ("cpu", "transformer"): dict(
-        n=20, k=3, layers=2, head_dim=8, teacher_heads=16, student_heads=1, dropout=0.0,
-        teacher_optim="adam", teacher_lr=1e-2, teacher_batch=32, teacher_steps=800,
-        teacher_schedule="constant", teacher_warmup=0.0, teacher_floor=0.0,
-        optim="adam", lr_grid=PAPER_GRID, batch=32, steps=4_000,
-        schedule="constant", warmup=0.0, floor=0.0,
-        ckpt_every=50, eval_every=25, T=1_000, temperature=1.0, speed=0.125,
-        sweep="1,2,4,8,16", sweep_steps=4_000),
-    # Seconds, for tests.
-    ("smoke", "mlp"): dict(
-        n=12, k=3, teacher_width=256, student_width=16,
-        teacher_optim="adam", teacher_lr=3e-3, teacher_batch=32, teacher_steps=400,
-        teacher_schedule="constant", teacher_warmup=0.0, teacher_floor=0.0,
-        optim="adam", lr_grid="1e-2,3e-3", batch=32, steps=400,
-        schedule="constant", warmup=0.0, floor=0.0,
-        ckpt_every=50, eval_every=50, T=100, temperature=1e-20,
-        sweep="64,256", sweep_steps=400, probe_samples=20_000, probe_off=20, eval_size=1024),
+        n=20, k=3, layers=2, head_dim=8, teacher_heads=16, student_heads=1, teacher_optim="adam",
+        teacher_lr=1e-2, teacher_batch=32, teacher_steps=800, optim="adam", lr_grid=PAPER_GRID, batch=32,
+        steps=4_000, **CONSTANT_LR, ckpt_every=50, eval_every=25, T=1_000, temperature=1.0, speed=0.125),
+    ("smoke", "mlp"): dict(  # seconds, for tests
+        n=12, k=3, teacher_width=256, student_width=16, teacher_optim="adam", teacher_lr=3e-3, teacher_batch=32,
+        teacher_steps=400, optim="adam", lr_grid="1e-2,3e-3", batch=32, steps=400, **CONSTANT_LR,
+        ckpt_every=50, eval_every=50, T=100, temperature=1e-20, probe_samples=20_000, probe_off=20, eval_size=1024),
     ("smoke", "transformer"): dict(
-        n=8, k=2, layers=1, head_dim=4, teacher_heads=4, student_heads=1, dropout=0.0,
-        teacher_optim="adam", teacher_lr=3e-3, teacher_batch=16, teacher_steps=60,
-        teacher_schedule="constant", teacher_warmup=0.0, teacher_floor=0.0,
-        optim="adam", lr_grid="3e-3", batch=16, steps=60,
-        schedule="constant", warmup=0.0, floor=0.0,
-        ckpt_every=20, eval_every=20, T=20, temperature=1e-20,
-        sweep="1,2", sweep_steps=40, probe_samples=4_000, probe_off=10, eval_size=512),
+        n=8, k=2, layers=1, head_dim=4, teacher_heads=4, student_heads=1, teacher_optim="adam", teacher_lr=3e-3,
+        teacher_batch=16, teacher_steps=60, optim="adam", lr_grid="3e-3", batch=16, steps=60, **CONSTANT_LR,
+        ckpt_every=20, eval_every=20, T=20, temperature=1e-20, probe_samples=4_000, probe_off=10, eval_size=512),
 }
-MODES = ["all", "teacher", "probe", "ce", "oneshot", "progressive", "two_shot", "sweep"]
+MODES = ["all", "teacher", "probe", "ce", "oneshot", "progressive", "two_shot"]
 THRESHOLDS = (0.9, 0.95)
 
 
@@ -110,8 +77,7 @@ def build_parser():
     a = p.add_argument_group("task").add_argument
     a("--n", type=int, help="input dimension n of (n,k)-sparse parity")
     a("--k", type=int, help="support size k")
-    a("--random_support", type=int, default=0, choices=[0, 1],
-      help="1: a random support drawn from --teacher_seed; 0: the first k coordinates (paper)")
+    a("--random_support", type=int, default=0, choices=[0, 1], help="1: draw the support from --teacher_seed")
     a = p.add_argument_group("models").add_argument
     a("--teacher_width", type=int, help="MLP teacher hidden width")
     a("--student_width", type=int, help="MLP student hidden width")
@@ -140,22 +106,16 @@ def build_parser():
     a("--schedule", choices=["constant", "cosine"], help="student lr schedule")
     a("--warmup", type=float, help="student linear warmup, fraction of its optimizer steps")
     a("--floor", type=float, help="cosine decays to floor x lr")
-    a("--betas", type=str, default="0.9,0.95", help="Adam betas (paper preset: torch's (0.9, 0.999), as the official "
-                                                    "parity code; cpu presets keep (0.9, 0.95), not re-tuned)")
+    a("--betas", type=str, default="0.9,0.95", help="Adam betas (the paper preset: torch's, as the official code)")
     a("--seeds", type=str, default="0,1,2", help="student seeds (the paper averages 3)")
     a = p.add_argument_group("distillation").add_argument
     a("--temperature", type=float, help="teacher softmax temperature; 1e-20 = argmax targets")
-    a("--alpha", type=float, default=0.0, help="weight of label CE mixed into the distillation loss")
-    a("--speed", type=float, default=1.0, help="progressive: student step t uses the first checkpoint >= t x speed "
-                                               "(the official parity code's rule)")
+    a("--speed", type=float, default=1.0, help="progressive: student step t uses the first checkpoint >= t x speed")
     a("--ckpt", type=str, default="auto", help="two_shot stage-1 checkpoint step, or auto (picked by the probe)")
     a("--T", type=int, help="two_shot: student steps on the stage-1 checkpoint before switching to the final one")
-    a("--fig3", type=str, default="auto", help="two_shot checkpoints 'before,after' the transition for Fig. 3, or auto")
-    a = p.add_argument_group("probe and sweep").add_argument
+    a = p.add_argument_group("probe").add_argument
     a("--probe_samples", type=int, default=100_000, help="fresh samples for the monomial probe")
     a("--probe_off", type=int, default=100, help="random off-support monomials per degree")
-    a("--sweep", type=str, help="sweep: teacher widths (MLP) or head counts (Transformer)")
-    a("--sweep_steps", type=int, help="sweep: step budget per model")
     a = p.add_argument_group("run").add_argument
     a("--eval_every", type=int, help="evaluation interval (steps); divides --ckpt_every")
     a("--eval_size", type=int, default=4096, help="held-out examples (paper: 4096)")
@@ -169,10 +129,52 @@ def build_parser():
 
 
 def parse_args(argv=None):
-    parser = build_parser()
-    args = common.parse_with_presets(parser, lambda f: PRESETS[(f.preset, f.arch)], argv)
+    args = common.parse_with_presets(build_parser(), lambda f: PRESETS[(f.preset, f.arch)], argv)
     validate(args)
     return args
+
+
+def validate(args):
+    """Every check that can fail runs before anything is written (exit 2, naming the flag)."""
+    common.check_finite_flags(args)  # nan or inf in any float flag: first
+    sizes = ["teacher_width", "student_width"] if args.arch == "mlp" else ["layers", "head_dim", "teacher_heads",
+                                                                           "student_heads"]
+    common.check_positive(args, ["n", "k", "teacher_batch", "teacher_steps", "batch", "steps", "ckpt_every",
+                                 "eval_every", "eval_size", "probe_samples", "teacher_lr",
+                                 "temperature", "speed"] + sizes)
+    common.check_range(args, {"k": f"[1, {args.n}]", "dropout": "[0, 1)", "T": f"[0, {args.steps}]"})
+    if args.ckpt_every % args.eval_every:
+        fail("--eval_every", f"must divide --ckpt_every ({args.ckpt_every}), got {args.eval_every}")
+    common.check_lr_seeds_betas(args)  # sets args.lrs, args.seed_list, args.beta_pair
+    common.check_run_flags(args, eval_every_default=20)
+    args.device = str(common.pick_device(args.device))
+    args.out = args.out or os.path.join("out", "parity", f"{args.preset}-{args.arch}-{args.mode}")
+    args.support = list(range(args.k))  # the paper's; --random_support 1 draws k coordinates from --teacher_seed
+    if args.random_support:
+        args.support = sorted(random.Random(args.teacher_seed).sample(range(args.n), args.k))
+    if args.teacher_dir is not None:
+        check_teacher_dir(args)
+    elif args.ckpt != "auto" and (int(args.ckpt) % args.ckpt_every or int(args.ckpt) > args.teacher_steps):
+        fail("--ckpt", f"{args.ckpt} is not a saved step (a multiple of --ckpt_every, at most --teacher_steps)")
+
+
+def check_teacher_dir(args):
+    """--teacher_dir must hold a finished teacher for the same task and architecture."""
+    d, saved = args.teacher_dir, teacher_steps_in(args.teacher_dir)
+    if not os.path.exists(os.path.join(d, "config.json")) or not saved:
+        fail("--teacher_dir", f"{d} holds no teacher checkpoints (expected config.json and ckpt/teacher/)")
+    cfg = common.read_json(os.path.join(d, "config.json"))
+    keys = ["arch", "n", "k", "support"] + (["teacher_width"] if args.arch == "mlp" else
+                                            ["layers", "head_dim", "teacher_heads"])
+    diff = [f"{key}={cfg.get(key)!r} (here {getattr(args, key)!r})"
+            for key in keys if cfg.get(key) != getattr(args, key)]
+    if diff:
+        fail("--teacher_dir", f"{d} was made for another setting: " + ", ".join(diff))
+    if cfg.get("teacher_steps") not in saved:
+        fail("--teacher_dir", f"the teacher in {d} is unfinished (no checkpoint at its step "
+                              f"{cfg.get('teacher_steps')}); finish it with --resume first")
+    if args.ckpt != "auto" and int(args.ckpt) not in saved:
+        fail("--ckpt", f"{args.ckpt} is not a checkpoint in {d}")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -295,13 +297,12 @@ class GPT(nn.Module):
         return blinear(self.ln_f(h), self.head)[:, :, 0]
 
 
-def make_model(args, role, S, seeds=None, width=None, heads=None):
+def make_model(args, role, S, seeds=None):
     """role 'teacher' or 'student'; `seeds` (len S) initialise each stacked model independently."""
     if args.arch == "mlp":
-        width = width or (args.teacher_width if role == "teacher" else args.student_width)
-        model = MLP(S, args.n, width)
+        model = MLP(S, args.n, args.teacher_width if role == "teacher" else args.student_width)
     else:
-        heads = heads or (args.teacher_heads if role == "teacher" else args.student_heads)
+        heads = args.teacher_heads if role == "teacher" else args.student_heads
         model = GPT(S, args.n, args.layers, heads, args.head_dim, args.dropout)
     if seeds is not None:
         model.reset([torch.Generator().manual_seed(1000 * s + (0 if role == "teacher" else 5)) for s in seeds])
@@ -332,9 +333,9 @@ def evaluate(model, x, y, chunk=2048):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 3. Optimizer: SGD or Adam with one learning rate per stacked model (the lr grid runs in one batch).
-# No weight decay, no momentum for SGD, as in the paper. State lives in tensors, so a whole train step
-# can be captured as a CUDA graph.
+# 3. Training: SGD or Adam with one learning rate per stacked model (the lr grid runs in one batch; no weight
+# decay, no momentum, as in the paper), and the step loop that teacher and students share. State lives in
+# tensors, so a whole train step can be captured as a CUDA graph.
 
 class Optimizer:
     def __init__(self, params, kind, lrs, betas=(0.9, 0.999), eps=1e-8):
@@ -364,22 +365,13 @@ class Optimizer:
                 denom = (self.v[i] / (1 - b2 ** self.t)).sqrt_().add_(self.eps)
                 p.sub_(lr * self.m[i] / (1 - b1 ** self.t) / denom)
 
-    def tensors(self):
+    def tensors(self):  # the whole state: saved for --resume, restored after a CUDA graph's warm-up
         return [self.t] + self.m + self.v
-
-    def state_dict(self):
-        return {"t": self.t, "m": self.m, "v": self.v}
-
-    def load_state_dict(self, state):
-        self.t.copy_(state["t"])
-        for mine, saved in zip(self.m + self.v, state["m"] + state["v"]):
-            mine.copy_(saved)
 
 
 def compile_step(step, state_tensors, args):
-    """On CUDA, capture one train step as a CUDA graph and return its replay: batch-1 SGD at width 50k
-    is otherwise bound by kernel launches, not by arithmetic. Warm-up steps run on a side stream (as
-    torch.cuda.graphs requires) and are then undone, so results do not depend on the capture."""
+    """On CUDA, capture one train step as a CUDA graph and return its replay: batch-1 SGD at width 50k is otherwise
+    bound by kernel launches. Warm-up steps (on a side stream) are undone, so results do not depend on the capture."""
     if not (args.cuda_graph and args.device.startswith("cuda")):
         return step
     backup = [t.detach().clone() for t in state_tensors]
@@ -404,29 +396,75 @@ def compile_step(step, state_tensors, args):
     return run
 
 
-def halt_if_asked(args, phase, step):
-    """Testing aid: die abruptly, as a killed job would, to check that --resume ends the same."""
-    if args.halt_at == f"{phase}:{step}":
-        print(f"halting at {phase} step {step} (--halt_at)", flush=True)
-        os._exit(1)
+def train_blocks(args, phase, start, total, sched, opt, gens, batch, make_step, refresh=None):
+    """Run optimizer steps start..total of make_step(x_buf, y_buf, loss_sum) (a CUDA graph where it can) on fresh
+    samples (row j of the batch from stream gens[j]); yield (step, mean train loss per model) every --eval_every
+    steps. A block's samples are drawn at once, on the device, and metrics are read only at the yields."""
+    x_buf = torch.zeros(len(gens), batch, args.n, device=args.device)  # static: a captured step reads these
+    y_buf = torch.zeros(len(gens), batch, dtype=torch.long, device=args.device)
+    loss_sum = torch.zeros(len(opt.lr), device=args.device)
+    run_step = compile_step(make_step(x_buf, y_buf, loss_sum), opt.params + opt.tensors() + [loss_sum], args)
+    for s0 in range(start, total, args.eval_every):
+        n_steps = min(args.eval_every, total - s0)
+        chunk = [sample(g, (n_steps, batch), args.n, args.support) for g in gens]
+        loss_sum.zero_()
+        for i in range(n_steps):
+            if refresh is not None:
+                refresh(s0 + i)
+            opt.factor.fill_(common.lr_factor(s0 + i, total, *sched))
+            for j, (xs, ys) in enumerate(chunk):
+                x_buf[j].copy_(xs[i])
+                y_buf[j].copy_(ys[i])
+            run_step()
+            if args.halt_at == f"{phase}:{s0 + i + 1}":  # tests: die as a killed job would; --resume must end the same
+                print(f"halting at {phase} step {s0 + i + 1} (--halt_at)", flush=True)
+                os._exit(1)
+        losses = (loss_sum / n_steps).cpu().tolist()
+        common.check_finite(sum(losses), f"the {phase} training loss at step {s0 + n_steps}")
+        yield s0 + n_steps, losses
+
+
+def save_state(path, step, model, opt, gens, **extra):
+    common.save_checkpoint({"model": model.state_dict(), "opt": opt.tensors(), "step": step,
+                            "gens": [g.get_state() for g in gens], **extra}, path)
+
+
+def load_state(args, path, phase, model, opt, gens):
+    """--resume: restore model, optimizer and data streams from `path` if it exists, and drop the metrics that a
+    killed run logged after that checkpoint. Returns the saved state ({"step": 0} if there is none)."""
+    state = {"step": 0}
+    if os.path.exists(path):
+        state = common.load_checkpoint(path, args.device)
+        model.load_state_dict(state["model"])
+        for mine, saved in zip(opt.tensors(), state["opt"]):
+            mine.copy_(saved)
+        for g, saved in zip(gens, state["gens"]):
+            g.set_state(saved.cpu())
+        print(f"{phase}: resuming at step {state['step']}")
+    metrics = os.path.join(args.out, "metrics.jsonl")
+    common.rewrite_jsonl(metrics, [r for r in common.read_jsonl(metrics)
+                                   if r["phase"] != phase or r["step"] <= state["step"]])
+    return state
 
 
 # ----------------------------------------------------------------------------------------------------
 # 4. Teacher training: a wide model on labels, checkpointed every --ckpt_every steps (step 0 included).
+# The students of Sec. 5-6 and the probe of Sec. 7 read these checkpoints, here or via --teacher_dir.
 
-def teacher_dir(args):
-    return os.path.join(args.teacher_dir or args.out, "ckpt", "teacher")
+def teacher_ckpt(run_dir, step):
+    return os.path.join(run_dir, "ckpt", "teacher", f"step_{step:09d}.pt")
 
 
 def teacher_steps_in(run_dir):
+    """The steps of the teacher checkpoints in a run folder: this run's, or --teacher_dir's."""
     folder = os.path.join(run_dir, "ckpt", "teacher")
-    if not os.path.isdir(folder):
-        return []
-    return sorted(int(f[5:-3]) for f in os.listdir(folder) if f.startswith("step_") and f.endswith(".pt"))
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    return sorted(int(f[5:-3]) for f in names if f.startswith("step_") and f.endswith(".pt"))
 
 
-def ckpt_path(folder, step):
-    return os.path.join(folder, f"step_{step:09d}.pt")
+@lru_cache(maxsize=8)
+def load_teacher(run_dir, step, device):
+    return common.load_checkpoint(teacher_ckpt(run_dir, step), device)
 
 
 def teacher_step(model, opt, x_buf, y_buf, loss_sum):
@@ -442,79 +480,179 @@ def teacher_step(model, opt, x_buf, y_buf, loss_sum):
 
 
 def train_teacher(args, heldout):
-    folder, state_path = teacher_dir(args), os.path.join(args.out, "ckpt", "teacher_state.pt")
-    metrics = os.path.join(args.out, "metrics.jsonl")
+    state_path, metrics = os.path.join(args.out, "ckpt", "teacher_state.pt"), os.path.join(args.out, "metrics.jsonl")
     model = make_model(args, "teacher", 1, seeds=[args.teacher_seed])
     opt = Optimizer(model.parameters(), args.teacher_optim, [args.teacher_lr], args.beta_pair)
-    gen = generator(args.device, args.teacher_seed, 1)
-    start = 0
-    if os.path.exists(state_path):
-        state = common.load_checkpoint(state_path, args.device)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        gen.set_state(state["gen"].cpu())
-        start = state["step"]
-        if start >= args.teacher_steps:
-            return
-        print(f"teacher: resuming at step {start}")
-    common.rewrite_jsonl(metrics, [r for r in common.read_jsonl(metrics)
-                                   if r["phase"] != "teacher" or r["step"] <= start])
+    gens = [generator(args.device, args.teacher_seed, 1)]
+    start = load_state(args, state_path, "teacher", model, opt, gens)["step"]
+    if start >= args.teacher_steps:
+        return
 
-    x_buf = torch.zeros(1, args.teacher_batch, args.n, device=args.device)
-    y_buf = torch.zeros(1, args.teacher_batch, dtype=torch.long, device=args.device)
-    loss_sum = torch.zeros(1, device=args.device)
-    step = teacher_step(model, opt, x_buf, y_buf, loss_sum)
-
-    def checkpoint(step_no, acc):
-        sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        common.save_checkpoint({"model": sd, "step": step_no, "acc": acc}, ckpt_path(folder, step_no))
-        common.save_checkpoint({"model": model.state_dict(), "opt": opt.state_dict(), "step": step_no,
-                                "gen": gen.get_state()}, state_path)
+    def log_eval(step_no, extra):
+        acc, loss = evaluate(model, *heldout)
+        common.append_jsonl(metrics, {"phase": "teacher", "step": step_no, "acc": acc[0], "loss": loss[0], **extra})
+        if step_no % args.ckpt_every == 0 or step_no == args.teacher_steps:
+            common.save_checkpoint({"model": model.state_dict(), "step": step_no, "acc": acc[0]},
+                                   teacher_ckpt(args.out, step_no))
+            save_state(state_path, step_no, model, opt, gens)
+        return acc[0]
 
     if start == 0:
-        acc, loss = evaluate(model, *heldout)
-        common.append_jsonl(metrics, {"phase": "teacher", "step": 0, "acc": acc[0], "loss": loss[0]})
-        checkpoint(0, acc[0])
-    model.train()
-    run_step = compile_step(step, list(model.parameters()) + opt.tensors() + [loss_sum], args)
-    t0 = time.time()
-    for s0 in range(start, args.teacher_steps, args.eval_every):
-        n_steps = min(args.eval_every, args.teacher_steps - s0)
-        xs, ys = sample(gen, (n_steps, args.teacher_batch), args.n, args.support)
-        loss_sum.zero_()
-        for i in range(n_steps):
-            opt.factor.fill_(common.lr_factor(s0 + i, args.teacher_steps, args.teacher_schedule,
-                                              args.teacher_warmup, args.teacher_floor))
-            x_buf[0].copy_(xs[i])
-            y_buf[0].copy_(ys[i])
-            run_step()
-            halt_if_asked(args, "teacher", s0 + i + 1)
-        step_no = s0 + n_steps
-        train_loss = loss_sum.item() / n_steps
-        common.check_finite(train_loss, f"teacher training loss at step {step_no}")
-        acc, loss = evaluate(model, *heldout)
-        common.append_jsonl(metrics, {"phase": "teacher", "step": step_no, "acc": acc[0], "loss": loss[0],
-                                      "train_loss": train_loss})
-        if step_no % args.ckpt_every == 0 or step_no == args.teacher_steps:
-            checkpoint(step_no, acc[0])
+        log_eval(0, {})
+    sched, t0 = (args.teacher_schedule, args.teacher_warmup, args.teacher_floor), time.time()
+    blocks = train_blocks(args, "teacher", start, args.teacher_steps, sched, opt, gens, args.teacher_batch,
+                          partial(teacher_step, model, opt))
+    for step_no, [train_loss] in blocks:
+        acc = log_eval(step_no, {"train_loss": train_loss})
         if step_no % (10 * args.eval_every) == 0 or step_no == args.teacher_steps:
-            print(f"teacher step {step_no:>9d}  acc {acc[0]:.3f}  train loss {train_loss:.4f}  "
-                  f"({time.time() - t0:.0f}s)", flush=True)
-
-
-def teacher_curve(args):
-    """Eval accuracy at each saved teacher checkpoint (steps, accs), read from the checkpoint files."""
-    steps = teacher_steps_in(args.teacher_dir or args.out)
-    return steps, [load_teacher(teacher_dir(args), s, "cpu")["acc"] for s in steps]
-
-
-@lru_cache(maxsize=8)
-def load_teacher(folder, step, device):
-    return common.load_checkpoint(ckpt_path(folder, step), device)
+            print(f"teacher step {step_no:>9d}  acc {acc:.3f}  train loss {train_loss:.4f}  ({time.time() - t0:.0f}s)",
+                  flush=True)
 
 
 # ----------------------------------------------------------------------------------------------------
-# 5. The probe (Sec. 3.2, Fig. 3 middle): |E[chi_A(x) p(class 1 | x)]| for every in-support monomial A
+# 5. Distillation schedule (Sec. 2-3; Alg. 1): which teacher checkpoint each method learns from at each student
+# step. Each distillation method owns a row of a stacked teacher, whose weights are swapped for that checkpoint.
+
+def schedule_ckpt(method, t, steps, args, stage1=None):
+    """Teacher checkpoint step that `method` learns from at student step t; `steps` are the saved ones."""
+    final = steps[-1]
+    if method == "oneshot":
+        return final
+    if method == "progressive":  # the first saved checkpoint at or after t x speed (the official parity code)
+        target = t * args.speed
+        return next((s for s in steps if s >= target), final)
+    if method.startswith("two_shot"):  # Alg. 1: stage-1 checkpoint for T steps, then the final one
+        return stage1 if t < args.T else final
+    raise ValueError(method)
+
+
+class TeacherSlots:
+    """The teacher checkpoints that the distillation students need at the current step, stacked: one batched forward
+    serves them all. Methods that want the same checkpoint share a row: the final teacher runs once, not per method."""
+
+    def __init__(self, args, specs, saved, fixed_rows):
+        self.args, self.run_dir, self.saved = args, args.teacher_dir or args.out, saved
+        self.methods = list(dict.fromkeys(sp["method"] for sp in specs if sp["method"] != "ce"))
+        self.stage1 = {sp["method"]: sp["stage1"] for sp in specs}
+        self.student_method = [sp["method"] for sp in specs]
+        self.model = make_model(args, "teacher", max(1, len(self.methods))).eval()
+        self.rows, self.active = [], len(self.methods)  # the checkpoint step held by each row; the rows in use
+        self.fixed_rows = fixed_rows  # CUDA graphs need static shapes: then every row runs every step
+        self.row_of_student = torch.zeros(len(specs), dtype=torch.long, device=args.device)
+
+    def refresh(self, t):
+        want = {m: schedule_ckpt(m, t, self.saved, self.args, self.stage1[m]) for m in self.methods}
+        rows = sorted(set(want.values()))
+        if self.fixed_rows:
+            rows += [rows[-1]] * (len(self.methods) - len(rows))
+        if rows == self.rows:
+            return
+        for i, step in enumerate(rows):
+            if i >= len(self.rows) or self.rows[i] != step:
+                load_into(self.model, i, load_teacher(self.run_dir, step, self.args.device)["model"])
+        self.rows, self.active = rows, len(rows)
+        index = [rows.index(want[m]) if m in want else 0 for m in self.student_method]
+        self.row_of_student.copy_(torch.tensor(index))
+
+    @torch.no_grad()
+    def logits(self, x):
+        """x: (N, n) -> teacher logits (active rows, N, 2)."""
+        params = {k: v[:self.active] for k, v in self.model.named_parameters()}
+        return torch.func.functional_call(self.model, params, (x.expand(self.active, -1, -1),))
+
+
+# ----------------------------------------------------------------------------------------------------
+# 6. Students (Sec. 3, Fig. 1): every method, learning rate and seed is one slice of one stacked model.
+
+def student_specs(args, methods, stage1):
+    """One spec per stacked student: method x lr x seed (same seed => same init and data)."""
+    return [{"method": m, "lr": lr, "seed": seed, "stage1": stage1.get(m)}
+            for m in methods for lr in args.lrs for seed in args.seed_list]
+
+
+def student_step(args, specs, model, opt, slots, x_buf, y_buf, loss_sum):
+    """One optimizer step of all stacked students on the batch in x_buf (seeds, B, n): CE students on
+    labels, the others on softmax(teacher / temperature) of their current checkpoint (Sec. 2)."""
+    seed_idx = torch.tensor([args.seed_list.index(sp["seed"]) for sp in specs], device=args.device)
+    is_distill = torch.tensor([sp["method"] != "ce" for sp in specs], device=args.device)
+    nS, B = x_buf.shape[:2]
+
+    def step():
+        opt.zero_grad()
+        targets = F.one_hot(y_buf, 2).float()[seed_idx]  # (S, B, 2): labels for CE students
+        if slots is not None:
+            t_logits = slots.logits(x_buf.reshape(nS * B, -1)).view(-1, nS, B, 2)
+            q = common.distill_targets(t_logits, args.temperature)[slots.row_of_student, seed_idx]
+            targets = torch.where(is_distill[:, None, None], q, targets)
+        loss = common.soft_cross_entropy(model(x_buf[seed_idx]), targets).mean(-1)  # (S,)
+        loss.sum().backward()  # students are independent: the sum gives each its own gradient
+        opt.step()
+        loss_sum.add_(loss.detach())
+    return step
+
+
+def train_students(args, specs, heldout):
+    """Train all students together; return their eval history. Resumable from ckpt/students_state.pt."""
+    state_path, metrics = os.path.join(args.out, "ckpt", "students_state.pt"), os.path.join(args.out, "metrics.jsonl")
+    methods = list(dict.fromkeys(sp["method"] for sp in specs))
+    slots = refresh = None
+    if any(m != "ce" for m in methods):
+        graphed = bool(args.cuda_graph and args.device.startswith("cuda"))
+        slots = TeacherSlots(args, specs, teacher_steps_in(args.teacher_dir or args.out), graphed)
+        refresh = slots.refresh
+    model = make_model(args, "student", len(specs), seeds=[sp["seed"] for sp in specs])
+    opt = Optimizer(model.parameters(), args.optim, [sp["lr"] for sp in specs], args.beta_pair)
+    gens = [generator(args.device, s, 2) for s in args.seed_list]
+    state = load_state(args, state_path, "students", model, opt, gens)
+    start, history = state["step"], state.get("history", {"steps": [], "acc": []})
+    names = [f"{sp['method']}/lr={sp['lr']:g}/seed={sp['seed']}" for sp in specs]
+
+    def log_eval(step_no, extra):
+        acc, _ = evaluate(model, *heldout)
+        history["steps"].append(step_no)
+        history["acc"].append(acc)
+        common.append_jsonl(metrics, {"phase": "students", "step": step_no, "acc": dict(zip(names, acc)), **extra})
+        return acc
+
+    if start == 0:
+        log_eval(0, {})
+    if refresh is not None:
+        refresh(start)  # the teachers of the first step, loaded before a CUDA graph captures the step
+    sched, t0 = (args.schedule, args.warmup, args.floor), time.time()
+    blocks = train_blocks(args, "students", start, args.steps, sched, opt, gens, args.batch,
+                          partial(student_step, args, specs, model, opt, slots), refresh)
+    for step_no, train_loss in blocks:
+        acc = log_eval(step_no, {"train_loss": dict(zip(names, train_loss))})
+        if step_no % args.save_every == 0 or step_no == args.steps:
+            save_state(state_path, step_no, model, opt, gens, history=history)
+        if step_no % (10 * args.eval_every) == 0 or step_no == args.steps:
+            best = "  ".join(f"{m} {max(a for a, sp in zip(acc, specs) if sp['method'] == m):.3f}" for m in methods)
+            print(f"students step {step_no:>9d}  best acc: {best}  ({time.time() - t0:.0f}s)", flush=True)
+    return history
+
+
+def summarize_students(args, specs, history):
+    """Per method: per-lr results, and the best lr (fewest mean steps to 90%, unreached counted as the
+    budget; ties broken by final accuracy), the paper's protocol of reporting each method tuned."""
+    steps, out = history["steps"], {}
+    budget = lambda r: sum(args.steps if s is None else s for s in r["steps_to"]["0.9"])
+    for method in dict.fromkeys(sp["method"] for sp in specs):
+        by_lr = {}
+        for lr in args.lrs:
+            idx = [i for i, sp in enumerate(specs) if sp["method"] == method and sp["lr"] == lr]
+            curves = [[row[i] for row in history["acc"]] for i in idx]
+            by_lr[f"{lr:g}"] = {
+                "lr": lr, "seeds": [specs[i]["seed"] for i in idx], "final_acc": [c[-1] for c in curves],
+                "steps_to": {str(th): [common.steps_to(steps, c, th) for c in curves] for th in THRESHOLDS},
+                "acc": curves}
+        best = min(by_lr.values(), key=lambda r: (budget(r), -sum(r["final_acc"])))
+        by_lr = {k: {key: v for key, v in r.items() if key != "acc"} for k, r in by_lr.items()}  # curves: best lr's
+        out[method] = {**best, "by_lr": by_lr, "stage1": next(sp["stage1"] for sp in specs if sp["method"] == method)}
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# 7. The probe (Sec. 3.2, Fig. 3 middle): |E[chi_A(x) p(class 1 | x)]| for every in-support monomial A
 # of degree 1..k-1 and for random off-support monomials. A checkpoint inside the teacher's phase
 # transition correlates with in-support monomials far above the off-support level: the curriculum.
 
@@ -525,13 +663,12 @@ def monomials(args):
     out = {}
     for d in range(1, args.k):
         inside = [list(a) for a in itertools.combinations(args.support, d)]
-        outside, seen, tries = [], set(), 0
-        while len(outside) < args.probe_off and tries < 100 * args.probe_off:
-            a = tuple(sorted(rng.sample(range(args.n), d)))
+        outside, tries = [], 0
+        while len(outside) < args.probe_off and tries < 100 * args.probe_off:  # degree 1 has only n - k of them
+            a = sorted(rng.sample(range(args.n), d))
             tries += 1
-            if not set(a) <= support and a not in seen:
-                seen.add(a)
-                outside.append(list(a))
+            if not set(a) <= support and a not in outside:
+                outside.append(a)
         out[d] = (inside, outside)
     return out
 
@@ -548,35 +685,34 @@ def correlations(p, x, sets, chunk=2048):
 
 @torch.no_grad()
 def run_probe(args):
-    folder = teacher_dir(args)
+    """The probe at every saved teacher checkpoint (kept in probe.json for --resume). auto_ckpt, the stage-1
+    checkpoint of --ckpt auto, is the one whose in-support correlations stand highest above the off-support ones."""
+    path = os.path.join(args.out, "probe.json")
+    if args.resume and os.path.exists(path):
+        return common.read_json(path)
     steps = teacher_steps_in(args.teacher_dir or args.out)
-    gen = generator(args.device, args.teacher_seed, 4)
-    x, y = sample(gen, (args.probe_samples,), args.n, args.support)
-    mons = monomials(args)
-    model = make_model(args, "teacher", 1)
-    model.eval()
+    x, y = sample(generator(args.device, args.teacher_seed, 4), (args.probe_samples,), args.n, args.support)
+    mons, name = monomials(args), lambda a: ",".join(map(str, a))
+    model = make_model(args, "teacher", 1).eval()
     res = {"steps": steps, "acc": [], "score": [], "degrees": {
-        str(d): {"in_support": {",".join(map(str, a)): [] for a in mons[d][0]}, "off_mean": [], "off_std": []}
-        for d in mons}}
+        str(d): {"in_support": {name(a): [] for a in inside}, "off_mean": [], "off_std": []}
+        for d, (inside, _) in mons.items()}}
     for step in steps:
-        load_into(model, 0, load_teacher(folder, step, args.device)["model"])
+        load_into(model, 0, load_teacher(args.teacher_dir or args.out, step, args.device)["model"])
         p = torch.cat([torch.softmax(model(x[None, i:i + 4096]).float(), -1)[0, :, 1]
                        for i in range(0, len(x), 4096)])
         res["acc"].append(((p > 0.5).long() == y).float().mean().item())
-        ratios = []
         for d, (inside, outside) in mons.items():
             entry = res["degrees"][str(d)]
             for a, c in zip(inside, correlations(p, x, inside)):
-                entry["in_support"][",".join(map(str, a))].append(c)
-            off = correlations(p, x, outside)
-            m, sd = common.mean_std(off)
+                entry["in_support"][name(a)].append(c)
+            m, sd = common.mean_std(correlations(p, x, outside))
             entry["off_mean"].append(m)
             entry["off_std"].append(sd)
-            ratios.append(sum(entry["in_support"][k][-1] for k in entry["in_support"]) / len(inside) / max(m, 1e-12))
-        res["score"].append(max(ratios))  # in-support mean / off-support mean, best degree
+        res["score"].append(max(in_over_off(res, d, -1) for d in mons))  # at the best degree
     best = max(range(len(steps)), key=lambda i: res["score"][i])
-    res["auto_ckpt"] = steps[best]
-    res["auto_degree"] = 1 + max(range(len(mons)), key=lambda j: in_over_off(res, j + 1, best))
+    res["auto_ckpt"], res["auto_degree"] = steps[best], max(mons, key=lambda d: in_over_off(res, d, best))
+    common.write_json(res, path)
     return res
 
 
@@ -587,255 +723,18 @@ def in_over_off(probe, d, i):
     return inside / max(e["off_mean"][i], 1e-12)
 
 
-def fig3_checkpoints(args, probe):
+def fig3_checkpoints(probe):
     """Stage-1 checkpoints before, inside and after the transition (Fig. 3 right): inside is the probe's
     choice; before is half its step; after is halfway from the teacher's first 99% to its final step."""
-    steps, accs = probe["steps"], probe["acc"]
+    steps, inside = probe["steps"], probe["auto_ckpt"]
     nearest = lambda t: min(steps, key=lambda s: abs(s - t))
-    inside = probe["auto_ckpt"]
-    if args.fig3 != "auto":
-        before, after = common.parse_list(args.fig3, int, "--fig3")
-        for s in (before, after):
-            if s not in steps:
-                fail("--fig3", f"{s} is not a teacher checkpoint")
-        return before, inside, after
-    t99 = common.steps_to(steps, accs, 0.99)
+    t99 = common.steps_to(steps, probe["acc"], 0.99)
     after = nearest(((t99 if t99 is not None else steps[-1]) + steps[-1]) / 2)
-    return nearest(inside / 2), inside, after
+    return [nearest(inside / 2), inside, after]
 
 
 # ----------------------------------------------------------------------------------------------------
-# 6. Students (Sec. 3, Fig. 1; Alg. 1). Every method, learning rate and seed is one slice of one stacked
-# model. Each distillation method owns a "slot" of a stacked teacher whose weights are swapped for the
-# checkpoint that the method's schedule asks for at the current step.
-
-def schedule_ckpt(method, t, steps, args, stage1=None):
-    """Teacher checkpoint step that `method` learns from at student step t; `steps` are the saved ones."""
-    final = steps[-1]
-    if method == "oneshot":
-        return final
-    if method == "progressive":  # the first saved checkpoint at or after t x speed (the official parity code)
-        target = t * args.speed
-        return next((s for s in steps if s >= target), final)
-    if method.startswith("two_shot"):  # Alg. 1: stage-1 checkpoint for T steps, then the final one
-        return stage1 if t < args.T else final
-    raise ValueError(method)
-
-
-def student_specs(args, methods, stage1):
-    """One spec per stacked student: method x lr x seed (same seed => same init and data)."""
-    specs = []
-    for method in methods:
-        for lr in args.lrs:
-            for seed in args.seed_list:
-                specs.append({"method": method, "lr": lr, "seed": seed, "stage1": stage1.get(method)})
-    return specs
-
-
-class TeacherSlots:
-    """The teacher checkpoints that the distillation students need at the current step, stacked so that
-    one batched forward serves them all. Methods that want the same checkpoint share a row, so after
-    two_shot's switch (and for one-shot) the final teacher runs once, not once per method."""
-
-    def __init__(self, args, specs, saved, fixed_rows):
-        self.args, self.saved = args, saved
-        self.methods = list(dict.fromkeys(sp["method"] for sp in specs if sp["method"] != "ce"))
-        self.stage1 = {sp["method"]: sp["stage1"] for sp in specs}
-        self.student_method = [sp["method"] for sp in specs]
-        self.model = make_model(args, "teacher", max(1, len(self.methods))).eval()
-        self.rows = []  # checkpoint step held by each row
-        self.fixed_rows = fixed_rows  # CUDA graphs need static shapes: then every row runs every step
-        self.row_of_student = torch.zeros(len(specs), dtype=torch.long, device=args.device)
-        self.active = len(self.methods)
-
-    def refresh(self, t):
-        want = {m: schedule_ckpt(m, t, self.saved, self.args, self.stage1[m]) for m in self.methods}
-        rows = sorted(set(want.values()))
-        if self.fixed_rows:
-            rows += [rows[-1]] * (len(self.methods) - len(rows))
-        if rows == self.rows:
-            return
-        for i, step in enumerate(rows):
-            if i >= len(self.rows) or self.rows[i] != step:
-                load_into(self.model, i, load_teacher(teacher_dir(self.args), step, self.args.device)["model"])
-        self.rows, self.active = rows, len(rows)
-        index = [rows.index(want[m]) if m in want else 0 for m in self.student_method]
-        self.row_of_student.copy_(torch.tensor(index))
-
-    @torch.no_grad()
-    def logits(self, x):
-        """x: (N, n) -> teacher logits (active rows, N, 2)."""
-        params = {k: v[:self.active] for k, v in self.model.named_parameters()}
-        return torch.func.functional_call(self.model, params, (x.expand(self.active, -1, -1),))
-
-
-def student_step(args, specs, model, opt, slots, x_buf, y_buf, loss_sum):
-    """One optimizer step of all stacked students on the batch in x_buf (seeds, B, n): CE students on
-    labels, the others on softmax(teacher / temperature) of their current checkpoint (Sec. 2)."""
-    seed_idx = torch.tensor([args.seed_list.index(sp["seed"]) for sp in specs], device=args.device)
-    is_distill = torch.tensor([sp["method"] != "ce" for sp in specs], device=args.device)
-    nS, B = x_buf.shape[:2]
-
-    def step():
-        opt.zero_grad()
-        targets = F.one_hot(y_buf, 2).float()[seed_idx]  # (S, B, 2): labels for CE students
-        if slots is not None:
-            t_logits = slots.logits(x_buf.reshape(nS * B, -1)).view(-1, nS, B, 2)
-            q = common.distill_targets(t_logits, args.temperature)[slots.row_of_student, seed_idx]
-            targets = torch.where(is_distill[:, None, None], args.alpha * targets + (1 - args.alpha) * q, targets)
-        loss = common.soft_cross_entropy(model(x_buf[seed_idx]), targets).mean(-1)  # (S,)
-        loss.sum().backward()  # students are independent: the sum gives each its own gradient
-        opt.step()
-        loss_sum.add_(loss.detach())
-    return step
-
-
-def train_students(args, specs, heldout):
-    """Train all students together; return their eval history. Resumable from ckpt/students_state.pt."""
-    state_path = os.path.join(args.out, "ckpt", "students_state.pt")
-    metrics = os.path.join(args.out, "metrics.jsonl")
-    device, S = args.device, len(specs)
-    seeds = args.seed_list
-    methods = list(dict.fromkeys(sp["method"] for sp in specs))
-    slots = None
-    if any(m != "ce" for m in methods):
-        graphed = bool(args.cuda_graph and device.startswith("cuda"))
-        slots = TeacherSlots(args, specs, teacher_steps_in(args.teacher_dir or args.out), graphed)
-
-    model = make_model(args, "student", S, seeds=[sp["seed"] for sp in specs])
-    opt = Optimizer(model.parameters(), args.optim, [sp["lr"] for sp in specs], args.beta_pair)
-    gens = [generator(device, s, 2) for s in seeds]
-    history = {"steps": [], "acc": [], "loss": []}
-    start = 0
-    if os.path.exists(state_path):
-        state = common.load_checkpoint(state_path, device)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        for g, st in zip(gens, state["gens"]):
-            g.set_state(st.cpu())
-        history = {k: v for k, v in state["history"].items()}
-        start = state["step"]
-        print(f"students: resuming at step {start}")
-    common.rewrite_jsonl(metrics, [r for r in common.read_jsonl(metrics)
-                                   if r["phase"] != "students" or r["step"] <= start])
-    names = [f"{sp['method']}/lr={sp['lr']:g}/seed={sp['seed']}" for sp in specs]
-
-    def log_eval(step_no, train_loss=None):
-        acc, loss = evaluate(model, *heldout)
-        history["steps"].append(step_no)
-        history["acc"].append(acc)
-        history["loss"].append(loss)
-        rec = {"phase": "students", "step": step_no, "acc": dict(zip(names, acc))}
-        if train_loss is not None:
-            rec["train_loss"] = dict(zip(names, train_loss))
-        common.append_jsonl(metrics, rec)
-        return acc
-
-    x_buf = torch.zeros(len(seeds), args.batch, args.n, device=device)
-    y_buf = torch.zeros(len(seeds), args.batch, dtype=torch.long, device=device)
-    loss_sum = torch.zeros(S, device=device)
-    step = student_step(args, specs, model, opt, slots, x_buf, y_buf, loss_sum)
-    refresh_slots = slots.refresh if slots is not None else (lambda t: None)
-    if start == 0:
-        log_eval(0)
-    model.train()
-    refresh_slots(start)
-    run_step = compile_step(step, list(model.parameters()) + opt.tensors() + [loss_sum], args)
-    t0 = time.time()
-    for s0 in range(start, args.steps, args.eval_every):
-        n_steps = min(args.eval_every, args.steps - s0)
-        chunk = [sample(g, (n_steps, args.batch), args.n, args.support) for g in gens]
-        loss_sum.zero_()
-        for i in range(n_steps):
-            refresh_slots(s0 + i)
-            opt.factor.fill_(common.lr_factor(s0 + i, args.steps, args.schedule, args.warmup, args.floor))
-            for j, (xs, ys) in enumerate(chunk):
-                x_buf[j].copy_(xs[i])
-                y_buf[j].copy_(ys[i])
-            run_step()
-            halt_if_asked(args, "students", s0 + i + 1)
-        step_no = s0 + n_steps
-        train_loss = (loss_sum / n_steps).cpu().tolist()
-        bad = [nm for nm, v in zip(names, train_loss) if not math.isfinite(v)]
-        if bad:
-            common.check_finite(float("nan"), f"training loss of {', '.join(bad)} at step {step_no}")
-        acc = log_eval(step_no, train_loss)
-        if step_no % args.save_every == 0 or step_no == args.steps:
-            common.save_checkpoint({"model": model.state_dict(), "opt": opt.state_dict(), "step": step_no,
-                                    "gens": [g.get_state() for g in gens], "history": history}, state_path)
-        if step_no % (10 * args.eval_every) == 0 or step_no == args.steps:
-            summary = "  ".join(f"{m} {max(a for a, sp in zip(acc, specs) if sp['method'] == m):.3f}"
-                                for m in methods)
-            print(f"students step {step_no:>9d}  best acc: {summary}  ({time.time() - t0:.0f}s)", flush=True)
-    return history
-
-
-def summarize_students(args, specs, history):
-    """Per method: per-lr results, and the best lr (fewest mean steps to 90%, unreached counted as the
-    budget; ties broken by final accuracy), the paper's protocol of reporting each method tuned."""
-    steps = history["steps"]
-    out = {}
-    for method in dict.fromkeys(sp["method"] for sp in specs):
-        by_lr = {}
-        for lr in args.lrs:
-            idx = [i for i, sp in enumerate(specs) if sp["method"] == method and sp["lr"] == lr]
-            curves = [[row[i] for row in history["acc"]] for i in idx]
-            by_lr[f"{lr:g}"] = {
-                "lr": lr, "seeds": [specs[i]["seed"] for i in idx], "final_acc": [c[-1] for c in curves],
-                "steps_to": {str(th): [common.steps_to(steps, c, th) for c in curves] for th in THRESHOLDS},
-                "acc": curves}
-        budget = lambda r: sum(args.steps if s is None else s for s in r["steps_to"]["0.9"])
-        best = min(by_lr.values(), key=lambda r: (budget(r), -sum(r["final_acc"])))
-        out[method] = {**{k: v for k, v in best.items() if k != "acc"}, "stage1": specs[
-            [sp["method"] for sp in specs].index(method)]["stage1"], "acc": best["acc"],
-            "by_lr": {k: {kk: vv for kk, vv in v.items() if kk != "acc"} for k, v in by_lr.items()}}
-    return out
-
-
-# ----------------------------------------------------------------------------------------------------
-# 7. "Wider learns faster" (Sec. 3, Fig. 2): steps to 95% against teacher width or number of heads.
-
-def run_sweep(args, heldout):
-    path = os.path.join(args.out, "sweep.json")
-    done = common.read_json(path) if os.path.exists(path) else {}
-    for size in args.sweep_list:
-        if str(size) in done:
-            continue
-        kw = {"width": size} if args.arch == "mlp" else {"heads": size}
-        model = make_model(args, "teacher", len(args.seed_list), seeds=args.seed_list, **kw)
-        opt = Optimizer(model.parameters(), args.teacher_optim, [args.teacher_lr] * len(args.seed_list),
-                        args.beta_pair)
-        gens = [generator(args.device, s, 1) for s in args.seed_list]
-        reached = [None] * len(args.seed_list)
-        t0 = time.time()
-        for s0 in range(0, args.sweep_steps, args.eval_every):
-            n_steps = min(args.eval_every, args.sweep_steps - s0)
-            chunk = [sample(g, (n_steps, args.teacher_batch), args.n, args.support) for g in gens]
-            xs, ys = torch.stack([c[0] for c in chunk], 1), torch.stack([c[1] for c in chunk], 1)
-            for i in range(n_steps):
-                opt.factor.fill_(common.lr_factor(s0 + i, args.sweep_steps, args.teacher_schedule,
-                                                  args.teacher_warmup, args.teacher_floor))
-                opt.zero_grad()
-                logits = model(xs[i])
-                F.cross_entropy(logits.flatten(0, 1), ys[i].flatten(), reduction="sum").div(
-                    args.teacher_batch).backward()
-                opt.step()
-            acc, _ = evaluate(model, *heldout)
-            for j, a in enumerate(acc):
-                if reached[j] is None and a >= 0.95:
-                    reached[j] = s0 + n_steps
-            if all(r is not None for r in reached):
-                break
-        done[str(size)] = reached
-        common.write_json(done, path)
-        print(f"sweep {'width' if args.arch == 'mlp' else 'heads'} {size}: steps to 95% {reached} "
-              f"({time.time() - t0:.0f}s)", flush=True)
-    return {"sizes": args.sweep_list, "kind": "width" if args.arch == "mlp" else "heads",
-            "budget": args.sweep_steps, "steps_to_0.95": [done[str(s)] for s in args.sweep_list]}
-
-
-# ----------------------------------------------------------------------------------------------------
-# 8. Results: table, results.json and figures.
+# 8. Results: table, claim checks (results.json), figures (Fig. 1, Fig. 3; docs/parity_extra.py draws the rest).
 
 def fmt_steps(values, budget):
     vals = [budget if v is None else v for v in values]
@@ -844,17 +743,19 @@ def fmt_steps(values, budget):
     return f"{m:.0f} ± {sd:.0f}" + ("" if hit == len(values) else f" ({hit}/{len(values)} reached)")
 
 
+def label(method, r):  # in the table and Fig. 3: two_shot methods name their stage-1 checkpoint
+    return method + (f" (ckpt {r['stage1']})" if r.get("stage1") is not None else "")
+
+
 def print_table(results, args):
-    rows = []
-    t = results.get("teacher")
+    rows, t = [], results.get("teacher")
     if t:
         rows.append(["teacher", f"{args.teacher_lr:g}", t["steps_to"]["0.9"], t["steps_to"]["0.95"],
                      f"{t['final_acc']:.3f}"])
     for method, r in results.get("students", {}).items():
         m, sd = common.mean_std(r["final_acc"])
-        rows.append([method + (f" (ckpt {r['stage1']})" if r.get("stage1") is not None else ""), f"{r['lr']:g}",
-                     fmt_steps(r["steps_to"]["0.9"], args.steps), fmt_steps(r["steps_to"]["0.95"], args.steps),
-                     f"{m:.3f} ± {sd:.3f}"])
+        rows.append([label(method, r), f"{r['lr']:g}", fmt_steps(r["steps_to"]["0.9"], args.steps),
+                     fmt_steps(r["steps_to"]["0.95"], args.steps), f"{m:.3f} ± {sd:.3f}"])
     if rows:
         print("\n" + common.format_table(["method", "lr", "steps to 90%", "steps to 95%", "final acc"], rows))
 
@@ -887,7 +788,6 @@ def make_figures(results, args):
     st, teacher, probe = results.get("students", {}), results.get("teacher"), results.get("probe")
     colors = {"teacher": "k", "ce": "tab:blue", "oneshot": "tab:orange", "progressive": "tab:green",
               "two_shot": "tab:red", "two_shot_before": "tab:purple", "two_shot_after": "tab:brown"}
-    title = f"{args.arch.upper()} on ({args.n},{args.k})-sparse parity"
     if st or teacher:  # Fig. 1 left / middle
         fig, ax = plt.subplots(figsize=(6, 4))
         if teacher:
@@ -896,64 +796,42 @@ def make_figures(results, args):
             if m in st:  # one-shot dotted: at temperature ~0 it can coincide with CE (the final teacher = labels)
                 common.plot_band(ax, results["student_steps"], st[m]["acc"],
                                  f"{m} (lr {st[m]['lr']:g})", colors[m], ":" if m == "oneshot" else "-")
-        ax.set(xlabel="training steps", ylabel="held-out accuracy", title=title, ylim=(0.4, 1.02))
+        ax.set(xlabel="training steps", ylabel="held-out accuracy", ylim=(0.4, 1.02),
+               title=f"{args.arch.upper()} on ({args.n},{args.k})-sparse parity")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(os.path.join(args.out, "fig1_accuracy.png"), dpi=120)
-        plt.close(fig)
-    if probe:  # Fig. 3
-        chosen, d = results.get("two_shot_ckpt", probe["auto_ckpt"]), probe["auto_degree"]
+        save(fig, args.out, "fig1_accuracy.png")
+    if probe:  # Fig. 3: the teacher, the probe at its strongest degree, (2,T)-progressive students if trained
+        chosen = results.get("two_shot_ckpt", probe["auto_ckpt"])
         two_shots = [m for m in ("two_shot_before", "two_shot", "two_shot_after") if m in st]
         fig, axes = plt.subplots(1, 3 if two_shots else 2, figsize=(15 if two_shots else 10, 4))
         axes[0].plot(probe["steps"], probe["acc"], "k-")
         for name, s in zip(("before", "inside", "after"), results.get("fig3_ckpts", [chosen])):
-            i = probe["steps"].index(s)
-            axes[0].plot(s, probe["acc"][i], "o", label=f"{name}: {s}")
+            axes[0].plot(s, probe["acc"][probe["steps"].index(s)], "o", label=f"{name}: {s}")
         axes[0].set(xlabel="teacher steps", ylabel="accuracy", title="teacher accuracy, candidates")
         axes[0].legend(fontsize=8)
-        plot_degree(axes[1], probe, d, chosen)
-        ax = axes[-1]
-        for m, label in (("two_shot_before", "before"), ("two_shot", "inside"), ("two_shot_after", "after"),
-                         ("oneshot", "one-shot")):
-            if m in st:
-                extra = f" (ckpt {st[m]['stage1']})" if st[m].get("stage1") is not None else ""
-                common.plot_band(ax, results["student_steps"], st[m]["acc"], label + extra, colors[m])
+        plot_degree(axes[1], probe, probe["auto_degree"], chosen)
         if two_shots:
+            ax = axes[2]
+            for m in two_shots + (["oneshot"] if "oneshot" in st else []):
+                common.plot_band(ax, results["student_steps"], st[m]["acc"], label(m, st[m]), colors[m])
             ax.axvline(args.T, color="gray", ls=":", lw=1)
             ax.set(xlabel="student steps", ylabel="accuracy", title=f"(2,{args.T})-progressive", ylim=(0.4, 1.02))
             ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(os.path.join(args.out, "fig3_curriculum.png"), dpi=120)
-        plt.close(fig)
-        degrees = sorted(int(k) for k in probe["degrees"])
-        fig, axes = plt.subplots(1, len(degrees), figsize=(4 * len(degrees), 3.5), squeeze=False)
-        for ax, deg in zip(axes[0], degrees):
-            plot_degree(ax, probe, deg, chosen)
-        fig.tight_layout()
-        fig.savefig(os.path.join(args.out, "probe_degrees.png"), dpi=120)
-        plt.close(fig)
-    sweep = results.get("sweep")
-    if sweep:
-        fig, ax = plt.subplots(figsize=(5, 4))
-        vals = [[sweep["budget"] if v is None else v for v in row] for row in sweep["steps_to_0.95"]]
-        ax.errorbar(sweep["sizes"], [sum(v) / len(v) for v in vals],
-                    yerr=[[sum(v) / len(v) - min(v) for v in vals], [max(v) - sum(v) / len(v) for v in vals]],
-                    fmt="o-", capsize=3)
-        ax.axhline(sweep["budget"], color="gray", ls=":", lw=1, label="budget (not reached)")
-        ax.set(xscale="log", yscale="log", xlabel=f"teacher {sweep['kind']}", ylabel="steps to 95%",
-               title=title)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(os.path.join(args.out, "sweep.png"), dpi=120)
-        plt.close(fig)
+        save(fig, args.out, "fig3_curriculum.png")
+
+
+def save(fig, folder, name):
+    fig.tight_layout()
+    fig.savefig(os.path.join(folder, name), dpi=120)
+    common.plt().close(fig)
 
 
 def plot_degree(ax, probe, d, chosen):
+    """Fig. 3 middle: the in-support correlations of degree d against the off-support mean ± std."""
     e = probe["degrees"][str(d)]
     for name, vals in e["in_support"].items():
         ax.plot(probe["steps"], vals, lw=1, label="{" + name + "}" if len(e["in_support"]) <= 6 else None)
-    m = torch.tensor(e["off_mean"])
-    sd = torch.tensor(e["off_std"])
+    m, sd = torch.tensor(e["off_mean"]), torch.tensor(e["off_std"])
     ax.plot(probe["steps"], m, "k--", lw=1, label="off-support mean ± std")
     ax.fill_between(probe["steps"], (m - sd).clamp(min=0), m + sd, color="gray", alpha=0.3, lw=0)
     ax.axvline(chosen, color="gray", ls=":", lw=1)
@@ -962,136 +840,56 @@ def plot_degree(ax, probe, d, chosen):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 9. Flag checks: every check that can fail runs before anything is written.
+# 9. Main: teacher -> probe -> students -> results.
 
-def validate(args):
-    """Every check that can fail runs before anything is written."""
-    common.check_finite_flags(args)  # nan or inf in any float flag: exit 2 before anything else
-    common.check_positive(args, ["n", "k", "teacher_batch", "teacher_steps", "batch", "steps", "ckpt_every",
-                                 "eval_every", "eval_size", "probe_samples", "sweep_steps", "teacher_lr",
-                                 "temperature", "speed"] + (["teacher_width", "student_width"] if args.arch == "mlp"
-                                 else ["layers", "head_dim", "teacher_heads", "student_heads"]))
-    common.check_range(args, {"k": f"[1, {args.n}]", "alpha": "[0, 1]", "dropout": "[0, 1)", "T": f"[0, {args.steps}]"})
-    if args.ckpt_every % args.eval_every:
-        fail("--eval_every", f"must divide --ckpt_every ({args.ckpt_every}), got {args.eval_every}")
-    common.check_lr_seeds_betas(args)  # sets args.lrs, args.seed_list, args.beta_pair
-    common.check_run_flags(args, eval_every_default=20)
-    args.sweep_list = common.parse_list(args.sweep, int, "--sweep")
-    if any(v < 1 for v in args.sweep_list):
-        fail("--sweep", f"sizes must be at least 1, got {args.sweep}")
-    if args.fig3 != "auto" and len(common.parse_list(args.fig3, int, "--fig3")) != 2:
-        fail("--fig3", f"expected 'before,after' (two checkpoint steps) or auto, got {args.fig3!r}")
-    args.device = str(common.pick_device(args.device))
-    if args.out is None:
-        args.out = os.path.join("out", "parity", f"{args.preset}-{args.arch}-{args.mode}")
-    args.support = pick_support(args)
-    if args.teacher_dir is not None:
-        check_teacher_dir(args)
-    elif args.ckpt != "auto" and (int(args.ckpt) % args.ckpt_every or int(args.ckpt) > args.teacher_steps):
-        fail("--ckpt", f"{args.ckpt} is not a saved step (multiples of --ckpt_every={args.ckpt_every} "
-                       f"up to --teacher_steps={args.teacher_steps})")
+def config_of(args):  # config.json: every flag but --resume and --halt_at, not the lists validate() parses
+    return {k: v for k, v in vars(args).items() if k not in {"resume", "halt_at", "lrs", "seed_list", "beta_pair"}}
 
 
-def check_teacher_dir(args):
-    """--teacher_dir must hold a finished teacher for the same task and architecture."""
-    d = args.teacher_dir
-    cfg_path = os.path.join(d, "config.json")
-    if not os.path.isdir(d):
-        fail("--teacher_dir", f"{d} does not exist")
-    if not os.path.exists(cfg_path) or not teacher_steps_in(d):
-        fail("--teacher_dir", f"{d} holds no teacher checkpoints (expected config.json and ckpt/teacher/)")
-    cfg = common.read_json(cfg_path)
-    mine = {"arch": args.arch, "n": args.n, "k": args.k, "support": args.support}
-    mine.update({"teacher_width": args.teacher_width} if args.arch == "mlp" else
-                {"layers": args.layers, "head_dim": args.head_dim, "teacher_heads": args.teacher_heads})
-    diff = [f"{key}={cfg.get(key)!r} (here {value!r})" for key, value in mine.items() if cfg.get(key) != value]
-    if diff:
-        fail("--teacher_dir", f"{d} was made for another setting: " + ", ".join(diff))
-    if cfg.get("teacher_steps") not in teacher_steps_in(d):
-        fail("--teacher_dir", f"the teacher in {d} is unfinished (no checkpoint at its step "
-                              f"{cfg.get('teacher_steps')}); finish it with --resume first")
-    if args.ckpt != "auto" and int(args.ckpt) not in teacher_steps_in(d):
-        fail("--ckpt", f"{args.ckpt} is not a checkpoint in {d}")
-
-
-def pick_support(args):
-    if not args.random_support:
-        return list(range(args.k))
-    return sorted(random.Random(args.teacher_seed).sample(range(args.n), args.k))
-
-
-# ----------------------------------------------------------------------------------------------------
-# 10. Main: teacher -> probe -> students -> results.
-
-def config_of(args):
-    skip = {"resume", "halt_at", "lrs", "seed_list", "beta_pair", "sweep_list"}
-    return {k: v for k, v in vars(args).items() if k not in skip}
+def start_run(args):
+    """Seeds, the run folder (config.json) and the held-out set; docs/parity_sweep.py starts its runs here too."""
+    torch.manual_seed(args.teacher_seed)  # dropout masks; everything else uses its own generator
+    if args.device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True
+    common.prepare_run_dir(args.out, config_of(args), args.resume)
+    return sample(generator(args.device, 12345, 3), (args.eval_size,), args.n, args.support)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    torch.manual_seed(args.teacher_seed)  # dropout masks; everything else uses its own generator
-    if args.device.startswith("cuda"):
-        torch.backends.cuda.matmul.allow_tf32 = True
-    results_path = os.path.join(args.out, "results.json")
-    common.prepare_run_dir(args.out, config_of(args), args.resume)
-    heldout = sample(generator(args.device, 12345, 3), (args.eval_size,), args.n, args.support)
-    results = {"config": config_of(args)}
-    t_start = time.time()
-
-    if args.mode == "sweep":
-        results["sweep"] = run_sweep(args, heldout)
-        for size, row in zip(results["sweep"]["sizes"], results["sweep"]["steps_to_0.95"]):
-            print(f"{results['sweep']['kind']} {size}: steps to 95% {fmt_steps(row, args.sweep_steps)}")
-    else:
-        needs_teacher = args.mode != "ce" or args.teacher_dir is not None
-        if needs_teacher and args.teacher_dir is None:
+    heldout = start_run(args)
+    results, t_start = {"config": config_of(args)}, time.time()
+    if args.mode != "ce" or args.teacher_dir is not None:  # all but CE students need a teacher
+        if args.teacher_dir is None:
             train_teacher(args, heldout)
-        if needs_teacher:
-            steps, accs = teacher_curve(args)
-            results["teacher"] = {"steps": steps, "acc": accs, "final_acc": accs[-1],
-                                  "steps_to": {str(th): common.steps_to(steps, accs, th) for th in THRESHOLDS}}
-        wants_probe = args.mode in ("all", "probe") or (args.mode == "two_shot" and args.ckpt == "auto")
-        if wants_probe:
-            probe_path = os.path.join(args.out, "probe.json")
-            if os.path.exists(probe_path) and args.resume:
-                results["probe"] = common.read_json(probe_path)
-            else:
-                t0 = time.time()
-                results["probe"] = run_probe(args)
-                common.write_json(results["probe"], probe_path)
-                print(f"probe: {len(results['probe']['steps'])} checkpoints in {time.time() - t0:.0f}s; "
-                      f"strongest in-support signal at step {results['probe']['auto_ckpt']} "
-                      f"(degree {results['probe']['auto_degree']})")
-        if args.mode in ("all", "two_shot"):
-            chosen = results["probe"]["auto_ckpt"] if args.ckpt == "auto" else int(args.ckpt)
-            results["two_shot_ckpt"] = chosen
-            how = "picked by the probe" if args.ckpt == "auto" else "--ckpt"
-            print(f"two_shot: stage-1 checkpoint {chosen} ({how}), then the final one after T={args.T} steps")
-        methods = {"all": ["ce", "oneshot", "progressive", "two_shot", "two_shot_before", "two_shot_after"],
-                   "teacher": [], "probe": []}.get(args.mode, [args.mode])
-        stage1 = {}
-        if "two_shot" in methods:
-            stage1["two_shot"] = results["two_shot_ckpt"]
-        if "two_shot_before" in methods:
-            before, inside, after = fig3_checkpoints(args, results["probe"])
-            results["fig3_ckpts"] = [before, inside, after]
-            stage1.update(two_shot_before=before, two_shot_after=after)
-        if methods:
-            specs = student_specs(args, methods, stage1)
-            print(f"students: {len(specs)} stacked ({len(methods)} methods x {len(args.lrs)} lrs x "
-                  f"{len(args.seed_list)} seeds), {args.steps} steps")
-            history = train_students(args, specs, heldout)
-            results["student_steps"] = history["steps"]
-            results["students"] = summarize_students(args, specs, history)
-
+        steps = teacher_steps_in(args.teacher_dir or args.out)
+        accs = [load_teacher(args.teacher_dir or args.out, s, "cpu")["acc"] for s in steps]  # saved with each
+        results["teacher"] = {"steps": steps, "acc": accs, "final_acc": accs[-1],
+                              "steps_to": {str(th): common.steps_to(steps, accs, th) for th in THRESHOLDS}}
+    if args.mode in ("all", "probe") or (args.mode == "two_shot" and args.ckpt == "auto"):
+        results["probe"] = run_probe(args)
+    if args.mode in ("all", "two_shot"):
+        results["two_shot_ckpt"] = results["probe"]["auto_ckpt"] if args.ckpt == "auto" else int(args.ckpt)
+        how = "picked by the probe" if args.ckpt == "auto" else "--ckpt"
+        print(f"two_shot: stage-1 checkpoint {results['two_shot_ckpt']} ({how}), then the final one after T={args.T}")
+    methods = {"all": ["ce", "oneshot", "progressive", "two_shot", "two_shot_before", "two_shot_after"],
+               "teacher": [], "probe": []}.get(args.mode, [args.mode])
+    stage1 = {"two_shot": results.get("two_shot_ckpt")}
+    if "two_shot_before" in methods:  # Fig. 3 right's controls
+        results["fig3_ckpts"] = fig3_checkpoints(results["probe"])
+        stage1["two_shot_before"], _, stage1["two_shot_after"] = results["fig3_ckpts"]
+    if methods:
+        specs = student_specs(args, methods, stage1)
+        history = train_students(args, specs, heldout)
+        results["student_steps"] = history["steps"]
+        results["students"] = summarize_students(args, specs, history)
     results["checks"], results["measured"] = common.split_checks(claim_checks(results, args))
-    common.write_json(results, results_path)
+    common.write_json(results, os.path.join(args.out, "results.json"))
     print_table(results, args)
     if results["checks"]:
         print("\nchecks:", results["checks"])
     make_figures(results, args)
-    print(f"\nwrote {results_path} and figures to {args.out}/ in {time.time() - t_start:.0f}s")
+    print(f"\nwrote results.json and figures to {args.out}/ in {time.time() - t_start:.0f}s")
     return results
 
 

@@ -2,6 +2,7 @@
 temperature) at smoke sizes, so that a preset flag that only one mode resolves (e.g. pcfg.py's --refresh auto,
 which once crashed --mode oneshot after the teacher had trained) can never crash another mode again."""
 import os
+import sys
 
 import pytest
 import torch
@@ -11,6 +12,9 @@ import parity
 import pcfg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "docs"))
+import parity_sweep  # noqa: E402
+
 TEXT = os.path.join(ROOT, "tests", "data", "pride_and_prejudice_ch01-12.txt")
 
 
@@ -54,8 +58,9 @@ def test_parity_every_mode_with_the_cpu_schedule_flags(tmp_path, arch):
     cpu, smoke = parity.PRESETS[("cpu", arch)], parity.PRESETS[("smoke", arch)]
     base = ["--preset", "smoke", "--arch", arch, "--seeds", "0"]
     base += flags(cpu, ["speed", "lr_grid", "temperature", "T"], {"T": smoke["steps"] / cpu["steps"]})
-    run_modes(parity.main, base, str(tmp_path / "teacher"), ["probe", "ce", "oneshot", "progressive", "two_shot",
-                                                              "sweep"], tmp_path)
+    run_modes(parity.main, base, str(tmp_path / "teacher"), ["probe", "ce", "oneshot", "progressive", "two_shot"],
+              tmp_path)
+    parity_sweep.main(base + ["--out", str(tmp_path / "sweep")])  # the width sweep: docs/parity_sweep.py
 
 
 def test_lm_pretrain_every_mode_with_the_cpu_schedule_flags(tmp_path):

@@ -13,6 +13,9 @@ import common
 import parity
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "docs"))
+import parity_extra  # noqa: E402
+import parity_sweep  # noqa: E402
 
 
 def args_for(*argv):
@@ -220,7 +223,7 @@ def test_bad_input_exit_status_from_the_command_line(tmp_path):
 def test_every_float_flag_refuses_nan_and_inf(tmp_path, capsys):
     out = tmp_path / "run"
     floats = [a.option_strings[0] for a in parity.build_parser()._actions if a.type is float]
-    assert {"--teacher_lr", "--temperature", "--speed", "--teacher_warmup", "--floor", "--alpha"} <= set(floats)
+    assert {"--teacher_lr", "--temperature", "--speed", "--teacher_warmup", "--floor", "--dropout"} <= set(floats)
     for flag in floats + ["--lr_grid", "--betas"]:
         for bad in ("nan", "inf"):
             value = {"--lr_grid": f"1e-2,{bad}", "--betas": f"0.9,{bad}"}.get(flag, bad)
@@ -301,6 +304,7 @@ def test_smoke_all_writes_results_and_figures(tmp_path, arch):
         assert len(r["steps_to"]["0.9"]) == 3
     assert set(saved["probe"]) >= {"steps", "acc", "degrees"}
     assert saved["two_shot_ckpt"] in saved["probe"]["steps"]
+    parity_extra.main([str(out)])  # the study figure of every probe degree, redrawn from the run folder
     for fig in ("fig1_accuracy.png", "fig3_curriculum.png", "probe_degrees.png"):
         assert (out / fig).stat().st_size > 1000
     lines = (out / "metrics.jsonl").read_text().splitlines()
@@ -318,9 +322,12 @@ def test_single_modes_and_sweep_run(tmp_path):
             assert list(r["students"]) == [mode]
     r = parity.main(one + ["--mode", "two_shot", "--ckpt", "100", "--out", str(tmp_path / "ts")])
     assert r["students"]["two_shot"]["stage1"] == 100
-    s = parity.main(["--preset", "smoke", "--mode", "sweep", "--seeds", "0,1", "--out", str(tmp_path / "sweep")])
+    s = parity_sweep.main(["--preset", "smoke", "--seeds", "0,1", "--out", str(tmp_path / "sweep")])
     assert s["sweep"]["sizes"] == [64, 256] and len(s["sweep"]["steps_to_0.95"][0]) == 2
     assert (tmp_path / "sweep" / "sweep.png").exists()
+    with pytest.raises(SystemExit) as e:  # the sweep's own flags are checked before anything is written
+        parity_sweep.main(["--preset", "smoke", "--sweep", "0,4", "--out", str(tmp_path / "bad")])
+    assert e.value.code == 2 and not (tmp_path / "bad").exists()
 
 
 @pytest.mark.parametrize("arch", ["mlp", "transformer"])

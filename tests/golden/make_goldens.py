@@ -14,6 +14,7 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
+sys.path.append(os.path.join(ROOT, "docs"))  # docs/parity_sweep.py
 import common  # noqa: E402,F401  (first: it pins MKL before torch loads)
 import torch  # noqa: E402
 
@@ -28,7 +29,7 @@ DROPPED = {"config", "wall_s"}  # inputs and wall times, not numbers of the run
 SINGLE = ["probe", "ce", "oneshot", "progressive", "two_shot"]
 GROUPS = {  # name: (script, base flags, modes after --mode teacher)
     "parity-mlp": ("parity", ["--preset", "smoke", "--arch", "mlp", "--seeds", "0,1", "--steps", "200",
-                              "--T", "50", "--sweep_steps", "200"], ["all"] + SINGLE + ["sweep"]),
+                              "--T", "50"], ["all"] + SINGLE + ["sweep"]),
     "parity-transformer": ("parity", ["--preset", "smoke", "--arch", "transformer", "--seeds", "0,1"],
                            ["all"] + SINGLE + ["sweep"]),
     "pcfg-mlm": ("pcfg", ["--preset", "smoke", "--objective", "mlm", "--seeds", "0", "--budgets", "20,40"],
@@ -36,6 +37,8 @@ GROUPS = {  # name: (script, base flags, modes after --mode teacher)
     "pcfg-boundary": ("pcfg", ["--preset", "smoke", "--objective", "boundary", "--seeds", "0"], ["all"] + SINGLE),
     "lm_pretrain": ("lm_pretrain", ["--preset", "smoke", "--data", FIXTURE, "--seeds", "0,1"], ["all"] + SINGLE),
 }
+# "sweep" of the parity groups: docs/parity_sweep.py (once parity.py --mode sweep), with these flags added
+SWEEP_FLAGS = {"parity-mlp": ["--sweep_steps", "200"], "parity-transformer": []}
 
 
 def clean(obj):
@@ -58,10 +61,14 @@ def run_group(name, tmp):
         teacher = os.path.join(tmp, "teacher")
         out = {}
         for mode in ["teacher"] + modes:
-            flags = ["--mode", mode, "--out", os.path.join(tmp, mode)]
+            flags = ["--out", os.path.join(tmp, mode)]
             if mode != "teacher":
                 flags += ["--teacher_dir", teacher]
-            module.main(base + flags)
+            if mode == "sweep":
+                import parity_sweep  # noqa: E402  (docs/, on the path above)
+                parity_sweep.main(base + SWEEP_FLAGS[name] + flags)
+            else:
+                module.main(base + ["--mode", mode] + flags)
             res = common.read_json(os.path.join(tmp, mode, "results.json"))
             out[mode] = clean({k: v for k, v in res.items() if k not in DROPPED})
         return out
