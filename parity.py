@@ -449,7 +449,7 @@ def load_state(args, path, phase, model, opt, gens):
 
 # ----------------------------------------------------------------------------------------------------
 # 4. Teacher training: a wide model on labels, checkpointed every --ckpt_every steps (step 0 included).
-# The students of Sec. 5-6 and the probe of Sec. 7 read these checkpoints, here or via --teacher_dir.
+# The students (sections 5-6 below) and the probe (section 7) read these checkpoints, here or via --teacher_dir.
 
 def teacher_ckpt(run_dir, step):
     return os.path.join(run_dir, "ckpt", "teacher", f"step_{step:09d}.pt")
