@@ -20,6 +20,7 @@ def parse_args(argv=None):
     parser = pcfg.build_parser()
     parser.add_argument("--bench_steps", type=int, default=20, help="steps timed")
     args = common.parse_with_presets(parser, lambda f: pcfg.PRESETS[(f.preset, f.objective)], argv)
+    args.teacher_lr_given = True  # a bench times steps: the refusal of levels 1-2 at the cpu lr is about results
     pcfg.validate(args)
     common.check_positive(args, ["bench_steps"])
     return args

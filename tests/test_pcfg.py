@@ -546,3 +546,5 @@ def test_bench_and_the_reference_bench_run_without_the_references_installed(caps
     assert "sentences/s" in out and "teacher train step" in out and "ours" in out
     assert "nltk recursive sampler:" in out  # a ratio when nltk is installed, else a line saying it was skipped
     assert out.count("transformers") >= 2  # the same for the teacher and the student encoder
+    args = pcfg_bench.parse_args(["--objective", "boundary", "--level", "1"])  # the cpu preset: a bench times
+    assert args.level_list == [1]  # steps, so the study's refusal of levels 1-2 at the cpu lr does not apply
