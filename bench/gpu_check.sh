@@ -48,6 +48,7 @@ rm -rf "$RUN" "$RUN-probe"
 COMMON=(--preset "$PRESET" --device "$DEVICE" --teacher_steps "$TEACHER_STEPS" --ckpt_every "$EVERY" --budgets "$CAP")
 part 210 pcfg.py "${COMMON[@]}" --mode teacher --max_steps "$CAP" --out "$RUN"
 part 120 pcfg.py "${COMMON[@]}" --mode probe --probe_size 512 --teacher_dir "$RUN" --out "$RUN-probe"
+"$PY" docs/pcfg_extra.py "$RUN-probe" 2>&1 | tee -a "$LOG"  # Fig. 4 and the probe figure, from its results.json
 for f in results.json fig_curriculum.png fig_probes.png metrics.jsonl; do
     for d in "$RUN-probe" "$RUN"; do [ -f "$d/$f" ] && cp "$d/$f" "$OUTDIR/" && break; done
 done

@@ -19,3 +19,4 @@ def test_gpu_check_dry_run(tmp_path):
     res = json.loads((out / "results.json").read_text())
     assert res["probe"]["steps"] == [0, 10, 20]  # capped at CAP steps of a TEACHER_STEPS schedule
     assert "3-gram M_robust median" in log
+    assert (out / "fig_curriculum.png").exists() and (out / "fig_probes.png").exists()  # docs/pcfg_extra.py
