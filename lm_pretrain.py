@@ -406,7 +406,8 @@ def masked_logits(model, inputs, key_mask, labels):
 
 
 def train_step(args, model, opt, seqs, step, seed, rank, teacher=None):
-    """One optimizer step on global batch `step`; returns this process's summed loss and masked count."""
+    """One optimizer step on global batch `step`; returns this process's summed loss and the
+    global batch's masked count (every process computes it)."""
     ids = seqs[batch_indices(len(seqs), args.batch, step, seed)]
     inputs, labels, key_mask = mask_batch(args, ids, seed, step)
     n_masked = max(1, int((labels != -100).sum()))

@@ -11,7 +11,11 @@ import common  # noqa: E402
 import lm_pretrain as lm  # noqa: E402
 
 
-def main(run):
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        sys.exit(__doc__)
+    run = argv[0]
     probe = common.read_json(os.path.join(run, "results.json"))["probe"]
     plt = common.plt()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -29,6 +33,4 @@ def main(run):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit(__doc__)
-    main(sys.argv[1])
+    main()

@@ -2,19 +2,16 @@
 temperature) at smoke sizes, so that a preset flag that only one mode resolves (e.g. pcfg.py's --refresh auto,
 which once crashed --mode oneshot after the teacher had trained) can never crash another mode again."""
 import os
-import sys
 
 import pytest
 import torch
 
 import lm_pretrain
 import parity
+import parity_sweep  # docs/ (pytest.ini puts it on the path)
 import pcfg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "docs"))
-import parity_sweep  # noqa: E402
-
 TEXT = os.path.join(ROOT, "tests", "data", "pride_and_prejudice_ch01-12.txt")
 
 

@@ -1,7 +1,6 @@
 """Tests of lm_pretrain.py: data pipeline, tokenizer, masking, schedules, bad input, resume, a smoke run of
 --mode all, and the torchrun equivalence (2 gloo processes against 1 process with the same global batch).
 No network: every run reads the committed fixture tests/data/pride_and_prejudice_ch01-12.txt with --data."""
-import importlib.util
 import math
 import os
 import subprocess
@@ -301,10 +300,8 @@ def test_smoke_all(tmp_path):
     assert saved["two_shot_ckpt"] == saved["phases"]["inflection_step"] in t["steps"]
     assert set(saved["checks"]) >= {"progressive_ge_ce_at_budget_10", "m_robust_peak_within_2x_of_inflection"}
     assert res["phases"]["m_robust_peak_step"] in t["steps"]
-    spec = importlib.util.spec_from_file_location("extra", os.path.join(ROOT, "docs", "lm_pretrain_extra.py"))
-    extra = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(extra)
-    extra.main(str(out))  # the probe for every window, redrawn from the run folder (docs/lm_pretrain.md)
+    import lm_pretrain_extra  # docs/
+    lm_pretrain_extra.main([str(out)])  # the probe for every window, redrawn from the run folder (docs/lm_pretrain.md)
     for f in ("fig5_real_data.png", "probe_windows.png", "tokenizer.json", "metrics.jsonl", "config.json"):
         assert (out / f).exists(), f
     ckpt = common.load_checkpoint(out / "ckpt" / "teacher" / "step_000000020.pt")

@@ -11,11 +11,10 @@ import torch.nn.functional as F
 
 import common
 import parity
+import parity_extra  # docs/ (pytest.ini puts it on the path)
+import parity_sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "docs"))
-import parity_extra  # noqa: E402
-import parity_sweep  # noqa: E402
 
 
 def args_for(*argv):

@@ -433,8 +433,7 @@ def test_smoke_mode_all_mlm_writes_the_promised_results(tmp_path):
     assert len(p["nt"]["acc"]) == len(p["steps"]) and len(p["nt"]["acc"][0]) == 7
     assert set(p["students_nt"]) == set(saved["students"])
     assert saved["two_shot_ckpt"] in t["steps"] and "two_shot_sweep" in saved
-    sys.path.insert(0, os.path.join(ROOT, "docs"))
-    import pcfg_extra  # the curriculum and probe figures, drawn from results.json (docs/pcfg.md)
+    import pcfg_extra  # docs/: the curriculum and probe figures, drawn from results.json (docs/pcfg.md)
     pcfg_extra.main([str(out)])
     for fig in ("fig1_accuracy.png", "fig_curriculum.png", "fig_probes.png"):
         assert (out / fig).stat().st_size > 1000
