@@ -18,6 +18,7 @@ TEACHER_STEPS=${TEACHER_STEPS:-8000}  # the schedule's length: Fig. 4's teacher 
 CAP=${CAP:-2000}                      # steps actually taken: Fig. 4's phases 1 and 2 end at 600 and 2000
 EVERY=${EVERY:-200}                   # checkpoint interval (the paper's)
 PY=${PYTHON:-python3}
+BENCHES=${BENCHES:-1}                 # 0: skip part 1 (the tests run the benches in-process, and this script without)
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUTDIR"
 LOG="$OUTDIR/gpu_check.log"
@@ -36,11 +37,13 @@ part() {  # part SECONDS ARGS...: one script run under a time limit, its output 
 
 steps() { [ "$PRESET" = paper ] && echo "$1" || echo 2; }  # steps timed by each bench (a dry run: 2)
 BENCH=(--preset "$PRESET" --device "$DEVICE")
-part 45 bench/parity_bench.py "${BENCH[@]}" --bench_steps "$(steps 2000)"
-part 45 bench/parity_bench.py --arch transformer "${BENCH[@]}" --bench_steps "$(steps 200)"
-part 45 bench/pcfg_bench.py "${BENCH[@]}" --bench_steps "$(steps 50)"
-part 45 bench/lm_pretrain_bench.py --data tests/data/pride_and_prejudice_ch01-12.txt "${BENCH[@]}" \
-    --bench_steps "$(steps 20)"
+if [ "$BENCHES" = 1 ]; then
+    part 45 bench/parity_bench.py "${BENCH[@]}" --bench_steps "$(steps 2000)"
+    part 45 bench/parity_bench.py --arch transformer "${BENCH[@]}" --bench_steps "$(steps 200)"
+    part 45 bench/pcfg_bench.py "${BENCH[@]}" --bench_steps "$(steps 50)"
+    part 45 bench/lm_pretrain_bench.py --data tests/data/pride_and_prejudice_ch01-12.txt "${BENCH[@]}" \
+        --bench_steps "$(steps 20)"
+fi
 
 RUN=${RUNS:-out/pcfg}/$(basename "$OUTDIR")-teacher  # checkpoints stay here; OUTDIR gets a few small files
 rm -rf "$RUN" "$RUN-probe"

@@ -1,26 +1,22 @@
 """Every --mode of every script runs with the cpu preset's schedule flags (refresh, speed, T, ckpt, lr grid,
 temperature) at smoke sizes, so that a preset flag that only one mode resolves (e.g. pcfg.py's --refresh auto,
-which once crashed --mode oneshot after the teacher had trained) can never crash another mode again."""
+which once crashed --mode oneshot after the teacher had trained) can never crash another mode again; the run of
+--mode all also writes every result and figure it promises (pcfg.py and lm_pretrain.py; parity.py's in
+tests/test_parity.py)."""
 import os
 
 import pytest
-import torch
 
+import common
 import lm_pretrain
+import lm_pretrain_extra  # docs/ (pytest.ini puts it on the path)
 import parity
-import parity_sweep  # docs/ (pytest.ini puts it on the path)
+import parity_sweep
 import pcfg
+import pcfg_extra
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEXT = os.path.join(ROOT, "tests", "data", "pride_and_prejudice_ch01-12.txt")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def flags(preset, keys, scale=None):
@@ -34,11 +30,13 @@ def flags(preset, keys, scale=None):
 
 
 def run_modes(main, base, teacher_out, modes, tmp_path):
+    """Every mode; returns what main returned per mode, and the results.json of --mode all."""
     main(base + ["--mode", "teacher", "--out", teacher_out])
-    for mode in modes:
-        res = main(base + ["--mode", mode, "--teacher_dir", teacher_out, "--out", str(tmp_path / mode)])
-        assert res is not None, mode
-    main(base + ["--mode", "all", "--out", str(tmp_path / "all")])
+    res = {mode: main(base + ["--mode", mode, "--teacher_dir", teacher_out, "--out", str(tmp_path / mode)])
+           for mode in modes}
+    assert all(r is not None for r in res.values())
+    res["all"] = main(base + ["--mode", "all", "--out", str(tmp_path / "all")])
+    return res, common.read_json(tmp_path / "all" / "results.json")
 
 
 @pytest.mark.parametrize("objective", ["mlm", "boundary"])
@@ -46,8 +44,31 @@ def test_pcfg_every_mode_with_the_cpu_schedule_flags(tmp_path, objective):
     cpu = pcfg.PRESETS[("cpu", objective)]
     base = ["--preset", "smoke", "--objective", objective, "--seeds", "0", "--level", "3"]
     base += flags(cpu, ["refresh", "speed", "lr_grid", "temperature", "two_shot_sweep"])
-    run_modes(pcfg.main, base, str(tmp_path / "teacher"), ["probe", "ce", "oneshot", "progressive", "two_shot"],
-              tmp_path)
+    res, saved = run_modes(pcfg.main, base, str(tmp_path / "teacher"),
+                           ["probe", "ce", "oneshot", "progressive", "two_shot"], tmp_path)
+    assert res["all"]["students"] == saved["students"]
+    methods = {"ce", "oneshot", "progressive"} | ({"two_shot"} if objective == "mlm" else set())
+    assert set(saved["students"]) == methods
+    for entries in saved["students"].values():
+        assert {(e["budget"], e["seed"]) for e in entries} == {(20, 0), (40, 0)}
+        assert all(0 <= e["acc"] <= 1 for e in entries)
+    if objective == "boundary":
+        assert set(saved["teacher"]) == {"3"} and (tmp_path / "all" / "fig_boundary_accuracy.png").exists()
+        horizon = lambda e: min(40, int(e["budget"] * cpu["speed"]))  # the teacher's 40 steps, speed x budget
+        assert all(0 < e["stage1"] <= horizon(e) for e in res["two_shot"]["students"]["two_shot"])
+        return
+    t, p = saved["teacher"], saved["probe"]
+    assert t["steps"][0] == 0 and t["steps"][-1] == 40 and len(t["val_loss"]) == len(t["val_acc"]) == len(t["steps"])
+    assert p["steps"] == t["steps"]
+    for key in ("m_robust", "m_close"):
+        assert set(p[key]) == {"3gram", "5gram", "4gram", "2gram"}
+        assert all(len(p[key][w]["l1"]["median"]) == len(p["steps"]) for w in p[key])
+    assert len(p["nt"]["acc"]) == len(p["steps"]) and len(p["nt"]["acc"][0]) == 7
+    assert set(p["students_nt"]) == set(saved["students"])
+    assert saved["two_shot_ckpt"] in t["steps"]  # the sweep: test_pcfg.py, test_refresh_auto_and_the_sweep_...
+    pcfg_extra.main([str(tmp_path / "all")])  # docs/: the curriculum and probe figures, drawn from results.json
+    for fig in ("fig1_accuracy.png", "fig_curriculum.png", "fig_probes.png"):
+        assert (tmp_path / "all" / fig).stat().st_size > 1000
 
 
 @pytest.mark.parametrize("arch", ["mlp", "transformer"])
@@ -65,5 +86,31 @@ def test_lm_pretrain_every_mode_with_the_cpu_schedule_flags(tmp_path):
     first = lambda p: int(p["budgets"].split(",")[0])
     base = ["--preset", "smoke", "--data", TEXT, "--cache", str(tmp_path / "cache"), "--seeds", "0"]
     base += flags(cpu, ["refresh", "lr_grid", "T"], {"T": first(smoke) / first(cpu)})
-    run_modes(lm_pretrain.main, base, str(tmp_path / "teacher"), ["probe", "ce", "oneshot", "progressive",
-                                                                  "two_shot"], tmp_path)
+    _, saved = run_modes(lm_pretrain.main, base, str(tmp_path / "teacher"),
+                         ["probe", "ce", "oneshot", "progressive", "two_shot"], tmp_path)
+    out = tmp_path / "all"
+    assert saved["config"]["preset"] == "smoke"
+    t = saved["teacher"]
+    assert t["steps"] == [0, 5, 10, 15, 20] and len(t["val_loss"]) == len(t["val_acc"]) == 5
+    assert t["val_loss"][-1] < t["val_loss"][0]  # the teacher learns something in 20 steps
+    source = "pride_and_prejudice_ch01-12"
+    assert set(t["acc_by_source"]) == {source} and saved["eval_set"]["sequences"] == 16
+    assert saved["eval_set"]["masked_tokens_by_source"][source] > 0
+    for m in lm_pretrain.METHODS:
+        rows = saved["students"][m]
+        assert sorted((r["budget"], r["seed"]) for r in rows) == [(10, 0), (20, 0)]
+        assert all(0 <= r["acc"] <= 1 and r["acc_by_source"][source] == pytest.approx(r["acc"]) for r in rows)
+        assert all(r["teacher_last"] == (None if m == "ce" else r["budget"]) for r in rows)  # the horizon's last
+    assert [p["step"] for p in saved["probe"]] == t["steps"]
+    for p in saved["probe"]:
+        for w in lm_pretrain.WINDOWS:
+            for kind in ("robust", "close"):
+                assert 0 <= p["windows"][w][kind]["l1"]["median"] <= 2
+    assert saved["two_shot_ckpt"] == saved["phases"]["inflection_step"] in t["steps"]
+    assert set(saved["checks"]) >= {"progressive_ge_ce_at_budget_10", "m_robust_peak_within_2x_of_inflection"}
+    assert saved["phases"]["m_robust_peak_step"] in t["steps"]
+    lm_pretrain_extra.main([str(out)])  # the probe for every window, redrawn from the run folder
+    for f in ("fig5_real_data.png", "probe_windows.png", "tokenizer.json", "metrics.jsonl", "config.json"):
+        assert (out / f).exists(), f
+    ckpt = common.load_checkpoint(out / "ckpt" / "teacher" / "step_000000020.pt")
+    assert set(ckpt) >= {"model", "step", "val_loss", "val_acc"}

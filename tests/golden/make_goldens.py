@@ -2,6 +2,7 @@
 
     python tests/golden/make_goldens.py        # rewrite tests/golden/*.json (only before a change that must not
                                                # change any number; tests/test_golden.py compares against them)
+    python tests/golden/make_goldens.py --out DIR   # write this code's numbers into DIR instead (what the test runs)
 
 Each group trains one teacher (--mode teacher), then runs every other mode on it with --teacher_dir, so the whole
 set costs a few teacher runs. Kept: every number and string the run computes. Dropped: config (the flags, paths
@@ -77,15 +78,19 @@ def run_group(name, tmp):
         module.make_figures = figures
 
 
-def path_of(group, mode):
-    return os.path.join(HERE, f"{group}-{mode}.json")
+def path_of(group, mode, folder=HERE):
+    return os.path.join(folder, f"{group}-{mode}.json")
 
 
 if __name__ == "__main__":
-    for group in sys.argv[1:] or GROUPS:
+    argv, folder = sys.argv[1:], HERE
+    if argv[:1] == ["--out"]:
+        folder, argv = argv[1], argv[2:]
+        os.makedirs(folder, exist_ok=True)
+    for group in argv or GROUPS:
         with tempfile.TemporaryDirectory() as tmp:
             for mode, res in run_group(group, tmp).items():
-                with open(path_of(group, mode), "w") as f:
+                with open(path_of(group, mode, folder), "w") as f:
                     json.dump(res, f, indent=1, sort_keys=True)
                     f.write("\n")
             print(f"{group}: wrote {len(GROUPS[group][2]) + 1} goldens")
