@@ -5,6 +5,8 @@ teacher's intermediate checkpoints (progressive distillation) than from the fina
 (CE): checkpoints inside the transition correlate with low-degree monomials of the support, an implicit curriculum.
 For an MLP or a small GPT-style Transformer this regenerates Fig. 1 left / middle and Fig. 3 (docs/parity_sweep.py:
 Fig. 2). All students of a run (methods x lrs x seeds) train as one stacked model: one kernel launch per layer and step.
+--mode extract adds curriculum extraction (Gupta & Karmalkar 2025, arXiv 2503.17494), a curriculum drawn from the
+final teacher alone: a random projection of its hidden representation first, then its outputs (Extraction, section 5).
 
     python parity.py                                  # the whole CPU MLP study
     python parity.py --arch transformer               # the same with Transformers
@@ -35,37 +37,37 @@ from common import fail
 PAPER_GRID = "1e-2,7.5e-3,5e-3,2.5e-3,1e-3"
 CONSTANT_LR = dict(teacher_schedule="constant", teacher_warmup=0.0, teacher_floor=0.0,
                    schedule="constant", warmup=0.0, floor=0.0)  # the cpu and smoke presets
-PRESETS = {
+PRESETS = {  # extract_steps: 500 measured on the cpu MLP (Extraction); paper, cpu Transformer: T / 10, unmeasured
     ("paper", "mlp"): dict(  # the paper's settings (Sec. 3, Fig. 1; the official code), for a GPU
         n=100, k=6, teacher_width=50_000, student_width=100, teacher_optim="sgd", teacher_lr=0.01, teacher_batch=1,
-        teacher_steps=20_000_000, teacher_schedule="cosine", teacher_warmup=0.0, teacher_floor=0.1,
-        optim="sgd", lr_grid="1e-2,5e-3,1e-3", batch=1, steps=20_000_000, schedule="cosine", warmup=0.0, floor=0.1,
-        ckpt_every=100_000, eval_every=20_000, T=1_000_000, temperature=1e-20, betas="0.9,0.999"),
+        teacher_steps=20_000_000, teacher_schedule="cosine", teacher_warmup=0.0, teacher_floor=0.1, optim="sgd",
+        lr_grid="1e-2,5e-3,1e-3", batch=1, steps=20_000_000, schedule="cosine", warmup=0.0, floor=0.1, T=1_000_000,
+        ckpt_every=100_000, eval_every=20_000, extract_steps=100_000, temperature=1e-20, betas="0.9,0.999"),
     ("paper", "transformer"): dict(
         n=100, k=6, layers=2, head_dim=8, teacher_heads=32, student_heads=4, dropout=0.1, teacher_optim="adam",
         teacher_lr=3e-4, teacher_batch=32, teacher_steps=250_000, teacher_schedule="cosine", teacher_warmup=0.06,
         teacher_floor=0.0, optim="adam", lr_grid="1e-4", batch=32, steps=250_000, schedule="cosine", warmup=0.06,
-        floor=0.0, ckpt_every=3125, eval_every=625, T=31_250, temperature=1.0, betas="0.9,0.999"),
+        floor=0.0, ckpt_every=3125, eval_every=625, T=31_250, extract_steps=3125, temperature=1.0, betas="0.9,0.999"),
     ("cpu", "mlp"): dict(  # measured to show the claim on 2 CPU cores in minutes (docs/parity.md, "Presets")
         n=50, k=5, teacher_width=2000, student_width=20, teacher_optim="adam", teacher_lr=1e-3, teacher_batch=32,
         teacher_steps=10_000, optim="adam", lr_grid=PAPER_GRID, batch=32, steps=30_000, **CONSTANT_LR,
-        ckpt_every=100, eval_every=100, T=5_000, temperature=1e-20),
-    # speed 0.125: the teacher's transition (~100 steps) is too fast for 1-head students at speed 1 (docs/parity.md)
-    ("cpu", "transformer"): dict(
-        n=20, k=3, layers=2, head_dim=8, teacher_heads=16, student_heads=1, teacher_optim="adam",
-        teacher_lr=1e-2, teacher_batch=32, teacher_steps=800, optim="adam", lr_grid=PAPER_GRID, batch=32,
-        steps=4_000, **CONSTANT_LR, ckpt_every=50, eval_every=25, T=1_000, temperature=1.0, speed=0.125),
+        ckpt_every=100, eval_every=100, T=5_000, extract_steps=500, temperature=1e-20),
+    ("cpu", "transformer"): dict(  # speed 0.125: at 1 the ~100-step transition is too fast for 1-head students
+        n=20, k=3, layers=2, head_dim=8, teacher_heads=16, student_heads=1, teacher_optim="adam", teacher_lr=1e-2,
+        teacher_batch=32, teacher_steps=800, optim="adam", lr_grid=PAPER_GRID, batch=32, steps=4_000, **CONSTANT_LR,
+        ckpt_every=50, eval_every=25, T=1_000, extract_steps=100, temperature=1.0, speed=0.125),
     ("smoke", "mlp"): dict(  # seconds, for tests
         n=12, k=3, teacher_width=256, student_width=16, teacher_optim="adam", teacher_lr=3e-3, teacher_batch=32,
-        teacher_steps=400, optim="adam", lr_grid="1e-2,3e-3", batch=32, steps=400, **CONSTANT_LR,
+        teacher_steps=400, optim="adam", lr_grid="1e-2,3e-3", batch=32, steps=400, **CONSTANT_LR, extract_steps=50,
         ckpt_every=50, eval_every=50, T=100, temperature=1e-20, probe_samples=20_000, probe_off=20, eval_size=1024),
     ("smoke", "transformer"): dict(
         n=8, k=2, layers=1, head_dim=4, teacher_heads=4, student_heads=1, teacher_optim="adam", teacher_lr=3e-3,
-        teacher_batch=16, teacher_steps=60, optim="adam", lr_grid="3e-3", batch=16, steps=60, **CONSTANT_LR,
-        ckpt_every=20, eval_every=20, T=20, temperature=1e-20, probe_samples=4_000, probe_off=10, eval_size=512),
+        teacher_batch=16, teacher_steps=60, optim="adam", lr_grid="3e-3", batch=16, **CONSTANT_LR, T=20, ckpt_every=20,
+        steps=60, eval_every=20, extract_steps=20, temperature=1e-20, probe_samples=4_000, probe_off=10, eval_size=512),
 }
-MODES = ["all", "teacher", "probe", "ce", "oneshot", "progressive", "two_shot"]
+MODES = ["all", "teacher", "probe", "ce", "oneshot", "progressive", "two_shot", "extract"]
 THRESHOLDS = (0.9, 0.95)
+STATS_SAMPLES = 8192  # fresh samples for the standardisation statistics of extract's targets (Extraction)
 
 
 def build_parser():
@@ -113,6 +115,7 @@ def build_parser():
     a("--speed", type=float, default=1.0, help="progressive: student step t uses the first checkpoint >= t x speed")
     a("--ckpt", type=str, default="auto", help="two_shot stage-1 checkpoint step, or auto (picked by the probe)")
     a("--T", type=int, help="two_shot: student steps on the stage-1 checkpoint before switching to the final one")
+    a("--extract_steps", type=int, help="extract: student steps on the teacher's hidden representation, then outputs")
     a = p.add_argument_group("probe").add_argument
     a("--probe_samples", type=int, default=100_000, help="fresh samples for the monomial probe")
     a("--probe_off", type=int, default=100, help="random off-support monomials per degree")
@@ -142,16 +145,16 @@ def validate(args):
     common.check_positive(args, ["n", "k", "teacher_batch", "teacher_steps", "batch", "steps", "ckpt_every",
                                  "eval_every", "eval_size", "probe_samples", "teacher_lr",
                                  "temperature", "speed"] + sizes)
-    common.check_range(args, {"k": f"[1, {args.n}]", "dropout": "[0, 1)", "T": f"[0, {args.steps}]"})
+    common.check_range(args, {"k": f"[1, {args.n}]", "dropout": "[0, 1)", "T": f"[0, {args.steps}]",
+                              "extract_steps": f"[0, {args.steps}]"})
     if args.ckpt_every % args.eval_every:
         fail("--eval_every", f"must divide --ckpt_every ({args.ckpt_every}), got {args.eval_every}")
     common.check_lr_seeds_betas(args)  # sets args.lrs, args.seed_list, args.beta_pair
     common.check_run_flags(args, eval_every_default=20)
     args.device = str(common.pick_device(args.device))
     args.out = args.out or os.path.join("out", "parity", f"{args.preset}-{args.arch}-{args.mode}")
-    args.support = list(range(args.k))  # the paper's; --random_support 1 draws k coordinates from --teacher_seed
-    if args.random_support:
-        args.support = sorted(random.Random(args.teacher_seed).sample(range(args.n), args.k))
+    args.support = (sorted(random.Random(args.teacher_seed).sample(range(args.n), args.k)) if args.random_support
+                    else list(range(args.k)))  # the paper's: the first k; --random_support 1 draws them from the seed
     if args.teacher_dir is not None:
         check_teacher_dir(args)
     elif args.ckpt != "auto" and (int(args.ckpt) % args.ckpt_every or int(args.ckpt) > args.teacher_steps):
@@ -166,8 +169,7 @@ def check_teacher_dir(args):
     cfg = common.read_json(os.path.join(d, "config.json"))
     keys = ["arch", "n", "k", "support"] + (["teacher_width"] if args.arch == "mlp" else
                                             ["layers", "head_dim", "teacher_heads"])
-    diff = [f"{key}={cfg.get(key)!r} (here {getattr(args, key)!r})"
-            for key in keys if cfg.get(key) != getattr(args, key)]
+    diff = [f"{k}={cfg.get(k)!r} (here {getattr(args, k)!r})" for k in keys if cfg.get(k) != getattr(args, k)]
     if diff:
         fail("--teacher_dir", f"{d} was made for another setting: " + ", ".join(diff))
     if cfg.get("teacher_steps") not in saved:
@@ -192,7 +194,7 @@ def sample(gen, shape, n, support):
 
 
 def generator(device, seed, stream):
-    """Independent random streams: 1 teacher data, 2 student data, 3 held-out set, 4 probe."""
+    """Independent random streams: 1 teacher data, 2 student data, 3 held-out set, 4 probe, 5 extract's statistics."""
     return torch.Generator(device=device).manual_seed(1000 * seed + stream)
 
 
@@ -223,8 +225,10 @@ class MLP(nn.Module):
                 for p in (w, b):
                     p[s].copy_(torch.rand(p[s].shape, generator=g).mul_(2 * bound).sub_(bound))
 
-    def forward(self, x):
-        return blinear(torch.relu(blinear(x, self.w1, self.b1)), self.w2, self.b2)
+    def forward(self, x, hidden=False):  # hidden: also return [the post-ReLU hidden layer] (for extract)
+        h = torch.relu(blinear(x, self.w1, self.b1))
+        out = blinear(h, self.w2, self.b2)
+        return (out, [h]) if hidden else out
 
 
 class LayerNorm(nn.Module):
@@ -241,8 +245,7 @@ class Block(nn.Module):
 
     def __init__(self, S, heads, head_dim, dropout):
         super().__init__()
-        d = heads * head_dim
-        self.heads, self.dropout = heads, dropout
+        d, self.heads, self.dropout = heads * head_dim, heads, dropout
         self.ln1, self.ln2 = LayerNorm(S, d), LayerNorm(S, d)
         self.attn_w, self.attn_b = nn.Parameter(torch.empty(S, d, 3 * d)), nn.Parameter(torch.zeros(S, 3 * d))
         self.proj_w, self.proj_b = nn.Parameter(torch.empty(S, d, d)), nn.Parameter(torch.zeros(S, d))
@@ -270,31 +273,30 @@ class GPT(nn.Module):
 
     def __init__(self, S, n, layers, heads, head_dim, dropout):
         super().__init__()
-        d = heads * head_dim
-        self.dropout = dropout
+        d, self.dropout = heads * head_dim, dropout
         self.wte, self.wpe = nn.Parameter(torch.empty(S, 2, d)), nn.Parameter(torch.empty(S, n, d))
         self.blocks = nn.ModuleList(Block(S, heads, head_dim, dropout) for _ in range(layers))
-        self.ln_f = LayerNorm(S, d)
-        self.head = nn.Parameter(torch.empty(S, d, 2))
+        self.ln_f, self.head = LayerNorm(S, d), nn.Parameter(torch.empty(S, d, 2))
 
     @torch.no_grad()
     def reset(self, gens):
         """GPT-2 init: N(0, 0.02), residual projections scaled by 1/sqrt(2 x layers), zero biases."""
         big = [self.wte, self.wpe, self.head] + [b.attn_w for b in self.blocks] + [b.fc_w for b in self.blocks]
         res = [b.proj_w for b in self.blocks] + [b.out_w for b in self.blocks]
-        std_res = 0.02 / math.sqrt(2 * len(self.blocks))
         for s, g in enumerate(gens):
-            for ps, std in [(big, 0.02), (res, std_res)]:
+            for ps, std in [(big, 0.02), (res, 0.02 / math.sqrt(2 * len(self.blocks)))]:
                 for p in ps:
                     p[s].copy_(torch.randn(p[s].shape, generator=g) * std)
 
-    def forward(self, x):
+    def forward(self, x, hidden=False):  # hidden: also return each block's output (the last block's: last position)
         tokens = F.one_hot(((1 - x) / 2).long(), 2).to(self.wte.dtype)  # (S, B, n, 2)
         h = torch.einsum("sbtv,svd->sbtd", tokens, self.wte) + self.wpe[:, None]
-        h = F.dropout(h, self.dropout, self.training)
+        h, hs = F.dropout(h, self.dropout, self.training), []
         for i, block in enumerate(self.blocks):
             h = block(h, last_only=i == len(self.blocks) - 1)
-        return blinear(self.ln_f(h), self.head)[:, :, 0]
+            hs.append(h)
+        out = blinear(self.ln_f(h), self.head)[:, :, 0]
+        return (out, hs) if hidden else out
 
 
 def make_model(args, role, S, seeds=None):
@@ -321,8 +323,7 @@ def evaluate(model, x, y, chunk=2048):
     """Accuracy and CE loss of every stacked model on a held-out set x (N, n)."""
     was_training = model.training
     model.eval()
-    S = next(model.parameters()).shape[0]
-    correct, loss = 0, 0
+    S, correct, loss = next(model.parameters()).shape[0], 0, 0
     for i in range(0, len(x), chunk):
         logits = model(x[i:i + chunk].expand(S, -1, -1)).float()
         yy = y[i:i + chunk].expand(S, -1)
@@ -344,12 +345,7 @@ class Optimizer:
         self.lr = torch.tensor(lrs, dtype=torch.float32, device=device)
         self.factor = torch.ones((), device=device)  # schedule multiplier, set before each step
         self.t = torch.zeros((), device=device)
-        self.m = [torch.zeros_like(p) for p in self.params] if kind == "adam" else []
-        self.v = [torch.zeros_like(p) for p in self.params] if kind == "adam" else []
-
-    def zero_grad(self):
-        for p in self.params:
-            p.grad = None
+        self.m, self.v = [[torch.zeros_like(p) for p in self.params] if kind == "adam" else [] for _ in range(2)]
 
     @torch.no_grad()
     def step(self):
@@ -364,6 +360,7 @@ class Optimizer:
                 self.v[i].mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
                 denom = (self.v[i] / (1 - b2 ** self.t)).sqrt_().add_(self.eps)
                 p.sub_(lr * self.m[i] / (1 - b1 ** self.t) / denom)
+            p.grad = None  # zero_grad: the next backward starts afresh
 
     def tensors(self):  # the whole state: saved for --resume, restored after a CUDA graph's warm-up
         return [self.t] + self.m + self.v
@@ -382,8 +379,7 @@ def compile_step(step, state_tensors, args):
             for _ in range(3):
                 step()
         torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph := torch.cuda.CUDAGraph()):
             step()
         run = graph.replay
     except RuntimeError as e:  # an op that cannot be captured: stay correct, just slower
@@ -406,15 +402,14 @@ def train_blocks(args, phase, start, total, sched, opt, gens, batch, make_step, 
     run_step = compile_step(make_step(x_buf, y_buf, loss_sum), opt.params + opt.tensors() + [loss_sum], args)
     for s0 in range(start, total, args.eval_every):
         n_steps = min(args.eval_every, total - s0)
-        chunk = [sample(g, (n_steps, batch), args.n, args.support) for g in gens]
+        xs, ys = map(torch.stack, zip(*[sample(g, (n_steps, batch), args.n, args.support) for g in gens]))
         loss_sum.zero_()
         for i in range(n_steps):
             if refresh is not None:
                 refresh(s0 + i)
             opt.factor.fill_(common.lr_factor(s0 + i, total, *sched))
-            for j, (xs, ys) in enumerate(chunk):
-                x_buf[j].copy_(xs[i])
-                y_buf[j].copy_(ys[i])
+            x_buf.copy_(xs[:, i])
+            y_buf.copy_(ys[:, i])
             run_step()
             if args.halt_at == f"{phase}:{s0 + i + 1}":  # tests: die as a killed job would; --resume must end the same
                 print(f"halting at {phase} step {s0 + i + 1} (--halt_at)", flush=True)
@@ -470,7 +465,6 @@ def load_teacher(run_dir, step, device):
 def teacher_step(model, opt, x_buf, y_buf, loss_sum):
     """One optimizer step of the teacher(s) on labels, reading the batch from x_buf, y_buf (S, B, ...)."""
     def step():
-        opt.zero_grad()
         loss = F.cross_entropy(model(x_buf).flatten(0, 1), y_buf.flatten(), reduction="none")
         loss = loss.view(y_buf.shape).mean(-1)  # (S,): one mean loss per stacked teacher
         loss.sum().backward()
@@ -487,26 +481,20 @@ def train_teacher(args, heldout):
     start = load_state(args, state_path, "teacher", model, opt, gens)["step"]
     if start >= args.teacher_steps:
         return
-
-    def log_eval(step_no, extra):
+    sched, t0 = (args.teacher_schedule, args.teacher_warmup, args.teacher_floor), time.time()
+    blocks = train_blocks(args, "teacher", start, args.teacher_steps, sched, opt, gens, args.teacher_batch,
+                          partial(teacher_step, model, opt))
+    for step_no, losses in itertools.chain([(0, None)] if start == 0 else [], blocks):  # step 0: the init, untrained
         acc, loss = evaluate(model, *heldout)
-        common.append_jsonl(metrics, {"phase": "teacher", "step": step_no, "acc": acc[0], "loss": loss[0], **extra})
+        train = {"train_loss": losses[0]} if losses else {}
+        common.append_jsonl(metrics, {"phase": "teacher", "step": step_no, "acc": acc[0], "loss": loss[0], **train})
         if step_no % args.ckpt_every == 0 or step_no == args.teacher_steps:
             common.save_checkpoint({"model": model.state_dict(), "step": step_no, "acc": acc[0]},
                                    teacher_ckpt(args.out, step_no))
             save_state(state_path, step_no, model, opt, gens)
-        return acc[0]
-
-    if start == 0:
-        log_eval(0, {})
-    sched, t0 = (args.teacher_schedule, args.teacher_warmup, args.teacher_floor), time.time()
-    blocks = train_blocks(args, "teacher", start, args.teacher_steps, sched, opt, gens, args.teacher_batch,
-                          partial(teacher_step, model, opt))
-    for step_no, [train_loss] in blocks:
-        acc = log_eval(step_no, {"train_loss": train_loss})
-        if step_no % (10 * args.eval_every) == 0 or step_no == args.teacher_steps:
-            print(f"teacher step {step_no:>9d}  acc {acc:.3f}  train loss {train_loss:.4f}  ({time.time() - t0:.0f}s)",
-                  flush=True)
+        if losses and (step_no % (10 * args.eval_every) == 0 or step_no == args.teacher_steps):
+            print(f"teacher step {step_no:>9d}  acc {acc[0]:.3f}  train loss {losses[0]:.4f}  "
+                  f"({time.time() - t0:.0f}s)", flush=True)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -516,11 +504,10 @@ def train_teacher(args, heldout):
 def schedule_ckpt(method, t, steps, args, stage1=None):
     """Teacher checkpoint step that `method` learns from at student step t; `steps` are the saved ones."""
     final = steps[-1]
-    if method == "oneshot":
+    if method in ("oneshot", "extract"):  # extract: the final teacher alone, in both of its stages
         return final
     if method == "progressive":  # the first saved checkpoint at or after t x speed (the official parity code)
-        target = t * args.speed
-        return next((s for s in steps if s >= target), final)
+        return next((s for s in steps if s >= t * args.speed), final)
     if method.startswith("two_shot"):  # Alg. 1: stage-1 checkpoint for T steps, then the final one
         return stage1 if t < args.T else final
     raise ValueError(method)
@@ -530,35 +517,67 @@ class TeacherSlots:
     """The teacher checkpoints that the distillation students need at the current step, stacked: one batched forward
     serves them all. Methods that want the same checkpoint share a row: the final teacher runs once, not per method."""
 
-    def __init__(self, args, specs, saved, fixed_rows):
+    def __init__(self, args, specs, saved):
         self.args, self.run_dir, self.saved = args, args.teacher_dir or args.out, saved
         self.methods = list(dict.fromkeys(sp["method"] for sp in specs if sp["method"] != "ce"))
+        self.size = max(1, len(self.methods) - ({"oneshot", "extract"} <= set(self.methods)))  # they share the final
         self.stage1 = {sp["method"]: sp["stage1"] for sp in specs}
         self.student_method = [sp["method"] for sp in specs]
-        self.model = make_model(args, "teacher", max(1, len(self.methods))).eval()
-        self.rows, self.active = [], len(self.methods)  # the checkpoint step held by each row; the rows in use
-        self.fixed_rows = fixed_rows  # CUDA graphs need static shapes: then every row runs every step
+        self.model = make_model(args, "teacher", self.size).eval()
+        self.rows, self.active = [], self.size  # the checkpoint step held by each row; the rows in use
+        self.fixed_rows = args.cuda_graph and args.device.startswith("cuda")  # a CUDA graph: static shapes, all rows
         self.row_of_student = torch.zeros(len(specs), dtype=torch.long, device=args.device)
+        self.extract = Extraction(args, self.run_dir, saved[-1]) if "extract" in self.methods else None
 
     def refresh(self, t):
         want = {m: schedule_ckpt(m, t, self.saved, self.args, self.stage1[m]) for m in self.methods}
         rows = sorted(set(want.values()))
         if self.fixed_rows:
-            rows += [rows[-1]] * (len(self.methods) - len(rows))
+            rows += [rows[-1]] * (self.size - len(rows))
         if rows == self.rows:
             return
         for i, step in enumerate(rows):
             if i >= len(self.rows) or self.rows[i] != step:
                 load_into(self.model, i, load_teacher(self.run_dir, step, self.args.device)["model"])
         self.rows, self.active = rows, len(rows)
-        index = [rows.index(want[m]) if m in want else 0 for m in self.student_method]
-        self.row_of_student.copy_(torch.tensor(index))
+        self.row_of_student.copy_(torch.tensor([rows.index(want[m]) if m in want else 0 for m in self.student_method]))
 
     @torch.no_grad()
-    def logits(self, x):
-        """x: (N, n) -> teacher logits (active rows, N, 2)."""
+    def logits(self, x, hidden=False):
+        """x: (N, n) -> teacher logits (active rows, N, 2); hidden: and the hidden representations (the model's)."""
         params = {k: v[:self.active] for k, v in self.model.named_parameters()}
-        return torch.func.functional_call(self.model, params, (x.expand(self.active, -1, -1),))
+        return torch.func.functional_call(self.model, params, (x.expand(self.active, -1, -1), hidden))
+
+
+class Extraction:
+    """Curriculum extraction (Gupta & Karmalkar 2025, arXiv 2503.17494) from the final teacher alone. The paper: stage 1
+    fits the student's hidden representation to a fixed random projection of the teacher's, layer by layer; stage 2
+    distils on its outputs (as one-shot). Its exact loss and sizes we did not find; ours, measured on the cpu MLP: P
+    (d_teacher x d_student) ~ N(0, 1/d_teacher), one per layer and seed; targets standardised per unit on STATS_SAMPLES
+    fresh samples; loss mean((h - target)^2) / mean(target^2); post-ReLU; 500 steps (90% at step 1250; pre-ReLU slower;
+    unstandardised never). Transformer: `layers` equal sub-stages, the l-th on block l's output."""
+
+    def __init__(self, args, run_dir, final_step):
+        teacher = make_model(args, "teacher", 1).eval()
+        load_into(teacher, 0, load_teacher(run_dir, final_step, args.device)["model"])
+        x, _ = sample(generator(args.device, args.teacher_seed, 5), (STATS_SAMPLES,), args.n, args.support)
+        with torch.no_grad():
+            hidden = [h[0] for h in teacher(x[None], hidden=True)[1]]  # per layer: (N, [n,] d_teacher)
+        d = args.student_width if args.arch == "mlp" else args.student_heads * args.head_dim
+        gens, self.steps = [torch.Generator().manual_seed(999 + s) for s in args.seed_list], args.extract_steps
+        self.P = [torch.stack([torch.randn(h.shape[-1], d, generator=g) / math.sqrt(h.shape[-1]) for g in gens])
+                  .to(args.device) for h in hidden]  # per layer: (seeds, d_teacher, d)
+        z = [torch.einsum("...i,sio->s...o", h, P) for h, P in zip(hidden, self.P)]  # (seeds, N, [n,] d)
+        self.mu, self.sd = [t.mean(1) for t in z], [t.std(1) for t in z]  # per unit and position
+
+    def loss(self, t_hidden, s_hidden, seed_idx, t):
+        """(S,) normalised MSEs at layer l = floor(t x layers / --extract_steps); the last teacher row is the final."""
+        now, out = torch.div(t * len(self.P), max(1, self.steps), rounding_mode="floor"), 0
+        for l, (th, sh, P) in enumerate(zip(t_hidden, s_hidden, self.P)):
+            z = blinear(th[-1].view(len(P), -1, *th.shape[2:]), P)  # (seeds, B, [n,] d)
+            z = ((z - self.mu[l][:, None]) / self.sd[l][:, None])[seed_idx]
+            out = out + torch.where(now == l, ((sh - z) ** 2).flatten(1).mean(-1) / (z ** 2).flatten(1).mean(-1), 0.0)
+        return out
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -575,16 +594,20 @@ def student_step(args, specs, model, opt, slots, x_buf, y_buf, loss_sum):
     labels, the others on softmax(teacher / temperature) of their current checkpoint (Sec. 2)."""
     seed_idx = torch.tensor([args.seed_list.index(sp["seed"]) for sp in specs], device=args.device)
     is_distill = torch.tensor([sp["method"] != "ce" for sp in specs], device=args.device)
+    is_extract = torch.tensor([sp["method"] == "extract" for sp in specs], device=args.device)
     nS, B = x_buf.shape[:2]
 
     def step():
-        opt.zero_grad()
         targets = F.one_hot(y_buf, 2).float()[seed_idx]  # (S, B, 2): labels for CE students
         if slots is not None:
-            t_logits = slots.logits(x_buf.reshape(nS * B, -1)).view(-1, nS, B, 2)
-            q = common.distill_targets(t_logits, args.temperature)[slots.row_of_student, seed_idx]
+            t_logits, t_hidden = slots.logits(x_buf.reshape(nS * B, -1), hidden=True)
+            q = common.distill_targets(t_logits.view(-1, nS, B, 2), args.temperature)[slots.row_of_student, seed_idx]
             targets = torch.where(is_distill[:, None, None], q, targets)
-        loss = common.soft_cross_entropy(model(x_buf[seed_idx]), targets).mean(-1)  # (S,)
+        logits, hidden = model(x_buf[seed_idx], hidden=True)
+        loss = common.soft_cross_entropy(logits, targets).mean(-1)  # (S,)
+        if slots is not None and slots.extract is not None:  # extract's stage 1 (opt.t, a tensor, counts the steps)
+            loss = torch.where(is_extract & (opt.t < args.extract_steps),
+                               slots.extract.loss(t_hidden, hidden, seed_idx, opt.t), loss)
         loss.sum().backward()  # students are independent: the sum gives each its own gradient
         opt.step()
         loss_sum.add_(loss.detach())
@@ -595,37 +618,27 @@ def train_students(args, specs, heldout):
     """Train all students together; return their eval history. Resumable from ckpt/students_state.pt."""
     state_path, metrics = os.path.join(args.out, "ckpt", "students_state.pt"), os.path.join(args.out, "metrics.jsonl")
     methods = list(dict.fromkeys(sp["method"] for sp in specs))
-    slots = refresh = None
-    if any(m != "ce" for m in methods):
-        graphed = bool(args.cuda_graph and args.device.startswith("cuda"))
-        slots = TeacherSlots(args, specs, teacher_steps_in(args.teacher_dir or args.out), graphed)
-        refresh = slots.refresh
+    slots = TeacherSlots(args, specs, teacher_steps_in(args.teacher_dir or args.out)) if methods != ["ce"] else None
     model = make_model(args, "student", len(specs), seeds=[sp["seed"] for sp in specs])
     opt = Optimizer(model.parameters(), args.optim, [sp["lr"] for sp in specs], args.beta_pair)
     gens = [generator(args.device, s, 2) for s in args.seed_list]
     state = load_state(args, state_path, "students", model, opt, gens)
     start, history = state["step"], state.get("history", {"steps": [], "acc": []})
     names = [f"{sp['method']}/lr={sp['lr']:g}/seed={sp['seed']}" for sp in specs]
-
-    def log_eval(step_no, extra):
+    if slots is not None:
+        slots.refresh(start)  # the teachers of the first step, loaded before a CUDA graph captures the step
+    sched, t0 = (args.schedule, args.warmup, args.floor), time.time()
+    blocks = train_blocks(args, "students", start, args.steps, sched, opt, gens, args.batch,
+                          partial(student_step, args, specs, model, opt, slots), slots.refresh if slots else None)
+    for step_no, losses in itertools.chain([(0, None)] if start == 0 else [], blocks):  # step 0: the init, untrained
         acc, _ = evaluate(model, *heldout)
         history["steps"].append(step_no)
         history["acc"].append(acc)
-        common.append_jsonl(metrics, {"phase": "students", "step": step_no, "acc": dict(zip(names, acc)), **extra})
-        return acc
-
-    if start == 0:
-        log_eval(0, {})
-    if refresh is not None:
-        refresh(start)  # the teachers of the first step, loaded before a CUDA graph captures the step
-    sched, t0 = (args.schedule, args.warmup, args.floor), time.time()
-    blocks = train_blocks(args, "students", start, args.steps, sched, opt, gens, args.batch,
-                          partial(student_step, args, specs, model, opt, slots), refresh)
-    for step_no, train_loss in blocks:
-        acc = log_eval(step_no, {"train_loss": dict(zip(names, train_loss))})
-        if step_no % args.save_every == 0 or step_no == args.steps:
+        train = {"train_loss": dict(zip(names, losses))} if losses else {}
+        common.append_jsonl(metrics, {"phase": "students", "step": step_no, "acc": dict(zip(names, acc)), **train})
+        if losses and (step_no % args.save_every == 0 or step_no == args.steps):
             save_state(state_path, step_no, model, opt, gens, history=history)
-        if step_no % (10 * args.eval_every) == 0 or step_no == args.steps:
+        if losses and (step_no % (10 * args.eval_every) == 0 or step_no == args.steps):
             best = "  ".join(f"{m} {max(a for a, sp in zip(acc, specs) if sp['method'] == m):.3f}" for m in methods)
             print(f"students step {step_no:>9d}  best acc: {best}  ({time.time() - t0:.0f}s)", flush=True)
     return history
@@ -658,9 +671,7 @@ def summarize_students(args, specs, history):
 
 def monomials(args):
     """{degree: (in-support index lists, off-support index lists)}; off-support ones are fixed by seed."""
-    rng = random.Random(1234)
-    support = set(args.support)
-    out = {}
+    rng, support, out = random.Random(1234), set(args.support), {}
     for d in range(1, args.k):
         inside = [list(a) for a in itertools.combinations(args.support, d)]
         outside, tries = [], 0
@@ -699,16 +710,14 @@ def run_probe(args):
         for d, (inside, _) in mons.items()}}
     for step in steps:
         load_into(model, 0, load_teacher(args.teacher_dir or args.out, step, args.device)["model"])
-        p = torch.cat([torch.softmax(model(x[None, i:i + 4096]).float(), -1)[0, :, 1]
-                       for i in range(0, len(x), 4096)])
+        p = torch.cat([torch.softmax(model(x[None, i:i + 4096]).float(), -1)[0, :, 1] for i in range(0, len(x), 4096)])
         res["acc"].append(((p > 0.5).long() == y).float().mean().item())
         for d, (inside, outside) in mons.items():
             entry = res["degrees"][str(d)]
             for a, c in zip(inside, correlations(p, x, inside)):
                 entry["in_support"][name(a)].append(c)
-            m, sd = common.mean_std(correlations(p, x, outside))
-            entry["off_mean"].append(m)
-            entry["off_std"].append(sd)
+            for key, v in zip(("off_mean", "off_std"), common.mean_std(correlations(p, x, outside))):
+                entry[key].append(v)
         res["score"].append(max(in_over_off(res, d, -1) for d in mons))  # at the best degree
     best = max(range(len(steps)), key=lambda i: res["score"][i])
     res["auto_ckpt"], res["auto_degree"] = steps[best], max(mons, key=lambda d: in_over_off(res, d, best))
@@ -726,19 +735,16 @@ def in_over_off(probe, d, i):
 def fig3_checkpoints(probe):
     """Stage-1 checkpoints before, inside and after the transition (Fig. 3 right): inside is the probe's
     choice; before is half its step; after is halfway from the teacher's first 99% to its final step."""
-    steps, inside = probe["steps"], probe["auto_ckpt"]
+    steps, inside, t99 = probe["steps"], probe["auto_ckpt"], common.steps_to(probe["steps"], probe["acc"], 0.99)
     nearest = lambda t: min(steps, key=lambda s: abs(s - t))
-    t99 = common.steps_to(steps, probe["acc"], 0.99)
-    after = nearest(((t99 if t99 is not None else steps[-1]) + steps[-1]) / 2)
-    return [nearest(inside / 2), inside, after]
+    return [nearest(inside / 2), inside, nearest(((t99 if t99 is not None else steps[-1]) + steps[-1]) / 2)]
 
 
 # ----------------------------------------------------------------------------------------------------
 # 8. Results: table, claim checks (results.json), figures (Fig. 1, Fig. 3; docs/parity_extra.py draws the rest).
 
 def fmt_steps(values, budget):
-    vals = [budget if v is None else v for v in values]
-    m, sd = common.mean_std(vals)
+    m, sd = common.mean_std([budget if v is None else v for v in values])
     hit = sum(v is not None for v in values)
     return f"{m:.0f} ± {sd:.0f}" + ("" if hit == len(values) else f" ({hit}/{len(values)} reached)")
 
@@ -750,8 +756,7 @@ def label(method, r):  # in the table and Fig. 3: two_shot methods name their st
 def print_table(results, args):
     rows, t = [], results.get("teacher")
     if t:
-        rows.append(["teacher", f"{args.teacher_lr:g}", t["steps_to"]["0.9"], t["steps_to"]["0.95"],
-                     f"{t['final_acc']:.3f}"])
+        rows.append(["teacher", f"{args.teacher_lr:g}", *t["steps_to"].values(), f"{t['final_acc']:.3f}"])
     for method, r in results.get("students", {}).items():
         m, sd = common.mean_std(r["final_acc"])
         rows.append([label(method, r), f"{r['lr']:g}", fmt_steps(r["steps_to"]["0.9"], args.steps),
@@ -787,12 +792,12 @@ def make_figures(results, args):
     plt = common.plt()
     st, teacher, probe = results.get("students", {}), results.get("teacher"), results.get("probe")
     colors = {"teacher": "k", "ce": "tab:blue", "oneshot": "tab:orange", "progressive": "tab:green",
-              "two_shot": "tab:red", "two_shot_before": "tab:purple", "two_shot_after": "tab:brown"}
+              "two_shot": "tab:red", "two_shot_before": "tab:purple", "two_shot_after": "tab:brown", "extract": "c"}
     if st or teacher:  # Fig. 1 left / middle
         fig, ax = plt.subplots(figsize=(6, 4))
         if teacher:
             ax.plot(teacher["steps"], teacher["acc"], "--", color="k", label="teacher")
-        for m in ("ce", "oneshot", "progressive", "two_shot"):
+        for m in ("ce", "oneshot", "progressive", "two_shot", "extract"):
             if m in st:  # one-shot dotted: at temperature ~0 it can coincide with CE (the final teacher = labels)
                 common.plot_band(ax, results["student_steps"], st[m]["acc"],
                                  f"{m} (lr {st[m]['lr']:g})", colors[m], ":" if m == "oneshot" else "-")
@@ -811,12 +816,11 @@ def make_figures(results, args):
         axes[0].legend(fontsize=8)
         plot_degree(axes[1], probe, probe["auto_degree"], chosen)
         if two_shots:
-            ax = axes[2]
             for m in two_shots + (["oneshot"] if "oneshot" in st else []):
-                common.plot_band(ax, results["student_steps"], st[m]["acc"], label(m, st[m]), colors[m])
-            ax.axvline(args.T, color="gray", ls=":", lw=1)
-            ax.set(xlabel="student steps", ylabel="accuracy", title=f"(2,{args.T})-progressive", ylim=(0.4, 1.02))
-            ax.legend(fontsize=8)
+                common.plot_band(axes[2], results["student_steps"], st[m]["acc"], label(m, st[m]), colors[m])
+            axes[2].axvline(args.T, color="gray", ls=":", lw=1)
+            axes[2].set(xlabel="student steps", ylabel="accuracy", title=f"(2,{args.T})-progressive", ylim=(0.4, 1.02))
+            axes[2].legend(fontsize=8)
         save(fig, args.out, "fig3_curriculum.png")
 
 
@@ -863,7 +867,7 @@ def main(argv=None):
         if args.teacher_dir is None:
             train_teacher(args, heldout)
         steps = teacher_steps_in(args.teacher_dir or args.out)
-        accs = [load_teacher(args.teacher_dir or args.out, s, "cpu")["acc"] for s in steps]  # saved with each
+        accs = [common.load_checkpoint(teacher_ckpt(args.teacher_dir or args.out, s))["acc"] for s in steps]
         results["teacher"] = {"steps": steps, "acc": accs, "final_acc": accs[-1],
                               "steps_to": {str(th): common.steps_to(steps, accs, th) for th in THRESHOLDS}}
     if args.mode in ("all", "probe") or (args.mode == "two_shot" and args.ckpt == "auto"):
@@ -872,7 +876,7 @@ def main(argv=None):
         results["two_shot_ckpt"] = results["probe"]["auto_ckpt"] if args.ckpt == "auto" else int(args.ckpt)
         how = "picked by the probe" if args.ckpt == "auto" else "--ckpt"
         print(f"two_shot: stage-1 checkpoint {results['two_shot_ckpt']} ({how}), then the final one after T={args.T}")
-    methods = {"all": ["ce", "oneshot", "progressive", "two_shot", "two_shot_before", "two_shot_after"],
+    methods = {"all": ["ce", "oneshot", "progressive", "two_shot", "two_shot_before", "two_shot_after", "extract"],
                "teacher": [], "probe": []}.get(args.mode, [args.mode])
     stage1 = {"two_shot": results.get("two_shot_ckpt")}
     if "two_shot_before" in methods:  # Fig. 3 right's controls
@@ -881,8 +885,7 @@ def main(argv=None):
     if methods:
         specs = student_specs(args, methods, stage1)
         history = train_students(args, specs, heldout)
-        results["student_steps"] = history["steps"]
-        results["students"] = summarize_students(args, specs, history)
+        results["student_steps"], results["students"] = history["steps"], summarize_students(args, specs, history)
     results["checks"], results["measured"] = common.split_checks(claim_checks(results, args))
     common.write_json(results, os.path.join(args.out, "results.json"))
     print_table(results, args)

@@ -71,7 +71,7 @@ def bench(args):
     S, nS = len(specs), len(args.seed_list)
     students = parity.make_model(args, "student", S, seeds=[sp["seed"] for sp in specs])
     sopt = parity.Optimizer(students.parameters(), args.optim, [sp["lr"] for sp in specs], args.beta_pair)
-    slots = parity.TeacherSlots(args, specs, [], fixed_rows=True)
+    slots = parity.TeacherSlots(args, specs, [])
     slots.model.reset([torch.Generator().manual_seed(i) for i in range(len(slots.methods))])
     slots.active = 2
     slots.row_of_student.copy_(torch.tensor([int(sp["method"] == "progressive") for sp in specs]))

@@ -75,9 +75,10 @@ def test_pcfg_every_mode_with_the_cpu_schedule_flags(tmp_path, objective):
 def test_parity_every_mode_with_the_cpu_schedule_flags(tmp_path, arch):
     cpu, smoke = parity.PRESETS[("cpu", arch)], parity.PRESETS[("smoke", arch)]
     base = ["--preset", "smoke", "--arch", arch, "--seeds", "0"]
-    base += flags(cpu, ["speed", "lr_grid", "temperature", "T"], {"T": smoke["steps"] / cpu["steps"]})
-    run_modes(parity.main, base, str(tmp_path / "teacher"), ["probe", "ce", "oneshot", "progressive", "two_shot"],
-              tmp_path)
+    scale = smoke["steps"] / cpu["steps"]
+    base += flags(cpu, ["speed", "lr_grid", "temperature", "T", "extract_steps"], {"T": scale, "extract_steps": scale})
+    run_modes(parity.main, base, str(tmp_path / "teacher"), ["probe", "ce", "oneshot", "progressive", "two_shot",
+                                                             "extract"], tmp_path)
     parity_sweep.main(base + ["--out", str(tmp_path / "sweep")])  # the width sweep: docs/parity_sweep.py
 
 

@@ -96,6 +96,7 @@ def test_progressive_oneshot_and_two_shot_schedules():
     assert [parity.schedule_ckpt("progressive", t, saved, a) for t in (0, 1, 50, 51, 199, 200, 400)] == \
            [0, 50, 50, 100, 200, 200, 200]  # first saved checkpoint at or after t (then the final one)
     assert parity.schedule_ckpt("oneshot", 0, saved, a) == 200
+    assert [parity.schedule_ckpt("extract", t, saved, a) for t in (0, 1, 399)] == [200, 200, 200]  # both stages
     assert [parity.schedule_ckpt("two_shot", t, saved, a, stage1=50) for t in (0, 99, 100, 300)] == [50, 50, 200, 200]
     a.speed = 2.0
     assert [parity.schedule_ckpt("progressive", t, saved, a) for t in (0, 25, 26, 60, 101)] == [0, 50, 100, 150, 200]
@@ -138,7 +139,6 @@ def test_our_adam_matches_torch_adam_per_stacked_model():
     ref_opts = [torch.optim.Adam([r], lr=lr, betas=(0.9, 0.95)) for r, lr in zip(refs, lrs)]
     for _ in range(5):
         x = torch.randn(4)
-        opt.zero_grad()
         (ours * x[None, :, None]).sin().sum().backward()
         opt.step()
         for r, o in zip(refs, ref_opts):
@@ -174,6 +174,59 @@ def test_transformer_is_causal_and_reads_the_last_position():
     x2 = x.clone()
     x2[..., -1] *= -1  # the last token is seen by the last position
     assert not torch.allclose(m(x), m(x2))
+
+
+def test_extraction_targets_losses_and_sub_stages(tmp_path):
+    """Curriculum extraction's stage 1 on a 2-layer Transformer: one P per layer and seed, N(0, 1/d_teacher) from
+    seed 999 + seed; the target of layer l is block l's output @ P, standardised per unit and position; the loss is
+    the normalised MSE (a student at 0 scores 1, one on the target 0) of layer l in sub-stage l only."""
+    teacher = str(tmp_path / "t")
+    flags = ["--preset", "smoke", "--arch", "transformer", "--layers", "2", "--seeds", "0,1"]
+    parity.main(flags + ["--mode", "teacher", "--out", teacher])
+    a = args_for(*flags, "--teacher_dir", teacher, "--extract_steps", "20")
+    ext = parity.Extraction(a, teacher, 60)
+    dT, dS = a.teacher_heads * a.head_dim, a.student_heads * a.head_dim
+    assert [tuple(P.shape) for P in ext.P] == [(2, dT, dS)] * 2
+    g = torch.Generator().manual_seed(999 + 1)
+    assert torch.equal(ext.P[0][1], torch.randn(dT, dS, generator=g) / math.sqrt(dT))
+    model = parity.make_model(a, "teacher", 1)
+    parity.load_into(model, 0, parity.load_teacher(teacher, 60, "cpu")["model"])
+    x, _ = parity.sample(parity.generator("cpu", 7, 1), (2, 256), a.n, a.support)  # (seeds, B, n): fresh samples
+    with torch.no_grad():
+        t_hidden = model(x.reshape(1, 512, -1), hidden=True)[1]  # per layer: (1 row, seeds x B, [n,] dT)
+    target = [torch.stack([(h[0].view(2, 256, -1, dT)[s] @ P[s] - mu[s]) / sd[s] for s in range(2)])
+              for h, P, mu, sd in zip(t_hidden, ext.P, ext.mu, ext.sd)]
+    assert target[0].shape == (2, 256, a.n, dS) and target[1].shape == (2, 256, 1, dS)  # the last block: last position
+    for t in target:  # each unit at each position: mean ~0, std ~1 (the raw projections: std ~0.02)
+        assert t.mean(1).abs().max() < 0.3 and 0.8 < t.std(1).min() and t.std(1).max() < 1.2
+    seed_idx = torch.tensor([0, 1, 1])  # three students: seeds 0, 1, 1
+    on_target, at_zero = [t[seed_idx] for t in target], [torch.zeros_like(t[seed_idx]) for t in target]
+    loss = lambda s_hidden, t: ext.loss(t_hidden, s_hidden, seed_idx, torch.tensor(float(t))).tolist()
+    assert loss(at_zero, 0) == pytest.approx([1, 1, 1]) and loss(on_target, 19) == pytest.approx([0, 0, 0], abs=1e-6)
+    mixed = [on_target[0], at_zero[1]]
+    assert loss(mixed, 9) == pytest.approx([0, 0, 0], abs=1e-6) and loss(mixed, 10) == pytest.approx([1, 1, 1])
+
+
+def test_extract_learns_from_the_final_teacher_alone(tmp_path, monkeypatch):
+    """--mode extract reads the final teacher checkpoint and no other (every teacher weight a model gets comes through
+    load_teacher; main reads only the saved accuracies), and its student learns parity."""
+    teacher = str(tmp_path / "t")
+    parity.main(["--preset", "smoke", "--mode", "teacher", "--out", teacher])
+    asked, real = [], parity.load_teacher
+    monkeypatch.setattr(parity, "load_teacher", lambda run, step, device: asked.append(step) or real(run, step, device))
+    r = parity.main(["--preset", "smoke", "--mode", "extract", "--teacher_dir", teacher, "--seeds", "0", "--lr", "1e-2",
+                     "--out", str(tmp_path / "extract")])
+    assert asked and set(asked) == {400} and list(r["students"]) == ["extract"]
+    assert r["students"]["extract"]["final_acc"][0] >= 0.9
+
+
+def test_extract_students_are_slices_like_the_others(tmp_path):
+    """In --mode all the extract students share their seed's init and batches and the final teacher's row with the
+    one-shot students: without a stage 1 (--extract_steps 0) they are one-shot, number for number."""
+    res = parity.main(["--preset", "smoke", "--steps", "100", "--seeds", "0,1", "--extract_steps", "0",
+                       "--out", str(tmp_path / "all")])
+    assert res["students"]["extract"]["by_lr"] == res["students"]["oneshot"]["by_lr"]
+    assert res["students"]["extract"]["acc"] == res["students"]["oneshot"]["acc"]
 
 
 # ---------------------------------------------------------------------------------------------------- faults
@@ -259,7 +312,8 @@ def without_config(results):
 
 
 def test_resume_after_a_crash_gives_the_same_results(tmp_path, kill_at):
-    base = ["--preset", "smoke", "--steps", "300", "--save_every", "100", "--seeds", "0,1", "--lr_grid", "3e-3"]
+    base = ["--preset", "smoke", "--steps", "300", "--save_every", "100", "--seeds", "0,1", "--lr_grid", "3e-3",
+            "--extract_steps", "250"]  # the halt at 230 falls in extract's stage 1
     ref = parity.main(base + ["--out", str(tmp_path / "ref")])
     for halt in ("teacher:170", "students:230"):
         out = str(tmp_path / halt.replace(":", "_"))
@@ -287,7 +341,7 @@ def test_smoke_all_writes_results_and_figures(tmp_path, arch):
         saved = json.load(f)
     assert set(saved) >= {"config", "teacher", "students", "two_shot_ckpt", "probe"}
     assert set(saved["teacher"]) >= {"final_acc", "steps_to"} and set(saved["teacher"]["steps_to"]) == {"0.9", "0.95"}
-    for mode in ("ce", "oneshot", "progressive", "two_shot"):
+    for mode in ("ce", "oneshot", "progressive", "two_shot", "extract"):
         r = saved["students"][mode]
         assert len(r["final_acc"]) == 3 and set(r["steps_to"]) == {"0.9", "0.95"}
         assert len(r["steps_to"]["0.9"]) == 3
@@ -320,10 +374,12 @@ def test_single_modes_and_sweep_run(tmp_path):
 
 
 @pytest.mark.parametrize("arch", ["mlp", "transformer"])
-def test_paper_preset_builds_and_takes_its_first_steps(tmp_path, arch):
+def test_paper_preset_builds_and_takes_its_first_steps(tmp_path, monkeypatch, arch):
     cap = ["--preset", "paper", "--arch", arch, "--device", "cpu", "--eval_size", "64", "--probe_samples", "64",
            "--teacher_steps", "4", "--steps", "4", "--eval_every", "2", "--ckpt_every", "2", "--T", "2",
-           "--seeds", "0", "--lr_grid", "1e-3"] + (["--teacher_batch", "4", "--batch", "4"] if arch == "transformer" else [])
+           "--extract_steps", "2", "--seeds", "0", "--lr_grid", "1e-3"]
+    cap += ["--teacher_batch", "4", "--batch", "4"] if arch == "transformer" else []  # the paper's models, tiny runs
+    monkeypatch.setattr(parity, "STATS_SAMPLES", 64)  # extract's statistics: 8192 paper-sized forwards take a minute
     a = parity.parse_args(["--preset", "paper", "--arch", arch, "--out", str(tmp_path)])
     assert (a.n, a.k) == (100, 6)
     if arch == "mlp":
@@ -331,7 +387,7 @@ def test_paper_preset_builds_and_takes_its_first_steps(tmp_path, arch):
     else:
         assert (a.layers, a.head_dim, a.teacher_heads, a.student_heads, a.batch) == (2, 8, 32, 4, 32)
     res = parity.main(cap + ["--out", str(tmp_path / "run")])
-    assert res["teacher"]["steps"] == [0, 2, 4] and len(res["students"]) == 6
+    assert res["teacher"]["steps"] == [0, 2, 4] and len(res["students"]) == 7
 
 
 @pytest.mark.parametrize("arch", ["mlp", "transformer"])

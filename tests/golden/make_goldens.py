@@ -30,9 +30,9 @@ DROPPED = {"config", "wall_s"}  # inputs and wall times, not numbers of the run
 SINGLE = ["probe", "ce", "oneshot", "progressive", "two_shot"]
 GROUPS = {  # name: (script, base flags, modes after --mode teacher)
     "parity-mlp": ("parity", ["--preset", "smoke", "--arch", "mlp", "--seeds", "0,1", "--steps", "200",
-                              "--T", "50"], ["all"] + SINGLE + ["sweep"]),
+                              "--T", "50"], ["all"] + SINGLE + ["extract", "sweep"]),
     "parity-transformer": ("parity", ["--preset", "smoke", "--arch", "transformer", "--seeds", "0,1"],
-                           ["all"] + SINGLE + ["sweep"]),
+                           ["all"] + SINGLE + ["extract", "sweep"]),
     "pcfg-mlm": ("pcfg", ["--preset", "smoke", "--objective", "mlm", "--seeds", "0", "--budgets", "20,40"],
                  ["all"] + SINGLE),
     "pcfg-boundary": ("pcfg", ["--preset", "smoke", "--objective", "boundary", "--seeds", "0"], ["all"] + SINGLE),
