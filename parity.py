@@ -145,8 +145,8 @@ def validate(args):
     common.check_positive(args, ["n", "k", "teacher_batch", "teacher_steps", "batch", "steps", "ckpt_every",
                                  "eval_every", "eval_size", "probe_samples", "teacher_lr",
                                  "temperature", "speed"] + sizes)
-    common.check_range(args, {"k": f"[1, {args.n}]", "dropout": "[0, 1)", "T": f"[0, {args.steps}]",
-                              "extract_steps": f"[0, {args.steps}]"})
+    common.check_range(args, {"k": f"[1, {args.n}]", "dropout": "[0, 1)"} | {  # --T, --extract_steps: where used
+        f: f"[0, {args.steps}]" for f, m in (("T", "two_shot"), ("extract_steps", "extract")) if args.mode in ("all", m)})
     if args.ckpt_every % args.eval_every:
         fail("--eval_every", f"must divide --ckpt_every ({args.ckpt_every}), got {args.eval_every}")
     common.check_lr_seeds_betas(args)  # sets args.lrs, args.seed_list, args.beta_pair
@@ -554,8 +554,8 @@ class Extraction:
     fits the student's hidden representation to a fixed random projection of the teacher's, layer by layer; stage 2
     distils on its outputs (as one-shot). Its exact loss and sizes we did not find; ours, measured on the cpu MLP: P
     (d_teacher x d_student) ~ N(0, 1/d_teacher), one per layer and seed; targets standardised per unit on STATS_SAMPLES
-    fresh samples; loss mean((h - target)^2) / mean(target^2); post-ReLU; 500 steps (90% at step 1250; pre-ReLU slower;
-    unstandardised never). Transformer: `layers` equal sub-stages, the l-th on block l's output."""
+    fresh samples; loss mean((h - target)^2) / mean(target^2); post-ReLU; 500 steps (90% by step 1000; 250-500 are the
+    fastest, docs/parity.md). Transformer: `layers` equal sub-stages, the l-th on block l's output."""
 
     def __init__(self, args, run_dir, final_step):
         teacher = make_model(args, "teacher", 1).eval()

@@ -250,6 +250,16 @@ def test_bad_input_names_the_flag_and_writes_nothing(tmp_path, capsys, argv, fla
     assert not out.exists()
 
 
+def test_a_methods_own_step_flags_are_checked_only_where_it_runs(tmp_path, capsys):
+    """--T belongs to two_shot and --extract_steps to extract: a shorter --steps for another mode is not refused."""
+    for mode in ("progressive", "extract"):
+        assert args_for("--mode", mode, "--steps", "4000").T == 5000  # the cpu preset's T, above 4000
+    for mode, flag in (("two_shot", "--T"), ("all", "--T"), ("extract", "--extract_steps")):
+        with pytest.raises(SystemExit):
+            args_for("--mode", mode, "--steps", "400")
+        assert f"error: {flag}: must be in [0, 400]" in capsys.readouterr().err
+
+
 def test_paper_presets_use_the_official_parity_codes_adam_betas():
     """The official parity code uses torch's Adam defaults (0.9, 0.999); the cpu presets keep (0.9, 0.95)."""
     for arch in ("mlp", "transformer"):
