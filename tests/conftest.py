@@ -1,8 +1,8 @@
 """Shared by every test file. common pins MKL before torch is imported anywhere in the test process.
 
 The tests run on one thread: smoke models run fastest there, and exact comparisons need it (on a loaded machine a
-2-thread process now and then computes slightly different numbers). The three long runs, the parity claim (about
-2.5 minutes), the golden groups (about 45 s) and bench/gpu_check.sh's dry run (about 30 s), start in their own
+2-thread process now and then computes slightly different numbers). The three long runs, the parity claim (about 2
+minutes), the golden groups (about 45 s) and bench/gpu_check.sh's dry run (about 30 s), start in their own
 one-thread processes as soon as their tests are collected, so that they use the second core while the other
 tests run on the first."""
 import os
