@@ -160,6 +160,12 @@ def load_checkpoint(path, device="cpu"):
     return torch.load(path, map_location=device, weights_only=True)
 
 
+def saved_steps(folder):
+    """The steps of the step_*.pt checkpoints in a folder (none if it does not exist), in order."""
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    return sorted(int(f[5:-3]) for f in names if f.startswith("step_") and f.endswith(".pt"))
+
+
 def write_json(obj, path):
     _atomic(path, lambda f: f.write((json.dumps(obj, indent=1) + "\n").encode()))
 

@@ -162,15 +162,16 @@ def validate(args):
     if args.out is None:
         args.out = os.path.join("out", "lm_pretrain", f"{args.preset}-{args.mode}")
     if args.teacher_dir is not None:
-        if not os.path.exists(os.path.join(args.teacher_dir, "config.json")) or not teacher_steps_in(args.teacher_dir):
+        cfg = os.path.join(args.teacher_dir, "config.json")
+        if not (os.path.exists(cfg) and common.saved_steps(teacher_path(args))):
             fail("--teacher_dir", f"{args.teacher_dir} holds no teacher (expected config.json and ckpt/teacher/)")
-        cfg = common.read_json(os.path.join(args.teacher_dir, "config.json"))
+        cfg = common.read_json(cfg)
         diff = [f"{k}={cfg.get(k)!r} (here {getattr(args, k)!r})" for k in TEACHER_KEYS
                 if cfg.get(k) != getattr(args, k)]
         if diff:
             fail("--teacher_dir", f"{args.teacher_dir} was made with other settings: " + ", ".join(diff))
     if args.ckpt != "auto":
-        steps = teacher_steps_in(args.teacher_dir) if args.teacher_dir else \
+        steps = common.saved_steps(teacher_path(args)) if args.teacher_dir else \
             list(range(0, args.teacher_steps + 1, args.ckpt_every)) + [args.teacher_steps]
         if int(args.ckpt) not in steps:
             fail("--ckpt", f"{args.ckpt} is not a teacher checkpoint step")
@@ -306,7 +307,7 @@ def batch_indices(n, batch, step, seed):
 
 def mask_batch(args, ids, seed, step):
     """BERT masking (Devlin et al.): 15% of word tokens selected (never specials or [UNK]), 80/10/10
-    [MASK]/random/kept; every key visible (the PCFG code's hiding of selected keys is not BERT's)."""
+    [MASK]/random/kept: (inputs, labels). Every key stays visible (the PCFG code hides selected keys; BERT does not)."""
     gen, rate = torch.Generator().manual_seed(7_919 * seed + step), args.mask_rate
     u = torch.rand(ids.shape, generator=gen)
     pick = torch.randint(args.vocab_actual - len(SPECIALS), ids.shape, generator=gen)  # a random word
@@ -314,7 +315,7 @@ def mask_batch(args, ids, seed, step):
     inputs = torch.where(selected & (u < 0.8 * rate), torch.full_like(ids, MASK), ids)
     inputs = torch.where(selected & (u >= 0.8 * rate) & (u < 0.9 * rate), pick + len(SPECIALS), inputs)
     labels = torch.where(selected, ids, torch.full_like(ids, -100))
-    return inputs, labels, torch.ones_like(ids, dtype=torch.bool)  # every key visible
+    return inputs, labels
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -329,17 +330,17 @@ class Block(nn.Module):
         self.fc, self.out = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
         self.ln1, self.ln2 = nn.LayerNorm(d, eps=1e-12), nn.LayerNorm(d, eps=1e-12)
 
-    def forward(self, h, bias):
+    def forward(self, h):
         B, T, d = h.shape
         q, k, v = self.qkv(h).view(B, T, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
         p = self.dropout if self.training else 0.0
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p)
+        a = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # every key visible (packed text has no padding)
         h = self.ln1(h + F.dropout(self.proj(a.transpose(1, 2).reshape(B, T, d)), p, self.training))
         return self.ln2(h + F.dropout(self.out(F.gelu(self.fc(h))), p, self.training))
 
 
 class Encoder(nn.Module):
-    """forward(ids (B,T), key_mask (B,T), True = may be attended to, select (B,T) or None) -> logits (n, vocab)."""
+    """forward(ids (B,T), select (B,T) bool or None) -> logits (n, vocab) at the selected positions (or (B,T,vocab))."""
 
     def __init__(self, vocab_size, max_len, layers, heads, head_dim, dropout=0.0):
         super().__init__()
@@ -356,14 +357,11 @@ class Encoder(nn.Module):
             if isinstance(m, nn.Linear):
                 nn.init.zeros_(m.bias)
 
-    def forward(self, ids, key_mask, select=None):
+    def forward(self, ids, select=None):
         T = ids.shape[1]
         h = F.dropout(self.ln_emb(self.tok(ids) + self.pos.weight[:T]), self.dropout, self.training)
-        # additive mask, a large finite negative (as HF BERT): a query with every key hidden gets no NaN
-        bias = torch.zeros(key_mask.shape, dtype=h.dtype, device=h.device)
-        bias = bias.masked_fill_(~key_mask, torch.finfo(h.dtype).min / 2)[:, None, None, :]
         for block in self.blocks:
-            h = block(h, bias)
+            h = block(h)
         out = h if select is None else h[select]
         return self.head_ln(F.gelu(self.head(out))) @ self.tok.weight.T + self.head_bias
 
@@ -399,21 +397,21 @@ def wrap(args, model):
     return model if args.world == 1 else torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
-def masked_logits(model, inputs, key_mask, labels):
+def masked_logits(model, inputs, labels):
     """Logits (n, vocab) at the masked positions only (with a word vocabulary the MLM head costs most), labels."""
     sel = labels != -100
-    return model(inputs, key_mask, select=sel), labels[sel]
+    return model(inputs, select=sel), labels[sel]
 
 
 def train_step(args, model, opt, seqs, step, seed, rank, teacher=None):
     """One optimizer step on global batch `step`; returns this process's summed loss and the
     global batch's masked count (every process computes it)."""
     ids = seqs[batch_indices(len(seqs), args.batch, step, seed)]
-    inputs, labels, key_mask = mask_batch(args, ids, seed, step)
+    inputs, labels = mask_batch(args, ids, seed, step)
     n_masked = max(1, int((labels != -100).sum()))
     per_rank = args.batch // args.world
     mine = slice(rank * per_rank, (rank + 1) * per_rank)
-    inputs, labels, key_mask = (t[mine].to(args.device) for t in (inputs, labels, key_mask))
+    inputs, labels = inputs[mine].to(args.device), labels[mine].to(args.device)
     chunks = range(0, per_rank, args.micro_batch)
     total = torch.zeros((), device=args.device)
     opt.zero_grad(set_to_none=True)
@@ -421,12 +419,12 @@ def train_step(args, model, opt, seqs, step, seed, rank, teacher=None):
         part = slice(c, c + args.micro_batch)
         sync = contextlib.nullcontext() if args.world == 1 or i == len(chunks) - 1 else model.no_sync()
         with sync:
-            logits, y = masked_logits(model, inputs[part], key_mask[part], labels[part])
+            logits, y = masked_logits(model, inputs[part], labels[part])
             if teacher is None:
                 loss = F.cross_entropy(logits.float(), y, reduction="sum")
             else:  # distillation on the same corrupted input, masked positions only (Sec. 2)
                 with torch.no_grad():
-                    t_logits, _ = masked_logits(teacher, inputs[part], key_mask[part], labels[part])
+                    t_logits, _ = masked_logits(teacher, inputs[part], labels[part])
                     q = common.distill_targets(t_logits, args.temperature)
                 loss = common.soft_cross_entropy(logits, q).sum()
             (loss * args.world / n_masked).backward()  # DDP averages over processes
@@ -440,14 +438,14 @@ def train_step(args, model, opt, seqs, step, seed, rank, teacher=None):
 @torch.no_grad()
 def evaluate(args, model, data, rank):
     """Masked-token loss, top-1 accuracy and {source: accuracy} on the fixed masked held-out set (sharded)."""
-    inputs, labels, key_mask, source = data["heldout"]
+    inputs, labels, source = data["heldout"]
     was = model.training
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=args.device)  # loss, correct, count
     by_source = torch.zeros(2, len(data["sources"]), dtype=torch.float64, device=args.device)  # correct, count
     for c in range(rank * args.micro_batch, len(inputs), args.world * args.micro_batch):
         part = slice(c, c + args.micro_batch)
-        logits, y = masked_logits(model, *(t[part].to(args.device) for t in (inputs, key_mask, labels)))
+        logits, y = masked_logits(model, inputs[part].to(args.device), labels[part].to(args.device))
         hit = (logits.argmax(-1) == y).double()
         src = source[part][labels[part] != -100].long().to(args.device)
         sums += torch.stack([F.cross_entropy(logits.float(), y, reduction="sum").double(),
@@ -509,14 +507,9 @@ def train_loop(args, model, opt, data, rank, name, lr, seeds, start, stops, teac
 # ----------------------------------------------------------------------------------------------------
 # 4. Teacher: MLM with CE, saved every --ckpt_every steps from step 0; its loss shows Sec. 5's three phases.
 
-def teacher_path(args, step):
-    return os.path.join(args.teacher_dir or args.out, "ckpt", "teacher", f"step_{step:09d}.pt")
-
-
-def teacher_steps_in(run_dir):
-    folder = os.path.join(run_dir, "ckpt", "teacher")
-    names = os.listdir(folder) if os.path.isdir(folder) else []
-    return sorted(int(f[5:-3]) for f in names if f.startswith("step_") and f.endswith(".pt"))
+def teacher_path(args, step=None):  # the teacher's checkpoint at `step` (here or in --teacher_dir), or their folder
+    folder = os.path.join(args.teacher_dir or args.out, "ckpt", "teacher")
+    return folder if step is None else os.path.join(folder, f"step_{step:09d}.pt")
 
 
 @lru_cache(maxsize=4)
@@ -550,7 +543,7 @@ def train_teacher(args, data, rank):
 
 def teacher_curve(args):
     """Validation loss and accuracy at each saved checkpoint, the last one's accuracy per source (metrics.jsonl)."""
-    steps = teacher_steps_in(args.teacher_dir or args.out)
+    steps = common.saved_steps(teacher_path(args))
     rec = {r["step"]: r for r in common.read_jsonl(os.path.join(args.teacher_dir or args.out, "metrics.jsonl"))
            if r["phase"] == "teacher"}
     return {"steps": steps, "val_loss": [rec[s]["val_loss"] for s in steps],
@@ -642,10 +635,11 @@ def train_student(args, job, data, saved, stage1, rank):
 
 
 def run_students(args, methods, data, stage1, rank):
-    """All jobs in order; finished ones are recorded in students.json, so --resume skips them."""
+    """All jobs in order (finished ones are recorded in students.json, so --resume skips them). Per method, each
+    budget's rows at the lr of best mean accuracy (the paper tunes it); every lr's rows in the second dict."""
     done_path = os.path.join(args.out, "students.json")
     done = common.read_json(done_path) if os.path.exists(done_path) else {}
-    saved = teacher_steps_in(args.teacher_dir or args.out)
+    saved = common.saved_steps(teacher_path(args))
     for job in student_jobs(args, methods):
         if job["name"] not in done:
             result = train_student(args, job, data, saved, stage1, rank)
@@ -655,11 +649,6 @@ def run_students(args, methods, data, stage1, rank):
                 with contextlib.suppress(FileNotFoundError):  # its resume state, no longer needed
                     os.remove(os.path.join(args.out, "ckpt", "students", job["name"] + ".pt"))
             barrier(args)
-    return summarize_students(args, done, methods)
-
-
-def summarize_students(args, done, methods):
-    """Per method, each budget's rows at the lr of best mean accuracy (the paper tunes it); every lr in lr_search."""
     students, search = {}, {}
     for method in methods:
         rows = [{"budget": b, "seed": r["seed"], "lr": r["lr"], **r["at_budget"][str(b)]}
@@ -695,8 +684,7 @@ def ngram_probe(model, ids, positions, windows, chunk=512):
             close[:, :lo], close[:, hi:] = MASK, MASK
             variants += [robust, close]
         allx = torch.cat(variants)
-        keys = torch.ones_like(allx, dtype=torch.bool)
-        probs = torch.cat([torch.softmax(model(allx[i:i + chunk], keys[i:i + chunk])[:, p].float(), -1)
+        probs = torch.cat([torch.softmax(model(allx[i:i + chunk])[:, p].float(), -1)
                            for i in range(0, len(allx), chunk)]).view(len(variants), len(ids), -1)
         for w, name in enumerate(windows):
             l1s[name]["robust"].append((probs[1 + 2 * w] - probs[0]).abs().sum(-1))
@@ -717,7 +705,7 @@ def run_probe(args, heldout_seqs):
     positions = list(range(args.probe_stride, args.seq_len - 2, args.probe_stride)) or [args.seq_len // 2]
     model = make_model(args, "teacher", 0)
     out = []
-    for step in teacher_steps_in(args.teacher_dir or args.out):
+    for step in common.saved_steps(teacher_path(args)):
         model.load_state_dict(load_teacher(teacher_path(args, step), args.device)["model"])
         out.append({"step": step, "windows": ngram_probe(model, ids, positions, WINDOWS)})
     return out

@@ -163,7 +163,7 @@ def validate(args):
 
 def check_teacher_dir(args):
     """--teacher_dir must hold a finished teacher for the same task and architecture."""
-    d, saved = args.teacher_dir, teacher_steps_in(args.teacher_dir)
+    d, saved = args.teacher_dir, common.saved_steps(teacher_ckpt(args.teacher_dir))
     if not os.path.exists(os.path.join(d, "config.json")) or not saved:
         fail("--teacher_dir", f"{d} holds no teacher checkpoints (expected config.json and ckpt/teacher/)")
     cfg = common.read_json(os.path.join(d, "config.json"))
@@ -446,15 +446,9 @@ def load_state(args, path, phase, model, opt, gens):
 # 4. Teacher training: a wide model on labels, checkpointed every --ckpt_every steps (step 0 included).
 # The students (sections 5-6 below) and the probe (section 7) read these checkpoints, here or via --teacher_dir.
 
-def teacher_ckpt(run_dir, step):
-    return os.path.join(run_dir, "ckpt", "teacher", f"step_{step:09d}.pt")
-
-
-def teacher_steps_in(run_dir):
-    """The steps of the teacher checkpoints in a run folder: this run's, or --teacher_dir's."""
+def teacher_ckpt(run_dir, step=None):  # a run's teacher checkpoint at `step`, or the folder that holds them
     folder = os.path.join(run_dir, "ckpt", "teacher")
-    names = os.listdir(folder) if os.path.isdir(folder) else []
-    return sorted(int(f[5:-3]) for f in names if f.startswith("step_") and f.endswith(".pt"))
+    return folder if step is None else os.path.join(folder, f"step_{step:09d}.pt")
 
 
 @lru_cache(maxsize=8)
@@ -618,7 +612,8 @@ def train_students(args, specs, heldout):
     """Train all students together; return their eval history. Resumable from ckpt/students_state.pt."""
     state_path, metrics = os.path.join(args.out, "ckpt", "students_state.pt"), os.path.join(args.out, "metrics.jsonl")
     methods = list(dict.fromkeys(sp["method"] for sp in specs))
-    slots = TeacherSlots(args, specs, teacher_steps_in(args.teacher_dir or args.out)) if methods != ["ce"] else None
+    saved = common.saved_steps(teacher_ckpt(args.teacher_dir or args.out))
+    slots = TeacherSlots(args, specs, saved) if methods != ["ce"] else None
     model = make_model(args, "student", len(specs), seeds=[sp["seed"] for sp in specs])
     opt = Optimizer(model.parameters(), args.optim, [sp["lr"] for sp in specs], args.beta_pair)
     gens = [generator(args.device, s, 2) for s in args.seed_list]
@@ -701,7 +696,7 @@ def run_probe(args):
     path = os.path.join(args.out, "probe.json")
     if args.resume and os.path.exists(path):
         return common.read_json(path)
-    steps = teacher_steps_in(args.teacher_dir or args.out)
+    steps = common.saved_steps(teacher_ckpt(args.teacher_dir or args.out))
     x, y = sample(generator(args.device, args.teacher_seed, 4), (args.probe_samples,), args.n, args.support)
     mons, name = monomials(args), lambda a: ",".join(map(str, a))
     model = make_model(args, "teacher", 1).eval()
@@ -866,8 +861,11 @@ def main(argv=None):
     if args.mode != "ce" or args.teacher_dir is not None:  # all but CE students need a teacher
         if args.teacher_dir is None:
             train_teacher(args, heldout)
-        steps = teacher_steps_in(args.teacher_dir or args.out)
-        accs = [common.load_checkpoint(teacher_ckpt(args.teacher_dir or args.out, s))["acc"] for s in steps]
+        run = args.teacher_dir or args.out  # the accuracies from the log: reading every checkpoint file costs GBs
+        acc_at = {r["step"]: r["acc"] for r in common.read_jsonl(os.path.join(run, "metrics.jsonl"))
+                  if r["phase"] == "teacher"}
+        steps = common.saved_steps(teacher_ckpt(run))
+        accs = [acc_at[s] for s in steps]
         results["teacher"] = {"steps": steps, "acc": accs, "final_acc": accs[-1],
                               "steps_to": {str(th): common.steps_to(steps, accs, th) for th in THRESHOLDS}}
     if args.mode in ("all", "probe") or (args.mode == "two_shot" and args.ckpt == "auto"):

@@ -564,12 +564,6 @@ def teacher_folder(run_dir, level):
     return os.path.join(run_dir, "ckpt", "teacher" if level is None else f"teacher_level{level}")
 
 
-def saved_steps(run_dir, level):
-    folder = teacher_folder(run_dir, level)
-    files = os.listdir(folder) if os.path.isdir(folder) else []
-    return sorted(int(f[5:-3]) for f in files if f.startswith("step_") and f.endswith(".pt"))
-
-
 def check_teacher_dir(args):
     """At parsing: the teacher (this run's, or --teacher_dir's if made for the same data and sizes) covers it all."""
     d, steps = args.teacher_dir, {None: list(range(0, args.teacher_steps, args.ckpt_every)) + [args.teacher_steps]}
@@ -582,7 +576,7 @@ def check_teacher_dir(args):
                 if cfg.get(k) != getattr(args, k)]
         if diff:
             fail("--teacher_dir", f"{d} was made for another setting: " + ", ".join(diff))
-        steps = {level: saved_steps(d, level) for level in args.level_list}
+        steps = {level: common.saved_steps(teacher_folder(d, level)) for level in args.level_list}
     for level, saved in steps.items():
         if 0 not in saved:
             fail("--teacher_dir", f"{d} holds no teacher checkpoints in {teacher_folder(d, level)}")
@@ -644,8 +638,8 @@ def load_teacher_file(folder, step, device):
 
 
 def teacher_curve(args, level):
-    run = args.teacher_dir or args.out
-    files = [load_teacher_file(teacher_folder(run, level), s, "cpu") for s in saved_steps(run, level)]
+    folder = teacher_folder(args.teacher_dir or args.out, level)
+    files = [load_teacher_file(folder, s, "cpu") for s in common.saved_steps(folder)]
     return {"steps": [f["step"] for f in files], **{k: [f[k] for f in files] for k in ("val_loss", "val_acc")}}
 
 
@@ -708,7 +702,7 @@ def horizon_steps(saved, args, budget):
 
 
 def teacher_horizon(args, level, budget):
-    return horizon_steps(saved_steps(args.teacher_dir or args.out, level), args, budget)
+    return horizon_steps(common.saved_steps(teacher_folder(args.teacher_dir or args.out, level)), args, budget)
 
 
 def sweep_candidates(args, level, phases, chosen):
@@ -985,7 +979,7 @@ def probe_job(args, job):
 
 def run_probes(args, level):
     """M_robust / M_close (mlm only) and the NT probe on every --probe_every-th teacher checkpoint and the last."""
-    saved = saved_steps(args.teacher_dir or args.out, level)
+    saved = common.saved_steps(teacher_folder(args.teacher_dir or args.out, level))
     steps, parts = sorted(set(saved[::args.probe_every]) | {saved[-1]}), {}
     for part in parallel_map(args, probe_job, [(level, steps[i::args.workers])
                                                for i in range(min(args.workers, len(steps)))]):

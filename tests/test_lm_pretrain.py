@@ -132,7 +132,7 @@ def test_masking_proportions():
     ids[:, 0] = lm.CLS
     ids[:, 50] = lm.SEP
     ids[:, 60] = lm.UNK
-    inputs, labels, key_mask = lm.mask_batch(args, ids, seed=0, step=0)
+    inputs, labels = lm.mask_batch(args, ids, seed=0, step=0)
     sel = labels != -100
     words = ids >= 5
     assert not sel[~words].any()  # special tokens and [UNK] are never selected
@@ -143,9 +143,9 @@ def test_masking_proportions():
     kept = (inputs[sel] == ids[sel]).sum().item() / n
     assert abs(as_mask - 0.8) < 0.015 and abs(kept - 0.1) < 0.015  # 80/10/10 (a random draw may equal the word)
     assert ((inputs[sel] != lm.MASK) & (inputs[sel] != ids[sel])).float().sum() / n > 0.08
-    assert (inputs[~sel] == ids[~sel]).all() and key_mask.all()  # BERT: every key stays visible
+    assert (inputs[~sel] == ids[~sel]).all()
     again = lm.mask_batch(args, ids, seed=0, step=0)
-    assert all(torch.equal(a, b) for a, b in zip((inputs, labels, key_mask), again))  # a function of (seed, step)
+    assert all(torch.equal(a, b) for a, b in zip((inputs, labels), again))  # a function of (seed, step)
 
 
 def test_masked_logits_equal_the_full_forward():  # Encoder(select=...) applies the head only there
@@ -153,10 +153,10 @@ def test_masked_logits_equal_the_full_forward():  # Encoder(select=...) applies 
     args.vocab_actual = 50
     model = lm.make_model(args, "teacher", 0)
     ids = torch.randint(5, 50, (3, 16), generator=torch.Generator().manual_seed(1))
-    inputs, labels, key_mask = lm.mask_batch(args, ids, seed=0, step=0)
+    inputs, labels = lm.mask_batch(args, ids, seed=0, step=0)
     labels[0, 3] = ids[0, 3]  # at least one selected position
-    logits, y = lm.masked_logits(model, inputs, key_mask, labels)
-    full = model(inputs, key_mask)
+    logits, y = lm.masked_logits(model, inputs, labels)
+    full = model(inputs)
     torch.testing.assert_close(logits, full[labels != -100])
     assert torch.equal(y, labels[labels != -100])
 
@@ -173,15 +173,15 @@ def test_the_copies_of_pcfgs_encoder_masking_probe_and_schedule_give_pcfgs_numbe
     theirs = pcfg.mask_tokens(ids, torch.Generator().manual_seed(7_919 * 2 + 7), args.mask_rate, lm.MASK,
                               torch.arange(len(lm.SPECIALS), 50), ids >= len(lm.SPECIALS), hide_selected=False,
                               attendable=torch.ones_like(ids, dtype=torch.bool))
-    assert all(torch.equal(a, b) for a, b in zip(mine, theirs)) and (mine[1] != -100).any()
+    assert all(torch.equal(a, b) for a, b in zip(mine, theirs)) and theirs[2].all() and (mine[1] != -100).any()
     model = lm.make_model(args, "teacher", 0).eval()
     torch.manual_seed(0)
     reference = pcfg.Encoder(50, args.seq_len, args.teacher_layers, args.teacher_heads, args.head_dim).eval()
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values()))
     sel = mine[1] != -100
-    assert torch.equal(model(mine[0], mine[2], select=sel), reference(mine[0], mine[2], select=sel))
+    assert torch.equal(model(mine[0], select=sel), reference(mine[0], theirs[2], select=sel))  # BERT: no key hidden
     keys = torch.ones_like(ids, dtype=torch.bool)
-    assert torch.equal(model(ids, keys), reference(ids, keys))
+    assert torch.equal(model(ids), reference(ids, keys))
     probe = lm.ngram_probe(model, ids, [4, 12, 21], lm.WINDOWS)
     ref = pcfg.ngram_probe(reference, ids, keys, [4, 12, 21], lm.WINDOWS, lm.MASK, hide_masked=False)
     for w in lm.WINDOWS:
