@@ -24,13 +24,13 @@ def parse_args(argv=None):
     return args
 
 
-def flops_per_sample(args, role, heads=None, width=None):
+def flops_per_sample(args, role):
     """Forward multiply-adds x 2 per sample (attention included); a train step costs about 3x this."""
     n = args.n
     if args.arch == "mlp":
-        w = width or (args.teacher_width if role == "teacher" else args.student_width)
+        w = args.teacher_width if role == "teacher" else args.student_width
         return 2 * (n * w + 2 * w)
-    d = (heads or (args.teacher_heads if role == "teacher" else args.student_heads)) * args.head_dim
+    d = args.teacher_heads * args.head_dim if role == "teacher" else args.student_heads * args.student_head_dim
     per_token = args.layers * (12 * d * d + 2 * n * d)  # qkv+proj+mlp, and QK^T, AV (causal: ~half)
     return 2 * n * per_token
 

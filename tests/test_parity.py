@@ -183,9 +183,10 @@ def test_extraction_targets_losses_and_sub_stages(tmp_path):
     teacher = str(tmp_path / "t")
     flags = ["--preset", "smoke", "--arch", "transformer", "--layers", "2", "--seeds", "0,1"]
     parity.main(flags + ["--mode", "teacher", "--out", teacher])
-    a = args_for(*flags, "--teacher_dir", teacher, "--extract_steps", "20")
+    a = args_for(*flags, "--teacher_dir", teacher, "--extract_steps", "20", "--student_head_dim", "2")
     ext = parity.Extraction(a, teacher, 60)
-    dT, dS = a.teacher_heads * a.head_dim, a.student_heads * a.head_dim
+    dT, dS = a.teacher_heads * a.head_dim, a.student_heads * a.student_head_dim
+    assert (dT, dS) == (16, 2) and parity.make_model(a, "student", 1).wte.shape == (1, 2, dS)  # the student's width
     assert [tuple(P.shape) for P in ext.P] == [(2, dT, dS)] * 2
     g = torch.Generator().manual_seed(999 + 1)
     assert torch.equal(ext.P[0][1], torch.randn(dT, dS, generator=g) / math.sqrt(dT))
