@@ -730,10 +730,10 @@ def in_over_off(probe, d, i):
     return inside / max(e["off_mean"][i], 1e-12)
 
 
-def fig3_checkpoints(probe):
-    """Stage-1 checkpoints before, inside and after the transition (Fig. 3 right): inside is the probe's
-    choice; before is half its step; after is halfway from the teacher's first 99% to its final step."""
-    steps, inside, t99 = probe["steps"], probe["auto_ckpt"], common.steps_to(probe["steps"], probe["acc"], 0.99)
+def fig3_checkpoints(probe, inside):
+    """Stage-1 checkpoints before, inside and after the transition (Fig. 3 right): inside is two_shot's (--ckpt);
+    before is half its step; after is halfway from the teacher's first 99% to its final step."""
+    steps, t99 = probe["steps"], common.steps_to(probe["steps"], probe["acc"], 0.99)
     nearest = lambda t: min(steps, key=lambda s: abs(s - t))
     return [nearest(inside / 2), inside, nearest(((t99 if t99 is not None else steps[-1]) + steps[-1]) / 2)]
 
@@ -880,7 +880,7 @@ def main(argv=None):
                "teacher": [], "probe": []}.get(args.mode, [args.mode])
     stage1 = {"two_shot": results.get("two_shot_ckpt")}
     if "two_shot_before" in methods:  # Fig. 3 right's controls
-        results["fig3_ckpts"] = fig3_checkpoints(results["probe"])
+        results["fig3_ckpts"] = fig3_checkpoints(results["probe"], results["two_shot_ckpt"])
         stage1["two_shot_before"], _, stage1["two_shot_after"] = results["fig3_ckpts"]
     if methods:
         specs = student_specs(args, methods, stage1)
