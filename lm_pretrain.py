@@ -550,15 +550,21 @@ def teacher_curve(args):
             "val_acc": [rec[s]["val_acc"] for s in steps], "acc_by_source": rec[steps[-1]].get("val_acc_by_source")}
 
 
-def inflection_step(curve):
-    """C1, the middle of the sharp drop (Sec. 5): the checkpoint nearest s x sqrt(2) for the doubling s -> 2s over
-    which the loss falls most (doublings, not neighbours: late noise over tiny log-step gaps cannot win)."""
-    loss = dict(zip(curve["steps"], curve["val_loss"]))
-    starts = [s for s in curve["steps"] if s > 0 and 2 * s in loss]
+def loss_phases(curve):
+    """Sec. 5's three phases, on doublings of the step (the paper's log axis; doublings, not neighbours: late noise
+    over tiny log-step gaps cannot win): the drop is the doubling s -> 2s over which the validation loss falls most,
+    the plateau the doubling before it, the decay the one after (from the saved steps nearest s / 2 and 4s). C1, the
+    inflection, is the checkpoint nearest s x sqrt(2)."""
+    steps, loss = curve["steps"], dict(zip(curve["steps"], curve["val_loss"]))
+    starts = [s for s in steps if s > 0 and 2 * s in loss]
     if not starts:
-        return curve["steps"][-1]
+        return {"inflection_step": steps[-1]}
     s = max(starts, key=lambda s: loss[s] - loss[2 * s])
-    return min(curve["steps"], key=lambda x: abs(x - s * math.sqrt(2)))
+    near = lambda t, lo, hi: min((x for x in steps if lo < x < hi), key=lambda x: abs(x - t), default=None)
+    before, after = near(s / 2, 0, s), near(4 * s, 2 * s, math.inf)
+    return {"inflection_step": min(steps, key=lambda x: abs(x - s * math.sqrt(2))), "drop_start": s, "drop_end": 2 * s,
+            "falls": {"plateau": None if before is None else loss[before] - loss[s], "drop": loss[s] - loss[2 * s],
+                      "decay": None if after is None else loss[2 * s] - loss[after]}}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -737,17 +743,29 @@ def print_table(results, args):
 
 
 def claim_checks(results, args):
-    """The README's acceptance checks, computed from this run (means over seeds at the smallest budget)."""
-    st, checks = results.get("students", {}), {}
-    b = args.budget_list[0]
-    mean = lambda m: common.mean_std([r["acc"] for r in st[m] if r["budget"] == b])[0]
-    for fast, slow in (("progressive", "ce"), ("progressive", "oneshot"), ("oneshot", "ce"), ("two_shot", "ce")):
-        if fast in st and slow in st:
-            checks[f"{fast}_ge_{slow}_at_budget_{b}"] = mean(fast) >= mean(slow)
-    ph = results.get("phases", {})
-    if "m_robust_peak_step" in ph and ph["inflection_step"] > 0:  # the paper: the peak sits at C1
-        checks["m_robust_peak_within_2x_of_inflection"] = \
-            ph["inflection_step"] / 2 <= ph["m_robust_peak_step"] <= 2 * ph["inflection_step"]
+    """The acceptance checks of Sec. 5's three claims, computed from this run (students: at the smallest budget)."""
+    st, ph, probe, checks, b = results.get("students", {}), results.get("phases", {}), results.get("probe"), {}, \
+        args.budget_list[0]
+    at = lambda m: [r["acc"] for r in sorted(st[m], key=lambda r: r["seed"]) if r["budget"] == b]  # per seed
+    gap = lambda m, other: common.mean_std(at(m))[0] - common.mean_std(at(other))[0]
+    if "falls" in ph:  # (1) a plateau, a drop of at least 1 nat, then a slower decay (pcfg.py's: a third of it)
+        f = ph["falls"]
+        checks["drop_nats"] = f["drop"]
+        checks["three_phases"] = bool(f["drop"] >= 1 and f["plateau"] is not None and f["plateau"] <= f["drop"] / 3
+                                      and f["decay"] is not None and 0 < f["decay"] <= f["drop"] / 3)
+    if probe and "drop_start" in ph:  # (2) the median 3-gram M_robust peaks in the drop, then falls (Fig. 5 middle)
+        steps, series = [p["step"] for p in probe], probe_series(probe)
+        peak = steps.index(ph["m_robust_peak_step"])
+        checks["mrobust_peak_in_drop"] = steps.index(ph["drop_start"]) - 1 <= peak <= steps.index(ph["drop_end"]) + 1
+        checks["mrobust_peak_over_final"] = series[peak] / max(series[-1], 1e-12)
+        checks["mrobust_falls_3x"] = checks["mrobust_peak_over_final"] >= 3
+    if "progressive" in st and "ce" in st:  # (3) Fig. 5 right
+        checks["progressive_minus_ce_smallest_budget"] = gap("progressive", "ce")
+        checks["progressive_beats_ce_by_2pts"] = gap("progressive", "ce") >= 0.02
+        checks["progressive_beats_ce_every_seed"] = all(p > c for p, c in zip(at("progressive"), at("ce")))
+    if "progressive" in st and "oneshot" in st:
+        checks["progressive_minus_oneshot_smallest_budget"] = gap("progressive", "oneshot")
+        checks["progressive_beats_oneshot_by_1pt"] = gap("progressive", "oneshot") >= 0.01
     return checks
 
 
@@ -757,9 +775,11 @@ def make_figures(results, args):
     if not (t or st):
         return
     fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4))
-    inflection = results.get("phases", {}).get("inflection_step")
-    for ax in (left, middle) if inflection else ():
-        ax.axvline(inflection, color="tab:red", ls="--", lw=1, label="inflection")
+    ph = results.get("phases", {})
+    for ax in (left, middle) if ph else ():
+        ax.axvline(ph["inflection_step"], color="tab:red", ls="--", lw=1, label="inflection")
+        if "drop_start" in ph:
+            ax.axvspan(ph["drop_start"], ph["drop_end"], color="tab:red", alpha=0.1, label="drop")
     if t:
         left.plot(t["steps"][1:], t["val_loss"][1:], "k-")
         ref = set(range(args.refresh, t["steps"][-1] + 1, args.refresh))
@@ -832,7 +852,7 @@ def main(argv=None):
         if args.teacher_dir is None:
             train_teacher(args, data, rank)
         results["teacher"] = teacher_curve(args)
-        results["phases"] = {"inflection_step": inflection_step(results["teacher"])}
+        results["phases"] = loss_phases(results["teacher"])
     if args.mode in ("all", "probe"):
         probe_path = os.path.join(args.out, "probe.json")
         if rank == 0 and not (args.resume and os.path.exists(probe_path)):
@@ -844,7 +864,6 @@ def main(argv=None):
         series = probe_series(results["probe"])
         peak = max(range(len(series)), key=series.__getitem__)
         results["phases"]["m_robust_peak_step"] = results["probe"][peak]["step"]
-        results["phases"]["m_robust_peak_inside"] = 0 < peak < len(series) - 1  # a peak, not a rising curve
     methods = METHODS if args.mode == "all" else [m for m in METHODS if m == args.mode]
     if "two_shot" in methods:  # stage 1: --ckpt, or C1, the loss inflection (Sec. 5)
         results["two_shot_ckpt"] = int(args.ckpt) if args.ckpt != "auto" else results["phases"]["inflection_step"]

@@ -111,21 +111,25 @@ def test_parity_each_check_can_fail():
 
 def lm_run():
     accs = {"ce": 0.30, "oneshot": 0.32, "progressive": 0.35, "two_shot": 0.33}
-    return {"students": {m: [{"budget": 500, "seed": s, "acc": a} for s in (0, 1)] for m, a in accs.items()},
-            "phases": {"inflection_step": 800, "m_robust_peak_step": 900}}
+    median = {0: 0.0, 250: 0.01, 500: 0.02, 1000: 0.1, 1500: 0.3, 2000: 0.2, 3000: 0.08, 4000: 0.05}
+    return {"students": {m: [{"budget": 500, "seed": s, "acc": a + 0.001 * s} for s in (0, 1)] for m, a in accs.items()},
+            "phases": {"inflection_step": 1500, "drop_start": 1000, "drop_end": 2000, "m_robust_peak_step": 1500,
+                       "falls": {"plateau": 0.1, "drop": 1.5, "decay": 0.3}},
+            "probe": [{"step": s, "windows": {"3-gram": {"robust": {"l1": {"median": v}}}}} for s, v in median.items()]}
 
 
 def test_lm_pretrain_each_check_can_fail():
     args = SimpleNamespace(budget_list=[500, 1000])
 
-    def set_acc(method, acc):
-        return lambda r: [e.update(acc=acc) for e in r["students"][method]]
+    def set_acc(method, *accs):  # one per seed
+        return lambda r: [e.update(acc=a) for e, a in zip(r["students"][method], accs)]
 
     bad_runs = {
-        "progressive_ge_ce_at_budget_500": set_acc("progressive", 0.29),
-        "progressive_ge_oneshot_at_budget_500": set_acc("progressive", 0.31),
-        "oneshot_ge_ce_at_budget_500": set_acc("oneshot", 0.29),
-        "two_shot_ge_ce_at_budget_500": set_acc("two_shot", 0.29),
-        "m_robust_peak_within_2x_of_inflection": lambda r: r["phases"].update(m_robust_peak_step=3000),
+        "three_phases": lambda r: r["phases"]["falls"].update(plateau=1.0),  # no plateau: a steady fall
+        "mrobust_peak_in_drop": lambda r: r["phases"].update(m_robust_peak_step=250),
+        "mrobust_falls_3x": lambda r: r["probe"][-1]["windows"]["3-gram"]["robust"]["l1"].update(median=0.2),
+        "progressive_beats_ce_by_2pts": set_acc("progressive", 0.31, 0.31),
+        "progressive_beats_ce_every_seed": set_acc("progressive", 0.29, 0.45),
+        "progressive_beats_oneshot_by_1pt": set_acc("oneshot", 0.345, 0.345),
     }
     assert_each_check_can_fail(lm_pretrain, lm_run(), args, bad_runs)
