@@ -59,7 +59,7 @@ METHODS = ["ce", "oneshot", "progressive", "two_shot"]
 SPECIALS = ["[PAD]", "[MASK]", "[CLS]", "[SEP]", "[UNK]"]
 PAD, MASK, CLS, SEP, UNK = range(len(SPECIALS))
 WINDOWS = {"3-gram": (1, 1), "5-gram": (2, 2), "4-gram": (2, 1), "2-gram": (1, 0)}  # words left, right of p (4.8)
-TEACHER_KEYS = ["data", "heldout_frac", "min_doc_tokens", "vocab_size", "min_count", "seq_len",
+TEACHER_KEYS = ["data", "heldout_frac", "min_doc_tokens", "tokenizer", "vocab_size", "min_count", "seq_len",
                 "teacher_layers", "teacher_heads", "head_dim"]  # a --teacher_dir's teacher: same text, tokens, size
 
 
@@ -73,8 +73,10 @@ def build_parser():
     a("--cache", default=os.path.join("data", "lm_corpus"), help="the registry corpus and the tokenizer caches")
     a("--heldout_frac", type=float, help="fraction of documents held out, chosen by a hash of the document")
     a("--min_doc_tokens", type=int, default=8, help="documents with fewer tokens are dropped")
-    a("--vocab_size", type=int, help="word-level vocabulary size, the 5 special tokens included")
-    a("--min_count", type=int, help="words seen fewer times in the training split become [UNK]")
+    a("--tokenizer", default="word", choices=["word", "char"], help="lower-cased words and punctuation marks, or "
+      "lower-cased characters (whitespace runs as one space)")
+    a("--vocab_size", type=int, help="vocabulary size (words or characters), the 5 special tokens included")
+    a("--min_count", type=int, help="tokens seen fewer times in the training split become [UNK]")
     a("--seq_len", type=int, help="tokens per packed sequence, [CLS] included")
     a("--mask_rate", type=float, default=0.15, help="BERT masking rate (80%% [MASK], 10%% random, 10%% kept)")
     a = p.add_argument_group("models").add_argument
@@ -179,7 +181,8 @@ def validate(args):
 
 # ----------------------------------------------------------------------------------------------------
 # 1. Data. Documents are blocks of text between blank lines; a hash of each decides its split (no document in both).
-# Word-level tokens (lower-cased, as BERT's basic tokenizer), so that a probed n-gram is n words a reader can read.
+# Word-level tokens (lower-cased, as BERT's basic tokenizer), so that a probed n-gram is n words a reader can read;
+# --tokenizer char: characters (docs/lm_pretrain.md, "Pilots").
 
 TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 TOKENIZER_VERSION = 2  # 2: per-token source ids of the held-out split
@@ -208,8 +211,8 @@ def read_documents(args):
     return docs, names, h.hexdigest()
 
 
-def tokenize(text):
-    return TOKEN_RE.findall(text.lower())
+def tokenize(text, kind="word"):
+    return TOKEN_RE.findall(text.lower()) if kind == "word" else list(" ".join(text.lower().split()))
 
 
 def is_heldout(doc, frac):
@@ -233,7 +236,8 @@ def decode(ids, vocab):
 def load_data(args, rank=0):
     """Token streams ([SEP] after each document), held-out tokens' source ids, vocabulary, sources; cached by rank 0."""
     docs, doc_sources, data_hash = read_documents(args)
-    settings = [TOKENIZER_VERSION, data_hash, args.heldout_frac, args.min_doc_tokens, args.vocab_size, args.min_count]
+    settings = [TOKENIZER_VERSION, data_hash, args.heldout_frac, args.min_doc_tokens, args.vocab_size, args.min_count] \
+        + ([args.tokenizer] if args.tokenizer != "word" else [])  # the word caches keep their names
     key = hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:16]
     folder = os.path.join(args.cache, f"tokenized-{key}")
     if os.path.exists(os.path.join(folder, "streams.pt")):
@@ -243,7 +247,7 @@ def load_data(args, rank=0):
     source_id = {name: i for i, name in enumerate(sources)}
     split, held_src = {"train": [], "heldout": []}, []
     for doc, name in zip(docs, doc_sources):
-        toks = tokenize(doc)
+        toks = tokenize(doc, args.tokenizer)
         if len(toks) >= args.min_doc_tokens:
             held = is_heldout(doc, args.heldout_frac)
             split["heldout" if held else "train"].append(toks)
@@ -269,8 +273,9 @@ def load_data(args, rank=0):
     if rank == 0:
         stats = {k: {"documents": len(split[k]), "tokens": len(streams[k]),
                      "unk_rate": round((streams[k] == UNK).float().mean().item(), 4)} for k in split}
-        tok = {"version": TOKENIZER_VERSION, "lowercase": True, "pattern": TOKEN_RE.pattern,
-               "specials": SPECIALS, "settings": settings, "stats": stats, "sources": sources, "vocab": vocab}
+        tok = {"version": TOKENIZER_VERSION, "lowercase": True, "tokenizer": args.tokenizer,
+               "pattern": TOKEN_RE.pattern if args.tokenizer == "word" else None, "specials": SPECIALS,
+               "settings": settings, "stats": stats, "sources": sources, "vocab": vocab}
         common.write_json(tok, os.path.join(folder, "tokenizer.json"))
         common.save_checkpoint(streams, os.path.join(folder, "streams.pt"))  # last: marks the cache complete
     return streams, vocab, sources, folder
@@ -798,6 +803,8 @@ def make_figures(results, args):
     if st:
         right.set(xscale="log", xlabel="student steps (budget)", ylabel="masked-token accuracy", title="students")
         right.legend(fontsize=8)
+    else:
+        right.axis("off")  # --mode teacher or probe
     fig.tight_layout()
     fig.savefig(os.path.join(args.out, "fig5_real_data.png"), dpi=120)
     plt.close(fig)
@@ -844,7 +851,7 @@ def main(argv=None):
         common.prepare_run_dir(args.out, config_of(args), args.resume)
         shutil.copy(os.path.join(data["tok_dir"], "tokenizer.json"), os.path.join(args.out, "tokenizer.json"))
         print(f"data: {len(data['train'])} train / {data['n_held']} held-out sequences of {args.seq_len} tokens, "
-              f"vocabulary {len(data['vocab'])} words ({data['tok_dir']}); eval set {data['eval_set']}", flush=True)
+              f"vocabulary {len(data['vocab'])} tokens ({data['tok_dir']}); eval set {data['eval_set']}", flush=True)
     barrier(args)
     results = {"config": config_of(args), "eval_set": data["eval_set"]}
     t_start = time.time()

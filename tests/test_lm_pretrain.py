@@ -59,6 +59,10 @@ def test_hash_split_never_overlaps(tmp_path):
                      "heldout": len([d for d in docs[:-20] if d in held])}  # one [SEP] per document
 
 
+def test_char_tokenizer_lowercases_and_folds_whitespace():
+    assert lm.tokenize("It is\n\n a  Truth.", "char") == list("it is a truth.")
+
+
 def test_tokenizer_round_trip_and_special_tokens(tmp_path):
     text = "It is a truth universally acknowledged, that a single man must be in want of a wife."
     vocab = lm.build_vocab([lm.tokenize(text)], vocab_size=100, min_count=1)
