@@ -103,6 +103,13 @@ def test_tokenizer_round_trip_and_special_tokens(tmp_path):
     assert len(streams["heldout_source"]) == len(streams["heldout"]) and (streams["train"] == lm.UNK).sum() == 0
 
 
+def test_bpe_and_char_runs_end_to_end(tmp_path):
+    for kind in ("bpe", "char"):
+        res = lm.main(smoke_argv(tmp_path, "--tokenizer", kind, "--seeds", "0", out=kind))
+        assert set(res["students"]) == set(lm.METHODS) and res["probe"] and "three_phases" in res["checks"]
+        assert common.read_json(tmp_path / kind / "tokenizer.json")["tokenizer"] == kind
+
+
 def write_sources(folder, n_docs=100):
     """One .txt file per source (a, b, c), each with its own words (a0..a19, ...), in short documents."""
     folder.mkdir()
