@@ -231,8 +231,8 @@ def learn_merges(counts, n_pieces, min_count):
         count(i, 1)
         letters.update({s: n * freq[i] for s, n in Counter(words[i]).items()})
     n_letters = sum(c >= min_count for c in letters.values())
-    while n_letters + len(merges) < n_pieces and pairs and max(pairs.values()) > 0:
-        merges.append(best := max(pairs, key=pairs.get))
+    while n_letters + len(merges) < n_pieces and pairs[best := max(pairs, key=pairs.get, default=None)] > 0:
+        merges.append(best)  # (a Counter gives 0 for None: no pair left)
         for i in where.pop(best):  # only the words that hold the pair change
             count(i, -1)
             words[i] = merge_pair(words[i], best)
@@ -285,7 +285,7 @@ def load_data(args, rank=0):
                           args.min_count) if args.tokenizer == "bpe" else None
     if merges is not None:  # sub-words learned on the training split, then every document cut into them
         order = {p: r for r, p in enumerate(merges)}
-        pieces = {w: split_word(w, order) for v in split.values() for toks in v for w in set(toks)}
+        pieces = {w: split_word(w, order) for w in {w for v in split.values() for toks in v for w in toks}}
         split = {k: [[p for w in toks for p in pieces[w]] for toks in v] for k, v in split.items()}
     vocab = build_vocab(split["train"], args.vocab_size, args.min_count)
     if len(vocab) == len(SPECIALS):
