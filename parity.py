@@ -52,11 +52,11 @@ PRESETS = {  # extract_steps: 500 measured on the cpu MLP (Extraction); paper, c
         n=50, k=5, teacher_width=2000, student_width=20, teacher_optim="adam", teacher_lr=1e-3, teacher_batch=32,
         teacher_steps=10_000, optim="adam", lr_grid=PAPER_GRID, batch=32, steps=30_000, **CONSTANT_LR,
         ckpt_every=100, eval_every=100, T=5_000, extract_steps=500, temperature=1e-20),
-    ("cpu", "transformer"): dict(  # tuned on seeds 0-5; on 10-19 it holds in 8 of 10 (docs/parity.md). A width-4
-        n=20, k=3, layers=2, head_dim=8, teacher_heads=16, student_heads=1, student_head_dim=4, teacher_optim="adam",
-        teacher_lr=1e-2, teacher_batch=32, teacher_steps=800, optim="adam", lr_grid="5e-3", batch=32, steps=4_000,
+    ("cpu", "transformer"): dict(  # tuned on seeds 0-5, confirmed on unseen seeds (docs/parity.md). Width-6 student:
+        n=20, k=3, layers=2, head_dim=8, teacher_heads=16, student_heads=1, student_head_dim=6, teacher_optim="adam",
+        teacher_lr=1e-2, teacher_batch=32, teacher_steps=800, optim="adam", lr_grid="1.25e-3", batch=32, steps=5_000,
         **CONSTANT_LR, ckpt_every=50, eval_every=50, T=1_000, ckpt="150", extract_steps=100, temperature=1.0,
-        speed=0.125, probe_samples=20_000),  # student fails on labels; at speed 1 it cannot follow the transition
+        speed=0.125, probe_samples=20_000),  # at 1.25e-3 labels fail; at speed 1 it cannot follow the transition
     ("smoke", "mlp"): dict(  # seconds, for tests
         n=12, k=3, teacher_width=256, student_width=16, teacher_optim="adam", teacher_lr=3e-3, teacher_batch=32,
         teacher_steps=400, optim="adam", lr_grid="1e-2,3e-3", batch=32, steps=400, **CONSTANT_LR, extract_steps=50,
