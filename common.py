@@ -10,8 +10,6 @@ import os
 import sys
 import tempfile
 
-# Same seed, same numbers: MKL results otherwise vary with memory alignment. Scripts import common before torch.
-os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 import torch
 import torch.nn.functional as F
 
@@ -111,7 +109,7 @@ def check_lr_seeds_betas(args):
 
 
 def pick_device(name):
-    """'auto' picks cuda, then mps, then cpu (DEVELOPERS.md); anything else must be a valid torch device."""
+    """'auto' picks cuda, then mps, then cpu; anything else must be a valid torch device."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

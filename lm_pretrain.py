@@ -25,7 +25,8 @@ import time
 from collections import Counter
 from functools import lru_cache
 
-import common  # first: it pins MKL before torch loads
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")  # before torch: same seed, same numbers on CPU
+import common
 import torch
 import torch.distributed as dist
 import torch.nn as nn

@@ -24,7 +24,8 @@ import sys
 import time
 from functools import lru_cache, partial
 
-import common  # first: it pins MKL before torch loads
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")  # before torch: same seed, same numbers on CPU
+import common
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

@@ -20,7 +20,8 @@ from itertools import combinations
 
 import numpy as np
 
-import common  # first: it pins MKL before torch loads
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")  # before torch: same seed, same numbers on CPU
+import common
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

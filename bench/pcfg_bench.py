@@ -11,8 +11,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import common  # noqa: E402  first: it pins MKL before torch loads
-import pcfg  # noqa: E402
+import pcfg  # noqa: E402  (first: it pins MKL before torch loads)
+import common  # noqa: E402
 import torch  # noqa: E402
 
 

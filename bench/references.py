@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
-import pcfg  # noqa: E402  imports common first, which pins MKL before torch loads
+import pcfg  # noqa: E402  (it pins MKL before torch loads)
 import pcfg_bench  # noqa: E402  (bench/ is this file's folder)
 import torch
 import torch.nn as nn

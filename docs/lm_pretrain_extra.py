@@ -7,8 +7,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import lm_pretrain as lm  # noqa: E402  (first: it pins MKL before torch loads)
 import common  # noqa: E402
-import lm_pretrain as lm  # noqa: E402
 
 
 def main(argv=None):

@@ -17,8 +17,8 @@ import time
 from functools import partial
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import common  # noqa: E402  first: it pins MKL before torch loads
-import parity  # noqa: E402
+import parity  # noqa: E402  (first: it pins MKL before torch loads)
+import common  # noqa: E402
 
 SWEEPS = {  # (--sweep, --sweep_steps) per parity.py preset
     ("paper", "mlp"): ("1000,5000,10000,50000", 20_000_000),

@@ -1,4 +1,4 @@
-"""Shared by every test file. common pins MKL before torch is imported anywhere in the test process.
+"""Shared by every test file. MKL is pinned before torch is imported anywhere in the test process.
 
 The tests run on one thread: smoke models run fastest there, and exact comparisons need it (on a loaded machine a
 2-thread process now and then computes slightly different numbers). The three long runs, the parity claim (about 2
@@ -11,7 +11,8 @@ import subprocess
 import sys
 import tempfile
 
-import common
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")  # as the scripts do, before torch loads
+import common  # noqa: E402
 import pytest
 import torch
 
