@@ -154,8 +154,16 @@ def save_checkpoint(obj, path):
     _atomic(path, lambda f: torch.save(obj, f))
 
 
-def load_checkpoint(path, device="cpu"):
-    return torch.load(path, map_location=device, weights_only=True)
+def load_checkpoint(path, device="cpu", flag="--resume"):
+    """A file written by save_checkpoint. A truncated or unreadable one (a disk filled up, a copy cut short)
+    stops the run with exit status 2, naming the file and what to do, instead of a traceback."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # RuntimeError, EOFError, pickle errors...: whatever a damaged file raises
+        fail(flag, f"{path} cannot be read ({type(e).__name__}); delete it to recompute that part, "
+                   "or point to an intact run")
 
 
 def saved_steps(folder):
@@ -194,6 +202,8 @@ def prepare_run_dir(out, config, resume, ignore=("resume", "device", "out")):
     """Create `out` and write config.json. An existing run is only continued with --resume, and only
     with the same settings, so nothing is overwritten by accident."""
     cfg_path = os.path.join(out, "config.json")
+    if os.path.exists(out) and not os.path.isdir(out):
+        fail("--out", f"{out} is a file, not a folder; choose another --out")
     if os.path.exists(cfg_path):
         if not resume:
             fail("--out", f"{out} already holds a run; pass --resume to continue it or choose another --out")
@@ -223,6 +233,13 @@ def soft_cross_entropy(logits, targets):
     """-sum_c q_c log softmax(s)_c per row. With q = softmax(t / tau) this is KL(q || p_s) + H(q): the
     official code's distillation loss (no tau on the student, no tau^2 factor)."""
     return -(targets * F.log_softmax(logits.float(), dim=-1)).sum(-1)
+
+
+def progressive_ckpt(t, saved, speed, refresh):
+    """Progressive distillation's teacher at student step t (Sec. 2; the official refresh-and-speed rule
+    without its lookup bugs): the latest saved checkpoint <= speed x (t // refresh + 1) x refresh. The
+    teacher changes every `refresh` student steps, runs `speed` times faster, and is one refresh ahead."""
+    return max(s for s in saved if s <= speed * (t // refresh + 1) * refresh)
 
 
 def lr_factor(step, total, schedule, warmup=0.0, floor=0.0):
