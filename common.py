@@ -1,9 +1,6 @@
-"""Tiny helpers shared by parity.py, pcfg.py and lm_pretrain.py.
-
-Only plumbing lives here (flags and presets, devices, atomic files, the distillation loss, learning-rate
-schedules, small statistics and plot helpers). Everything that belongs to one experiment stays in its
-own script, so that each script reads top to bottom next to its section of the paper.
-"""
+"""Tiny helpers shared by parity.py, pcfg.py and lm_pretrain.py: flags, devices, atomic files, the
+distillation loss and schedule, lr schedules, small statistics and plots. Everything that belongs to
+one experiment stays in its script. Importing this file changes nothing in the caller's process."""
 import json
 import math
 import os
@@ -14,12 +11,12 @@ import torch
 import torch.nn.functional as F
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Flags and presets
 
 def parse_with_presets(parser, preset_for, argv=None):
-    """Parse `argv` twice: first to read the flags that choose a preset (e.g. --preset, --arch), then
-    with preset_for(first_args) as defaults, so that any flag given explicitly wins over the preset.
+    """Parse `argv` twice: first the flags that choose a preset (e.g. --preset, --arch), then with
+    preset_for(first_args) as defaults, so that any flag given explicitly wins over the preset.
     --help is held back from the first pass so that it shows the chosen preset's values."""
     argv = sys.argv[1:] if argv is None else list(argv)
     first, _ = parser.parse_known_args([a for a in argv if a not in ("-h", "--help")])
@@ -31,13 +28,13 @@ def parse_with_presets(parser, preset_for, argv=None):
 
 
 def fail(flag, message):
-    """Stop on bad input: name the flag and what is allowed, exit status 2 (as argparse does), write nothing."""
+    """Stop on bad input: name the flag and what is allowed; exit 2 (as argparse), write nothing."""
     print(f"error: {flag}: {message}", file=sys.stderr)
     sys.exit(2)
 
 
 def parse_list(text, kind, flag):
-    """'0,1,2' -> [0, 1, 2]; a clear error naming `flag` otherwise (floats must be finite: no nan, no inf)."""
+    """'0,1,2' -> [0, 1, 2]; a clear error naming `flag` otherwise (floats must be finite)."""
     try:
         values = [kind(v) for v in str(text).split(",") if v.strip() != ""]
     except ValueError:
@@ -50,8 +47,8 @@ def parse_list(text, kind, flag):
 
 
 def check_finite_flags(args):
-    """Every float flag must be finite: nan or inf (e.g. --lr inf, --temperature nan) stops here, at parse
-    time, with exit status 2, instead of training first and stopping on a NaN loss (check_finite, exit 3)."""
+    """Every float flag must be finite: nan or inf (e.g. --lr inf) stops here, at parse time, with
+    exit status 2, instead of training first and stopping on a NaN loss (check_finite, exit 3)."""
     for name, value in sorted(vars(args).items()):
         if isinstance(value, float) and not math.isfinite(value):
             fail(f"--{name}", f"must be a finite number (no nan or inf), got {value}")
@@ -68,7 +65,7 @@ def check_positive(args, names):
 
 
 def check_range(args, intervals):
-    """{flag: "[0, 1)"}: each value must lie in its interval (square bracket: closed end, round: open)."""
+    """{flag: "[0, 1)"}: each value must lie in its interval ([ ]: closed ends, ( ): open)."""
     for name, interval in intervals.items():
         value = getattr(args, name)
         lo, hi = (float(x) for x in interval[1:-1].split(","))
@@ -78,21 +75,23 @@ def check_range(args, intervals):
 
 
 def check_run_flags(args, eval_every_default):
-    """The flags every script shares: --ckpt (a step or auto), --save_every (default: a number of evaluations, a
-    multiple of --eval_every), the hidden test aid --halt_at (teacher:N or students:N)."""
+    """The flags every script shares: --ckpt (a step or auto), --save_every (default: a number of
+    evaluations, a multiple of --eval_every), the test aid --halt_at (teacher:N or students:N)."""
     if args.ckpt != "auto" and not args.ckpt.isdigit():
         fail("--ckpt", f"expected a checkpoint step or 'auto', got {args.ckpt!r}")
     if args.save_every is None:
         args.save_every = eval_every_default * args.eval_every
     if args.save_every < 1 or args.save_every % args.eval_every:
         fail("--save_every", f"must be a positive multiple of --eval_every ({args.eval_every})")
-    if args.halt_at is not None and not (args.halt_at.split(":")[0] in ("teacher", "students")
-                                         and args.halt_at.split(":")[-1].isdigit()):
-        fail("--halt_at", "expected teacher:N or students:N")
+    if args.halt_at is not None:
+        part, _, step = args.halt_at.partition(":")
+        if part not in ("teacher", "students") or not step.isdigit():
+            fail("--halt_at", "expected teacher:N or students:N")
 
 
 def check_lr_seeds_betas(args):
-    """The optimiser flags every script shares: --lr (overrides --lr_grid), --lr_grid, --seeds, --betas."""
+    """The optimiser flags every script shares: --lr (overrides --lr_grid), --lr_grid, --seeds,
+    --betas."""
     if args.lr is not None:
         if not args.lr > 0:
             fail("--lr", f"must be positive, got {args.lr}")
@@ -113,25 +112,24 @@ def pick_device(name):
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
         fail("--device", f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        fail("--device", "cuda was asked for but torch.cuda.is_available() is False")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        fail("--device", "mps was asked for but is not available")
+    available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
+    if not available.get(device.type, lambda: True)():
+        fail("--device", f"{device.type} was asked for but is not available here")
     return device
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Files: atomic writes, checkpoints, JSON lines
 
 def _atomic(path, write):
-    """Write to a temp file in the same folder, then rename: a killed run never leaves half a file."""
+    """Write a temp file in the same folder, then rename: a killed run never leaves half a file."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
@@ -140,9 +138,9 @@ def _atomic(path, write):
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        umask = os.umask(0)
+        umask = os.umask(0o022)  # read the umask (os has no getter) to give the usual permissions
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; use the usual permissions
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -155,19 +153,19 @@ def save_checkpoint(obj, path):
 
 
 def load_checkpoint(path, device="cpu", flag="--resume"):
-    """A file written by save_checkpoint. A truncated or unreadable one (a disk filled up, a copy cut short)
-    stops the run with exit status 2, naming the file and what to do, instead of a traceback."""
+    """A file written by save_checkpoint. A truncated or unreadable one (a full disk, a copy cut
+    short) stops the run with exit status 2, naming the file and what to do, not a traceback."""
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
         raise
-    except Exception as e:  # RuntimeError, EOFError, pickle errors...: whatever a damaged file raises
+    except Exception as e:  # RuntimeError, EOFError, pickle errors: whatever a damaged file raises
         fail(flag, f"{path} cannot be read ({type(e).__name__}); delete it to recompute that part, "
                    "or point to an intact run")
 
 
 def saved_steps(folder):
-    """The steps of the step_*.pt checkpoints in a folder (none if it does not exist), in order."""
+    """The steps of the step_*.pt checkpoints in a folder (none if there is no folder), in order."""
     names = os.listdir(folder) if os.path.isdir(folder) else []
     return sorted(int(f[5:-3]) for f in names if f.startswith("step_") and f.endswith(".pt"))
 
@@ -194,7 +192,7 @@ def read_jsonl(path):
 
 
 def rewrite_jsonl(path, records):
-    """Replace a metrics file (used on --resume to drop records written after the last checkpoint)."""
+    """Replace a metrics file (on --resume: drops records written after the last checkpoint)."""
     _atomic(path, lambda f: f.write("".join(json.dumps(r) + "\n" for r in records).encode()))
 
 
@@ -206,7 +204,8 @@ def prepare_run_dir(out, config, resume, ignore=("resume", "device", "out")):
         fail("--out", f"{out} is a file, not a folder; choose another --out")
     if os.path.exists(cfg_path):
         if not resume:
-            fail("--out", f"{out} already holds a run; pass --resume to continue it or choose another --out")
+            fail("--out", f"{out} already holds a run; pass --resume to continue it, or choose "
+                          "another --out")
         old = read_json(cfg_path)
         diff = sorted(k for k in set(old) | set(config)
                       if k not in ignore and old.get(k) != config.get(k))
@@ -219,32 +218,33 @@ def prepare_run_dir(out, config, resume, ignore=("resume", "device", "out")):
     write_json(config, cfg_path)
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Losses and schedules
 
 def distill_targets(teacher_logits, temperature):
     """softmax(teacher_logits / temperature), Sec. 2 eq. (KD). Subtracting the max first keeps tiny
-    temperatures finite: at 1e-20 (the official MLP and PCFG scripts) this is one-hot on the argmax."""
+    temperatures finite: at 1e-20 (the official MLP and PCFG code) this is one-hot on the argmax."""
     t = teacher_logits.float()
     return torch.softmax((t - t.amax(-1, keepdim=True)) / temperature, dim=-1)
 
 
 def soft_cross_entropy(logits, targets):
-    """-sum_c q_c log softmax(s)_c per row. With q = softmax(t / tau) this is KL(q || p_s) + H(q): the
-    official code's distillation loss (no tau on the student, no tau^2 factor)."""
+    """-sum_c q_c log softmax(s)_c per row. With q = softmax(t / tau) this is KL(q || p_s) + H(q):
+    the official code's distillation loss (no tau on the student, no tau^2 factor)."""
     return -(targets * F.log_softmax(logits.float(), dim=-1)).sum(-1)
 
 
 def progressive_ckpt(t, saved, speed, refresh):
-    """Progressive distillation's teacher at student step t (Sec. 2; the official refresh-and-speed rule
-    without its lookup bugs): the latest saved checkpoint <= speed x (t // refresh + 1) x refresh. The
-    teacher changes every `refresh` student steps, runs `speed` times faster, and is one refresh ahead."""
+    """Progressive distillation's teacher at student step t (Sec. 2; the official refresh-and-speed
+    rule without its lookup bugs): the latest saved checkpoint <= speed x (t // refresh + 1) x
+    refresh. The teacher changes every `refresh` student steps, `speed` times faster, one refresh
+    ahead."""
     return max(s for s in saved if s <= speed * (t // refresh + 1) * refresh)
 
 
 def lr_factor(step, total, schedule, warmup=0.0, floor=0.0):
-    """Multiplier of the base learning rate at `step` of `total`: linear warmup over a fraction `warmup`
-    of the optimizer steps, then 'constant' or 'cosine' decay to `floor` x lr."""
+    """Multiplier of the base learning rate at `step` of `total`: linear warmup over a fraction
+    `warmup` of the optimizer steps, then 'constant' or 'cosine' decay to `floor` x lr."""
     warm = int(round(warmup * total))
     if step < warm:
         return (step + 1) / warm
@@ -255,7 +255,7 @@ def lr_factor(step, total, schedule, warmup=0.0, floor=0.0):
 
 
 def split_checks(values):
-    """results.json keeps the pass/fail checks (booleans) apart from the numbers they are read from."""
+    """results.json keeps the pass/fail checks (booleans) apart from the numbers they read."""
     return ({k: v for k, v in values.items() if isinstance(v, bool)},
             {k: v for k, v in values.items() if not isinstance(v, bool)})
 
@@ -268,7 +268,7 @@ def check_finite(value, what):
         sys.exit(3)
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Small statistics, tables and plots
 
 def steps_to(steps, accs, threshold):
@@ -288,7 +288,8 @@ def mean_std(values):
 def format_table(headers, rows):
     cols = [[str(h)] + [str(r[i]) for r in rows] for i, h in enumerate(headers)]
     widths = [max(len(c) for c in col) for col in cols]
-    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
+    def line(cells):
+        return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
     return "\n".join([line(headers), line("-" * w for w in widths)] + [line(r) for r in rows])
 
 
@@ -306,5 +307,6 @@ def plot_band(ax, x, ys, label, color=None, style="-"):
     mean = t.mean(0)
     line, = ax.plot(x, mean, style, label=label, color=color)
     if t.shape[0] > 1:
-        ax.fill_between(x, t.min(0).values, t.max(0).values, color=line.get_color(), alpha=0.2, lw=0)
+        lo, hi = t.min(0).values, t.max(0).values
+        ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
     return line
