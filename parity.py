@@ -776,13 +776,16 @@ def claim_checks(results, args):
             for f, s in zip(st[a]["steps_to"]["0.9"], st[b]["steps_to"]["0.9"]))
     probe = results.get("probe")
     if probe:
-        i = probe["steps"].index(results.get("two_shot_ckpt", probe["auto_ckpt"]))
+        chosen = results.get("two_shot_ckpt", probe["auto_ckpt"])
+        i = probe["steps"].index(chosen)
         ratios = {d: in_over_off(probe, int(d), i) for d in probe["degrees"]}
         final = {d: in_over_off(probe, int(d), len(probe["steps"]) - 1) for d in probe["degrees"]}
         checks["chosen_ckpt_in_over_off"], checks["final_ckpt_in_over_off"] = ratios, final
         # with --ckpt auto the chosen checkpoint is the argmax of this ratio: then this says a curriculum checkpoint
         # exists; the second check says the final teacher has lost it (Fig. 3 middle: the signal is transient)
-        checks["chosen_ckpt_3x"] = max(ratios.values()) >= 3
+        # a checkpoint of the teacher's training (Sec. 3.2): not its untrained step 0, not its last
+        inside = 0 < chosen < probe["steps"][-1]
+        checks["chosen_ckpt_3x"] = inside and max(ratios.values()) >= 3
         checks["final_ckpt_3x_below_chosen"] = max(final.values()) * 3 <= max(ratios.values())
     return checks
 
