@@ -247,7 +247,7 @@ def load_data(args, rank=0):
                        f"(of at least --min_doc_tokens={args.min_doc_tokens} tokens)")
     for name in ("train", "heldout"):
         if not split[name]:
-            fail("--heldout_frac", f"the {name} split of {where} is empty ({n_docs} documents)")
+            fail("--heldout_frac", f"the {name} split of {where} is empty (of {n_docs} usable)")
     merges = None
     if args.tokenizer == "bpe":  # sub-words learned on the training split, every document cut
         train_words = Counter(w for toks in split["train"] for w in toks)
@@ -267,7 +267,7 @@ def load_data(args, rank=0):
     streams["heldout_source"] = torch.tensor(held_src).int().repeat_interleave(lengths)
     for name in split:
         if len(streams[name]) < args.seq_len:
-            fail("--seq_len", f"the {name} split has {len(streams[name])} tokens, fewer than one")
+            fail("--seq_len", f"the {name} split has {len(streams[name])} tokens, under --seq_len")
     if rank == 0:
         stats = {k: {"documents": len(split[k]), "tokens": len(streams[k]),
                      "unk_rate": round((streams[k] == UNK).float().mean().item(), 4)}
@@ -561,7 +561,8 @@ def schedule_ckpt(args, method, t, saved, stage1, budget):
 # 6. Students (Fig. 5 right): CE on the masked words, or distillation from the scheduled checkpoint.
 
 def distill_loss(args, model, teacher, inputs, labels):
-    """Sec. 2, at the masked positions of the same input: CE against softmax(teacher / temp.)."""
+    """Sec. 2: at the masked positions of the same input, CE against softmax(teacher logits / tau),
+    tau = --temperature (the official code's loss: common.soft_cross_entropy)."""
     logits, _ = masked_logits(model, inputs, labels)
     with torch.no_grad():
         t_logits, _ = masked_logits(teacher, inputs, labels)
