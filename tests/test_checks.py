@@ -178,7 +178,7 @@ def lm_run():
     median = {0: 0.0, 250: 0.01, 500: 0.02, 1000: 0.1, 1500: 0.3, 2000: 0.2, 3000: 0.08, 4000: 0.05}
     students = {m: [{"budget": 500, "seed": s, "acc": a + 0.001 * s} for s in (0, 1)] for m, a in accs.items()}
     return {"students": students,
-            "phases": {"inflection_step": 1500, "drop_start": 1000, "drop_end": 2000, "m_robust_peak_step": 1500,
+            "phases": {"inflection": 1500, "drop_start": 1000, "drop_end": 2000, "m_robust_peak_step": 1500,
                        "falls": {"plateau": 0.1, "drop": 1.5, "decay": 0.3}},
             "probe": [{"step": s, "windows": {"3-gram": {"robust": {"l1": {"median": v}}}}} for s, v in median.items()]}
 

@@ -107,7 +107,7 @@ def test_lm_pretrain_every_mode_with_the_cpu_schedule_flags(tmp_path):
         for w in lm_pretrain.WINDOWS:
             for kind in ("robust", "close"):
                 assert 0 <= p["windows"][w][kind]["l1"]["median"] <= 2
-    assert saved["two_shot_ckpt"] == saved["phases"]["inflection_step"] in t["steps"]
+    assert saved["two_shot_ckpt"] == saved["phases"]["inflection"] in t["steps"]
     assert set(saved["checks"]) >= {"three_phases", "mrobust_peak_in_drop", "progressive_beats_ce_by_2pts"}
     assert saved["phases"]["m_robust_peak_step"] in t["steps"]
     lm_pretrain_extra.main([str(out)])  # the probe for every window, redrawn from the run folder

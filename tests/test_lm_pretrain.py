@@ -257,14 +257,14 @@ def test_inflection_is_the_middle_of_the_sharpest_drop():
     steps = list(range(0, 3001, 100))
     loss = [8.0 if s == 0 else 6.0 - 0.6 / (1 + math.exp(-(s - 450) / 60)) - 1e-4 * s for s in steps]
     loss[-2] -= 0.05  # late noise: a big drop per log-step between neighbours, but not per doubling
-    assert 300 <= lm.loss_phases({"steps": steps, "val_loss": loss})["inflection_step"] <= 600
+    assert 300 <= lm.loss_phases({"steps": steps, "val_loss": loss})["inflection"] <= 600
 
 
 def test_three_phases_on_a_hand_made_curve():
     steps = [0, 100, 200, 400, 800, 1600, 3200]
     loss = [8.0, 6.0, 5.9, 5.8, 4.3, 4.0, 3.9]  # init, plateau, a 1.5-nat drop over 400 -> 800, decay
     ph = lm.loss_phases({"steps": steps, "val_loss": loss})
-    assert (ph["drop_start"], ph["drop_end"], ph["inflection_step"]) == (400, 800, 400)  # 566 is nearest 400
+    assert (ph["drop_start"], ph["drop_end"], ph["inflection"]) == (400, 800, 400)  # 566 is nearest 400
     assert ph["falls"] == pytest.approx({"plateau": 0.1, "drop": 1.5, "decay": 0.3})
     checks = lm.claim_checks({"phases": ph}, SimpleNamespace(budget_list=[10]))
     assert checks["three_phases"] is True and checks["drop_nats"] == pytest.approx(1.5)
