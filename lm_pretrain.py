@@ -206,9 +206,17 @@ def tokenize(text, kind="word"):  # bpe: words here, cut into pieces by split_wo
     return list(" ".join(text.lower().split())) if kind == "char" else TOKEN_RE.findall(text.lower())
 
 
-def merge_pair(pieces, pair):  # left to right, as BPE; pieces hold no spaces
-    pattern = rf"(?<!\S){re.escape(pair[0])} {re.escape(pair[1])}(?!\S)"
-    return re.sub(pattern, pair[0] + pair[1][2:], " ".join(pieces)).split()
+def merge_pair(pieces, pair):
+    """Every occurrence of the adjacent pair merged into one piece, left to right, as BPE does."""
+    out, i = [], 0
+    while i < len(pieces):
+        if i + 1 < len(pieces) and pieces[i] == pair[0] and pieces[i + 1] == pair[1]:
+            out.append(pair[0] + pair[1][2:])  # "##" marks a piece inside a word
+            i += 2
+        else:
+            out.append(pieces[i])
+            i += 1
+    return out
 
 
 def split_word(word, rank):
@@ -243,8 +251,8 @@ def learn_merges(counts, n_pieces, min_count):
         changed.clear()
 
     def is_stale(entry):
-        count, seen, p = entry
-        return p not in pairs or -count != pairs[p] or seen != first_seen[p]
+        negative_count, seen, p = entry
+        return p not in pairs or -negative_count != pairs[p] or seen != first_seen[p]
 
     for i in range(len(words)):
         count(i, 1)

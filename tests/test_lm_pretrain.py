@@ -3,6 +3,7 @@
 No network: every run reads the committed fixture tests/data/pride_and_prejudice_ch01-12.txt with --data."""
 import math
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -76,8 +77,14 @@ def test_bpe_merges_the_most_frequent_pair_first():
     assert lm.learn_merges({"a": 3}, 5, 1) == []  # no pair left: fewer merges than asked
 
 
+def regex_merge(pieces, pair):
+    pattern = rf"(?<!\S){re.escape(pair[0])} {re.escape(pair[1])}(?!\S)"
+    return re.sub(pattern, pair[0] + pair[1][2:], " ".join(pieces)).split()
+
+
 def scan_merges(counts, n_pieces, min_count):
-    """The BPE learner before the heap (a scan of every pair count per merge): the reference."""
+    """The BPE learner before the heap (a scan of every pair count per merge, a regular expression
+    for each merge in a word): the reference."""
     words, freq = [lm.split_word(w, {}) for w in counts], list(counts.values())
     pairs, letters, where, merges = Counter(), Counter(), {}, []
 
@@ -96,7 +103,7 @@ def scan_merges(counts, n_pieces, min_count):
         merges.append(best)
         for i in where.pop(best):
             count(i, -1)
-            words[i] = lm.merge_pair(words[i], best)
+            words[i] = regex_merge(words[i], best)
             count(i, 1)
         del pairs[best]
     return merges
