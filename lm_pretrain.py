@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import datetime
 import hashlib
+import heapq
 import itertools
 import json
 import math
@@ -166,9 +167,17 @@ def tokenize(text, kind="word"):  # bpe: words here, cut into pieces by split_wo
     return list(" ".join(text.split())) if kind == "char" else TOKEN_RE.findall(text)
 
 
-def merge_pair(pieces, pair):  # left to right, as BPE; pieces hold no spaces
-    pattern = rf"(?<!\S){re.escape(pair[0])} {re.escape(pair[1])}(?!\S)"
-    return re.sub(pattern, pair[0] + pair[1][2:], " ".join(pieces)).split()
+def merge_pair(pieces, pair):
+    """Every occurrence of the adjacent pair merged into one piece, left to right, as BPE does."""
+    out, i = [], 0
+    while i < len(pieces):
+        if i + 1 < len(pieces) and pieces[i] == pair[0] and pieces[i + 1] == pair[1]:
+            out.append(pair[0] + pair[1][2:])  # "##" marks a piece inside a word
+            i += 2
+        else:
+            out.append(pieces[i])
+            i += 1
+    return out
 
 
 def split_word(word, rank):
@@ -182,26 +191,48 @@ def split_word(word, rank):
 
 def learn_merges(counts, n_pieces, min_count):
     """Byte-pair encoding (Sennrich et al. 2016) of the training words {word: count}: the merges of
-    the most frequent adjacent pair until they and the letters seen min_count times are n_pieces."""
+    the most frequent adjacent pair (ties: the pair seen first) until they and the letters seen
+    min_count times are n_pieces. A heap of pair counts finds each merge without a scan."""
     words, freq = [split_word(w, {}) for w in counts], list(counts.values())
-    pairs, letters, where, merges = Counter(), Counter(), {}, []
+    pairs, first_seen, where, letters, merges = {}, {}, {}, Counter(), []
+    heap, changed, tick = [], set(), itertools.count()
 
     def count(i, sign):
         for p in zip(words[i], words[i][1:]):
+            if p not in pairs:
+                pairs[p], first_seen[p] = 0, next(tick)
             pairs[p] += sign * freq[i]
             where.setdefault(p, set()).add(i)
+            changed.add(p)
+
+    def push_changed():  # a new heap entry for each changed count; stale ones are skipped when popped
+        for p in changed:
+            if p in pairs:
+                heapq.heappush(heap, (-pairs[p], first_seen[p], p))
+        changed.clear()
+
+    def is_stale(entry):
+        negative_count, seen, p = entry
+        return p not in pairs or -negative_count != pairs[p] or seen != first_seen[p]
+
     for i in range(len(words)):
         count(i, 1)
         letters.update({s: n * freq[i] for s, n in Counter(words[i]).items()})
+    push_changed()
     n_letters = sum(c >= min_count for c in letters.values())
-    while (n_letters + len(merges) < n_pieces
-           and pairs[best := max(pairs, key=pairs.get, default=None)] > 0):  # Counter: 0 for None
+    while n_letters + len(merges) < n_pieces:
+        while heap and is_stale(heap[0]):
+            heapq.heappop(heap)
+        if not heap or heap[0][0] >= 0:  # no pair left that occurs
+            break
+        best = heapq.heappop(heap)[2]
         merges.append(best)
         for i in where.pop(best):  # only the words that hold the pair change
             count(i, -1)
             words[i] = merge_pair(words[i], best)
             count(i, 1)
-        del pairs[best]
+        del pairs[best], first_seen[best]
+        push_changed()
     return merges
 
 

@@ -3,8 +3,10 @@
 No network: every run reads the committed fixture tests/data/pride_and_prejudice_ch01-12.txt with --data."""
 import math
 import os
+import re
 import subprocess
 import sys
+from collections import Counter
 from types import SimpleNamespace
 
 import pytest
@@ -73,6 +75,45 @@ def test_bpe_merges_the_most_frequent_pair_first():
     assert lm.split_word("newer", order) == ["n", "##e", "##w", "##e", "##r"]
     assert lm.learn_merges(counts, 14, 3) == merges + [("lo", "##w")]  # "##r" is seen twice: 10 letters
     assert lm.learn_merges({"a": 3}, 5, 1) == []  # no pair left: fewer merges than asked
+
+
+def regex_merge(pieces, pair):
+    pattern = rf"(?<!\S){re.escape(pair[0])} {re.escape(pair[1])}(?!\S)"
+    return re.sub(pattern, pair[0] + pair[1][2:], " ".join(pieces)).split()
+
+
+def scan_merges(counts, n_pieces, min_count):
+    """The BPE learner before the heap (a scan of every pair count per merge, a regular expression
+    for each merge in a word): the reference."""
+    words, freq = [lm.split_word(w, {}) for w in counts], list(counts.values())
+    pairs, letters, where, merges = Counter(), Counter(), {}, []
+
+    def count(i, sign):
+        for p in zip(words[i], words[i][1:]):
+            pairs[p] += sign * freq[i]
+            where.setdefault(p, set()).add(i)
+    for i in range(len(words)):
+        count(i, 1)
+        letters.update({s: n * freq[i] for s, n in Counter(words[i]).items()})
+    n_letters = sum(c >= min_count for c in letters.values())
+    while n_letters + len(merges) < n_pieces:
+        best = max(pairs, key=pairs.get, default=None)
+        if pairs[best] <= 0:  # a Counter gives 0 for None: no pair left
+            break
+        merges.append(best)
+        for i in where.pop(best):
+            count(i, -1)
+            words[i] = regex_merge(words[i], best)
+            count(i, 1)
+        del pairs[best]
+    return merges
+
+
+@pytest.mark.parametrize("n_pieces,min_count", [(300, 1), (600, 3)])
+def test_bpe_heap_learner_gives_the_scan_learners_merges(n_pieces, min_count):
+    with open(FIXTURE) as f:
+        counts = Counter(w for w in lm.tokenize(f.read()) if w.isalpha())
+    assert lm.learn_merges(counts, n_pieces, min_count) == scan_merges(counts, n_pieces, min_count)
 
 
 def test_tokenizer_round_trip_and_special_tokens(tmp_path):
