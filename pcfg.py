@@ -1,18 +1,16 @@
 """PCFG: BERT-style masked prediction with progressive distillation and n-gram probes (Sec. 4).
 
-A wide BERT teacher learns masked prediction on a context-free grammar (cfg3b/f/g/h/i of Allen-Zhu
-& Li). In the sharp drop of its loss it leans on short n-grams (M_robust): an implicit curriculum
-that a small student gets from its intermediate checkpoints (progressive distillation), not from
-the final teacher (one-shot) or the labels (CE). --objective boundary: the GPT-style variant,
-next-token prediction at the span ends of depth --level.
+A wide BERT teacher learns masked prediction on a context-free grammar (Allen-Zhu & Li). In the
+sharp drop of its loss it leans on short n-grams (M_robust): a curriculum that a small student gets
+from its intermediate checkpoints (progressive distillation), not from the final teacher (one-shot)
+or the labels (CE). --objective boundary: GPT-style, next-token targets at span ends.
 
     python pcfg.py                                   # the CPU study: Fig. 1 right
     python docs/pcfg_extra.py out/pcfg/cpu-mlm-all   # its curriculum (Fig. 4) and probe figures
     python pcfg.py --objective boundary --preset paper --device cuda   # the GPT-style variant
 
-Read in order: the mechanism (0 config, 1 data, 2 model, 3 teacher, 4 schedule, 5 a student's
-step), the engine (6: many students at once), the study (7 probes, 8 results), 9 main.
-To copy: this file plus common.py; needs torch, numpy and matplotlib.
+The mechanism (0 config, 1 data, 2 model, 3 teacher, 4 schedule, 5 a student's step), the engine
+(6), the study (7 probes, 8 results), 9 main. To copy: this file and common.py (torch, numpy, mpl).
 """
 import argparse
 import os
@@ -32,24 +30,21 @@ import torch.nn.functional as F
 from common import fail
 
 # --------------------------------------------------------------------------------------------------
-# 0. Config: presets and flags; a flag given overrides its preset (checks: validate, in main). The
-# defaults are the paper's values that the cpu preset keeps (4 layers of head dim 8; 6% warmup,
-# cosine, clip 1.0: the official HF Trainer set-up).
+# 0. Config: presets and flags (a flag given overrides its preset; checked in validate). Defaults:
+# the paper's values that the cpu preset keeps (4 layers, head dim 8; 6% warmup, cosine, clip 1).
 
 _PAPER = dict(  # the official code: HF BERT, 512 x full sentences, AdamW (0.9, 0.95)
     max_len=1024, teacher_heads=32, student_heads=8, dropout=0.1, batch=512, teacher_batch=512,
     teacher_lr=5e-3, lr_grid="1e-2,7.5e-3,5e-3,2.5e-3,1e-3", eval_size=4096, eval_every=200,
     probe_size=1024, nt_train=10240, nt_eval=4096, ckpt_every=200, temperature=1e-20,
     probe_positions=",".join(str(p) for p in range(30, 421, 30)))
-_CPU = dict(
-    teacher_heads=16, student_heads=4, dropout=0.0, batch=64, teacher_lr=3e-3, lr_grid="1e-2",
-    temperature=1e-20, eval_size=1024, eval_every=50, probe_size=128, nt_train=256, nt_eval=256,
-    workers=2)
-_SMOKE = dict(
-    grammar="cfg3b", layers=1, head_dim=4, teacher_heads=4, student_heads=2, dropout=0.0, batch=16,
-    teacher_batch=16, teacher_lr=3e-3, temperature=1.0, teacher_steps=40, budgets="20,40",
-    ckpt_every=10, refresh=10, eval_size=64, eval_every=10, probe_size=16, nt_train=32,
-    nt_eval=32, nt_steps=20, seeds="0,1")
+_CPU = dict(teacher_heads=16, student_heads=4, dropout=0.0, batch=64, teacher_lr=3e-3,
+            lr_grid="1e-2", temperature=1e-20, eval_size=1024, eval_every=50, probe_size=128,
+            nt_train=256, nt_eval=256, workers=2)
+_SMOKE = dict(grammar="cfg3b", layers=1, head_dim=4, teacher_heads=4, student_heads=2, batch=16,
+              dropout=0.0, teacher_batch=16, teacher_lr=3e-3, temperature=1.0, teacher_steps=40,
+              budgets="20,40", ckpt_every=10, refresh=10, eval_size=64, eval_every=10,
+              probe_size=16, nt_train=32, nt_eval=32, nt_steps=20, seeds="0,1")
 BOUNDARY_METHODS = "ce,oneshot,progressive"
 PRESETS = {
     ("paper", "mlm"): dict(_PAPER, grammar="cfg3b", teacher_steps=16000,
@@ -187,6 +182,7 @@ TOKENS = {"a": 0, "b": 1, "c": 2, "BOS": 3, "EOS": 4, "PAD": 5, "MASK": 6}  # th
 BOS, PAD, MASK = TOKENS["BOS"], TOKENS["PAD"], TOKENS["MASK"]
 VOCAB = 8                                   # as the paper's models (id 7 is never used)
 TERMINAL_IDS = torch.tensor([0, 1, 2])      # random replacements of the 80/10/10 rule
+_CACHE = {}                                 # --cache_data: path -> stored batches
 
 
 def uniform_probs(k):
@@ -299,9 +295,6 @@ def fixed_set(args, stream, n):
     return sample_for(args, n, rng_for(12345, stream))
 
 
-_CACHE = {}
-
-
 def train_batch(args, seed, stream, step):
     """Batch `step` of stream 1 (teacher) or 2 (students); --cache_data 1: stored once, read."""
     b = args.teacher_batch if stream == 1 else args.batch
@@ -318,16 +311,15 @@ def train_batch(args, seed, stream, step):
     return _CACHE[path][step]
 
 
-def seq_key(row):
-    return row[row != PAD].numpy().astype(np.int8).tobytes()
-
-
 def heldout_set(args):
     """Held-out sequences in none of this run's training streams (at the cpu preset 161 of 1024
     subtrees are; whole sentences never repeat: not scanned). Cached for the worker processes."""
     path = os.path.join(args.out, "heldout.pt")
     if os.path.exists(path):
         return common.load_checkpoint(path)
+
+    def seq_key(row):
+        return row[row != PAD].numpy().astype(np.int8).tobytes()
     seen = set()
     if args.crop or args.subtree:
         cfg = vars(args)
@@ -386,23 +378,19 @@ def boundary_targets(ids, ends, level):
 
 
 def make_inputs(args, ids, ends, level, seed_material):
-    """(inputs, key_mask or None, targets); masks from a batch-seeded CPU generator (any device)."""
+    """(inputs, key_mask or None, targets) on the device; masks from a batch-seeded CPU generator
+    (the same on every device)."""
     if args.objective == "boundary":
-        return ids, None, boundary_targets(ids, ends, level)
+        return ids.to(args.device), None, boundary_targets(ids, ends, level).to(args.device)
     gen = torch.Generator().manual_seed(int(seed_material))
     inputs, labels, key_mask = mask_tokens(ids, gen, args.mask_rate, MASK, TERMINAL_IDS,
                                            ids != PAD, hide_selected=bool(args.hide_masked_keys))
-    return inputs, key_mask, labels
-
-
-def to_device(args, x, km, y):
-    return x.to(args.device), None if km is None else km.to(args.device), y.to(args.device)
+    return inputs.to(args.device), key_mask.to(args.device), labels.to(args.device)
 
 
 def batch_for(args, seed, stream, step, level):
     ids, _, ends = train_batch(args, seed, stream, step)
-    seed_material = 7919 * step + 104729 * seed + stream
-    return to_device(args, *make_inputs(args, ids, ends, level, seed_material))
+    return make_inputs(args, ids, ends, level, 7919 * step + 104729 * seed + stream)
 
 
 def eval_set(args, level):
@@ -410,7 +398,7 @@ def eval_set(args, level):
     h = heldout_set(args)
     x, km, y = make_inputs(args, h["ids"], h["ends"], level, 12345)
     parts = [slice(i, i + EVAL_BATCH) for i in range(0, len(x), EVAL_BATCH)]
-    return [to_device(args, x[p], None if km is None else km[p], y[p]) for p in parts]
+    return [(x[p], None if km is None else km[p], y[p]) for p in parts]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -421,14 +409,10 @@ def eval_set(args, level):
 class Block(nn.Module):
     def __init__(self, d, heads, dropout):
         super().__init__()
-        self.heads = heads
-        self.dropout = dropout
-        self.qkv = nn.Linear(d, 3 * d)
-        self.proj = nn.Linear(d, d)
-        self.fc = nn.Linear(d, 4 * d)
-        self.out = nn.Linear(4 * d, d)
-        self.ln1 = nn.LayerNorm(d, eps=1e-12)
-        self.ln2 = nn.LayerNorm(d, eps=1e-12)
+        self.heads, self.dropout = heads, dropout
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)  # attention
+        self.fc, self.out = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)  # MLP
+        self.ln1, self.ln2 = nn.LayerNorm(d, eps=1e-12), nn.LayerNorm(d, eps=1e-12)
 
     def forward(self, h, bias, causal):
         B, seq_len, d = h.shape
@@ -449,14 +433,11 @@ class Encoder(nn.Module):
     def __init__(self, vocab_size, max_len, layers, heads, head_dim, dropout=0.0, causal=False):
         super().__init__()
         d = heads * head_dim
-        self.causal = causal
-        self.dropout = dropout
-        self.tok = nn.Embedding(vocab_size, d)
-        self.pos = nn.Embedding(max_len, d)
+        self.causal, self.dropout = causal, dropout
+        self.tok, self.pos = nn.Embedding(vocab_size, d), nn.Embedding(max_len, d)
         self.ln_emb = nn.LayerNorm(d, eps=1e-12)
         self.blocks = nn.ModuleList(Block(d, heads, dropout) for _ in range(layers))
-        self.head = nn.Linear(d, d)
-        self.head_ln = nn.LayerNorm(d, eps=1e-12)
+        self.head, self.head_ln = nn.Linear(d, d), nn.LayerNorm(d, eps=1e-12)
         self.head_bias = nn.Parameter(torch.zeros(vocab_size))
         for m in self.modules():  # BERT init
             if isinstance(m, (nn.Linear, nn.Embedding)):
@@ -498,8 +479,7 @@ def make_model(args, role, seed):
 
 
 def make_optimizer(model, lr, args):
-    return torch.optim.AdamW(model.parameters(), lr=lr, betas=args.beta_pair, weight_decay=0.0,
-                             eps=1e-8)
+    return torch.optim.AdamW(model.parameters(), lr, betas=args.beta_pair, weight_decay=0, eps=1e-8)
 
 
 def train_step(model, opt, lr, x, key_mask, targets, soft=None, clip=1.0):
@@ -607,7 +587,6 @@ def load_teacher(folder, step, device):
 
 
 def teacher_at(args, level, step):
-    """The teacher model of checkpoint `step`, in eval mode."""
     model = make_model(args, "teacher", 0).eval()
     folder = teacher_folder(args.teacher_dir or args.out, level)
     model.load_state_dict(load_teacher(folder, step, args.device)["model"])
@@ -617,10 +596,8 @@ def teacher_at(args, level, step):
 def teacher_curve(args, level):
     folder = teacher_folder(args.teacher_dir or args.out, level)
     files = [load_teacher(folder, s, "cpu") for s in common.saved_steps(folder)]
-    curve = {"steps": [f["step"] for f in files]}
-    for k in ("val_loss", "val_acc"):
-        curve[k] = [f[k] for f in files]
-    return curve
+    return {"steps": [f["step"] for f in files], "val_loss": [f["val_loss"] for f in files],
+            "val_acc": [f["val_acc"] for f in files]}
 
 
 def loss_phases(steps, losses, frac=0.25):
@@ -659,11 +636,9 @@ def inflection_of(res):
 
 
 # --------------------------------------------------------------------------------------------------
-# 4. Distillation schedule (Sec. 2): which teacher checkpoint a student learns from at each step.
-# At budget B every method learns from the teacher's run up to its horizon min(speed x B, teacher
-# steps), as in Fig. 1 right. Progressive: common.progressive_ckpt, every --refresh steps
-# (`auto`: resolved here, from the teacher's loss phases); one-shot: the horizon's last; (2,T):
-# one intermediate checkpoint for T steps, then the last (Alg. 1).
+# 4. Distillation schedule (Sec. 2): the checkpoint a student learns from at each step, within the
+# horizon min(speed x B, teacher steps) at budget B (Fig. 1 right). Progressive: a new checkpoint
+# every --refresh steps (auto: resolved here); one-shot: the last; (2,T): one for T steps (Alg. 1).
 
 def horizon_steps(saved, args, budget):
     return [s for s in saved if s <= min(args.speed * budget, saved[-1])]
@@ -723,7 +698,7 @@ def soft_targets(teacher, x, key_mask, targets, temperature):
 # processes; every run resumes from its last state (--resume). Model and step: sections 2-5.
 
 def save_state(path, models, opts, step, **extra):
-    """What --resume needs: weights, optimizer states, step and the global RNG (dropout)."""
+    """What --resume needs: weights, optimizers, step and the global RNG (dropout)."""
     common.save_checkpoint({"models": [m.state_dict() for m in models],
                             "opts": [o.state_dict() for o in opts], "step": step,
                             "torch_rng": torch.get_rng_state(), **extra}, path)
@@ -742,11 +717,9 @@ def load_state(path, models, opts, device):
 def restart_metrics(args, who, start):
     """Drop the records of `who` (e.g. {"role": "student", "group": ...}) after step `start`."""
     path = os.path.join(args.out, "metrics.jsonl")
-    kept = []
-    for r in common.read_jsonl(path):
-        if any(r.get(k) != v for k, v in who.items()) or r["step"] <= start:
-            kept.append(r)
-    common.rewrite_jsonl(path, kept)
+    records = common.read_jsonl(path)
+    mine = [all(r.get(k) == v for k, v in who.items()) for r in records]
+    common.rewrite_jsonl(path, [r for r, m in zip(records, mine) if not m or r["step"] <= start])
 
 
 def halt_if_asked(args, who, step):
@@ -756,8 +729,7 @@ def halt_if_asked(args, who, step):
         os._exit(1)
 
 
-def spec(method, lr, stage1=None, tag=None):
-    """One student; `tag` names a (2,T) sweep student (two_shot@<stage-1 step>)."""
+def spec(method, lr, stage1=None, tag=None):  # tag: a (2,T) sweep student, two_shot@<stage 1>
     return {"method": method, "lr": lr, "stage1": stage1, "name": f"{tag or method}/lr={lr:g}"}
 
 
@@ -783,12 +755,11 @@ def train_group(args, job):
     heldout = eval_set(args, level)
     models = [make_model(args, "student", seed) for _ in specs]
     opts = [make_optimizer(m, sp["lr"], args) for m, sp in zip(models, specs)]
-    history = {"steps": [], "acc": []}
-    start = 0
+    state = {"history": {"steps": [], "acc": []}, "step": 0}
     if os.path.exists(state_path):
         state = load_state(state_path, models, opts, args.device)
-        history, start = state["history"], state["step"]
-        print(f"students {name}: resuming at step {start}")
+        print(f"students {name}: resuming at step {state['step']}")
+    history, start = state["history"], state["step"]
     who = {"role": "student", "group": name}
     restart_metrics(args, who, start)
     if start == 0:
@@ -821,7 +792,7 @@ def train_group(args, job):
 
 
 def scheduled_teachers(args, level, cks, kept):
-    """This step's checkpoints as models, each loaded once, kept while scheduled (None: CE)."""
+    """This step's checkpoints (None: CE) as models, each loaded once and kept while used."""
     return {ck: kept.get(ck) or teacher_at(args, level, ck) for ck in set(cks) - {None}}
 
 
@@ -840,9 +811,8 @@ def finish_group(args, name, specs, models, history, done_path):
         path = student_path(args, name, sp["name"].split("/")[0], sp["lr"])  # or two_shot@<step>
         common.save_checkpoint({"model": m.state_dict()}, path)
     result = {}
-    for i, sp in enumerate(specs):
-        curve = [row[i] for row in history["acc"]]
-        result[sp["name"]] = dict(sp, acc=curve[-1], curve=curve)
+    for sp, curve in zip(specs, zip(*history["acc"])):
+        result[sp["name"]] = dict(sp, acc=curve[-1], curve=list(curve))
     result["_steps"] = history["steps"]
     common.write_json(result, done_path)
 
@@ -860,10 +830,9 @@ def parallel_map(args, fn, items):
 
 def group_specs(args, level, budget, methods, stage1, joined):
     """Every method at every lr; `joined`: (2,T) sweep students, in the smallest budget's."""
-    s1 = None
     if "two_shot" in methods:  # the stage-1 checkpoint within this budget's horizon
-        s1 = max(s for s in teacher_horizon(args, level, budget) if s <= stage1)
-    specs = [spec(m, lr, s1 if m == "two_shot" else None) for m in methods for lr in args.lrs]
+        stage1 = max(s for s in teacher_horizon(args, level, budget) if s <= stage1)
+    specs = [spec(m, lr, stage1 if m == "two_shot" else None) for m in methods for lr in args.lrs]
     if budget == args.budget_list[0]:
         specs += [spec("two_shot", args.lrs[0], ck, f"two_shot@{ck}") for ck in joined]
     return specs
@@ -903,10 +872,8 @@ def best_students(args, level, methods, done):
     students, by_lr, curves = {m: [] for m in methods}, {}, {}
     for budget in args.budget_list:
         for m in methods:
-            means = {}
-            for lr in args.lrs:
-                accs = [done[(budget, s)][f"{m}/lr={lr:g}"]["acc"] for s in args.seed_list]
-                means[lr] = sum(accs) / len(args.seed_list)
+            means = {lr: sum(done[(budget, s)][f"{m}/lr={lr:g}"]["acc"] for s in args.seed_list)
+                     / len(args.seed_list) for lr in args.lrs}
             best = max(args.lrs, key=lambda lr: means[lr])
             by_lr.setdefault(m, {})[str(budget)] = {f"{lr:g}": means[lr] for lr in args.lrs}
             steps = done[(budget, args.seed_list[0])]["_steps"]
@@ -914,8 +881,7 @@ def best_students(args, level, methods, done):
             for s in args.seed_list:
                 r = done[(budget, s)][f"{m}/lr={best:g}"]
                 entry = dict(budget=budget, seed=s, acc=r["acc"], lr=best, level=level,
-                             stage1=r["stage1"])
-                # mlm: no level; one-shot etc.: no stage1
+                             stage1=r["stage1"])  # None (mlm's level, ...): left out
                 students[m].append({k: v for k, v in entry.items() if v is not None})
                 curve["acc"].append(r["curve"])
     return students, by_lr, curves
@@ -933,8 +899,7 @@ def ngram_probe(model, ids, key_mask, positions, windows, mask_id, hide_masked=T
     [p-left, p+right]; M_close: all outside it. {name: {"robust"|"close": {"l1"|"tv": quartiles,
     mean}, "count"}}: L1 = ||P(.|perturbed)[p] - P(.|base)[p]||_1 (official), TV = L1 / 2."""
     model.eval()
-    seq_len = ids.shape[1]
-    pos = torch.arange(seq_len, device=ids.device)
+    seq_len, pos = ids.shape[1], torch.arange(ids.shape[1], device=ids.device)
     key_mask = torch.ones_like(ids, dtype=torch.bool) if key_mask is None else key_mask
     d = {name: {"robust": [], "close": []} for name in windows}
 
@@ -952,8 +917,7 @@ def ngram_probe(model, ids, key_mask, positions, windows, mask_id, hide_masked=T
             lo, hi = max(0, p - left), min(seq_len, p + right + 1)
             variants.append(hide(*variants[0], slice(lo, hi)))
             variants.append(hide(*variants[0], (pos < lo) | (pos >= hi)))
-        allx = torch.cat([v[0] for v in variants])
-        allk = torch.cat([v[1] for v in variants])
+        allx, allk = (torch.cat(v) for v in zip(*variants))
         probs = [torch.softmax(model(allx[i:i + chunk], allk[i:i + chunk])[:, p].float(), -1)
                  for i in range(0, len(allx), chunk)]
         probs = torch.cat(probs).view(len(variants), int(keep.sum()), -1)
@@ -964,11 +928,9 @@ def ngram_probe(model, ids, key_mask, positions, windows, mask_id, hide_masked=T
     for name in windows:
         out[name] = {"count": int(sum(len(v) for v in d[name]["robust"]))}
         for kind in ("robust", "close"):
-            l1 = torch.zeros(0, dtype=torch.float64)
-            if d[name][kind]:
-                l1 = torch.cat(d[name][kind]).double().cpu()
             q = dict.fromkeys(("median", "q25", "q75", "mean"), float("nan"))
-            if len(l1):
+            if d[name][kind]:  # over (sentence, position)
+                l1 = torch.cat(d[name][kind]).double().cpu()
                 levels = torch.tensor([0.25, 0.5, 0.75], dtype=l1.dtype)
                 q25, median, q75 = torch.quantile(l1, levels).tolist()
                 q = {"median": median, "q25": q25, "q75": q75, "mean": l1.mean().item()}
@@ -984,8 +946,8 @@ def nt_probe(train_feats, train_labels, eval_feats, eval_labels, n_classes, step
     mu, sd = train_feats.mean(0), train_feats.std(0).clamp(min=1e-6)
     xtr, xev = (train_feats - mu) / sd, (eval_feats - mu) / sd
     total = sum(n_classes)
-    W = torch.randn(xtr.shape[1], total, generator=g, dtype=xtr.dtype) * 0.01
-    W = W.to(xtr.device).requires_grad_()
+    W = (torch.randn(xtr.shape[1], total, generator=g, dtype=xtr.dtype) * 0.01).to(xtr.device)
+    W.requires_grad_()
     b = torch.zeros(total, device=xtr.device, requires_grad=True)
     opt = torch.optim.Adam([W, b], lr=lr)
     bounds = np.cumsum([0] + list(n_classes))
@@ -1026,9 +988,8 @@ class NTData:
 
     def accuracy(self, model):
         (xa, ka, ra, la), (xb, kb, rb, lb) = self.sets
-        train_feats = self.features(model, xa, ka, ra)
-        eval_feats = self.features(model, xb, kb, rb)
-        return nt_probe(train_feats, la, eval_feats, lb, grammar(self.args.grammar)["n_classes"],
+        feats = self.features(model, xa, ka, ra), self.features(model, xb, kb, rb)
+        return nt_probe(feats[0], la, feats[1], lb, grammar(self.args.grammar)["n_classes"],
                         steps=self.args.nt_steps)
 
     def majority(self):
@@ -1048,9 +1009,8 @@ def probe_job(args, job):
         out[step] = {"nt": nt.accuracy(model)}
         if args.objective == "mlm":
             out[step]["ngram"] = ngram_probe(model, ids, ids != PAD, args.position_list,
-                                             args.window_dict, MASK,
-                                             hide_masked=bool(args.hide_masked_keys),
-                                             chunk=EVAL_BATCH)
+                                             args.window_dict, MASK, bool(args.hide_masked_keys),
+                                             EVAL_BATCH)
     return out
 
 
@@ -1065,17 +1025,15 @@ def run_probes(args, level):
     res = {"steps": steps, "m_robust": {}, "m_close": {}, "nt": nt}
     for name in (args.window_dict if args.objective == "mlm" else {}):
         for kind in ("robust", "close"):
-            res["m_" + kind][name] = {
-                m: {q: [parts[s]["ngram"][name][kind][m][q] for s in steps]
-                    for q in ("median", "q25", "q75", "mean")}
-                for m in ("l1", "tv")}
+            res["m_" + kind][name] = {m: {q: [parts[s]["ngram"][name][kind][m][q] for s in steps]
+                                          for q in ("median", "q25", "q75", "mean")}
+                                      for m in ("l1", "tv")}
     return res
 
 
 def probe_students(args, level, students):
     """NT probe of the final students (smallest budget, each method at its best lr)."""
-    budget, out, nt = args.budget_list[0], {}, NTData(args)
-    model = make_model(args, "student", 0)
+    budget, out, nt, model = args.budget_list[0], {}, NTData(args), make_model(args, "student", 0)
     for m, entries in students.items():
         accs = []
         for e in (e for e in entries if e["budget"] == budget):
@@ -1141,8 +1099,8 @@ def print_table(levels, args):
 def claim_checks(res, args):
     """The README's acceptance checks, computed from this run."""
     checks, b0, budgets = {}, args.budget_list[0], args.budget_list
-    st, t, ph = res.get("students", {}), res.get("teacher"), res.get("phases")
-    probe = res.get("probe")
+    st, t, ph, probe = (res.get(k) for k in ("students", "teacher", "phases", "probe"))
+    st = st or {}
 
     def gap(m, other, b):
         return mean_at(st[m], b) - mean_at(st[other], b)
@@ -1184,16 +1142,14 @@ def claim_checks(res, args):
     return checks
 
 
-COLORS = {"ce": "tab:blue", "oneshot": "tab:orange", "progressive": "tab:green",
-          "two_shot": "tab:red"}
+COLORS = dict(ce="tab:blue", oneshot="tab:orange", progressive="tab:green", two_shot="tab:red")
 
 
 def minmax_bars(ax, xs, ys, **kw):
     """Mean over seeds with bars from the lowest to the highest seed; ys: one list per x."""
     mean = [sum(y) / len(y) for y in ys]
-    below = [a - min(y) for a, y in zip(mean, ys)]
-    above = [max(y) - a for a, y in zip(mean, ys)]
-    ax.errorbar(xs, mean, yerr=[below, above], fmt="-o", capsize=3, **kw)
+    bars = [[a - min(y) for a, y in zip(mean, ys)], [max(y) - a for a, y in zip(mean, ys)]]
+    ax.errorbar(xs, mean, yerr=bars, fmt="-o", capsize=3, **kw)
 
 
 def make_figures(levels, args):
@@ -1247,8 +1203,8 @@ def run_level(args, level):
         sweep = []
         if mode == "all" and chosen is not None:
             sweep = sweep_candidates(args, level, res.get("phases"), chosen)
-        students = run_students(args, level, methods, chosen, sweep)
-        res["students"], res["by_lr"], res["curves"], rows = students
+        res["students"], res["by_lr"], res["curves"], rows = run_students(args, level, methods,
+                                                                          chosen, sweep)
         if sweep:
             res["two_shot_sweep"] = rows
         if mode == "all" and "probe" in res:
@@ -1349,21 +1305,23 @@ def validate(args):
         left, right = args.window_dict[name] = (int(ends[0]), int(ends[1]))
         if any(p - left < 0 or (args.crop and p + right >= args.crop) for p in args.position_list):
             fail("--windows", f"{item} around a --probe_positions position leaves the sequence")
-    if str(args.refresh) != "auto" and not (str(args.refresh).isdigit() and int(args.refresh) >= 1):
-        fail("--refresh", f"expected a positive number of steps or auto, got {args.refresh!r}")
-    args.refresh = args.refresh if args.refresh == "auto" else int(args.refresh)  # see with_refresh
-    if args.T != "auto" and not args.T.isdigit():
-        fail("--T", f"expected a number of student steps or auto, got {args.T!r}")
-    args.T = args.T if args.T == "auto" else int(args.T)
+    args.refresh = steps_or_auto(args.refresh, "--refresh", 1)  # auto: with_refresh
+    args.T = steps_or_auto(args.T, "--T", 0)  # auto: schedule_for
     two_shot = args.mode == "two_shot" or (args.mode == "all" and "two_shot" in args.method_list)
     if two_shot and args.T != "auto" and args.T >= args.budget_list[0]:
         fail("--T", f"two_shot needs T below the smallest budget, {args.budget_list[0]}")
     if args.two_shot_sweep not in ("auto", "drop", "none"):
         common.parse_list(args.two_shot_sweep, int, "--two_shot_sweep")
     args.device = str(common.pick_device(args.device))
-    default_out = os.path.join("out", "pcfg", f"{args.preset}-{args.objective}-{args.mode}")
-    args.out = args.out or default_out
+    name = f"{args.preset}-{args.objective}-{args.mode}"
+    args.out = args.out or os.path.join("out", "pcfg", name)
     check_teacher_dir(args)
+
+
+def steps_or_auto(value, flag, least):
+    if value != "auto" and not (str(value).isdigit() and int(value) >= least):
+        fail(flag, f"expected at least {least} steps or auto, got {value!r}")
+    return value if value == "auto" else int(value)
 
 
 def check_teacher_dir(args):
