@@ -9,8 +9,8 @@ or the labels (CE). --objective boundary: GPT-style, next-token targets at span 
     python docs/pcfg_extra.py out/pcfg/cpu-mlm-all   # its curriculum (Fig. 4) and probe figures
     python pcfg.py --objective boundary --preset paper --device cuda   # the GPT-style variant
 
-The mechanism (0 config, 1 data, 2 model, 3 teacher, 4 schedule, 5 a student's step), the engine
-(6), the study (7 probes, 8 results), 9 main. To copy: this file and common.py (torch, numpy, mpl).
+Sections 0-5: the mechanism; 6: the engine (many students at once); 7-8: the study; 9: main.
+To copy: this file plus common.py; needs torch, numpy and matplotlib.
 """
 import argparse
 import os
@@ -32,7 +32,6 @@ from common import fail
 # --------------------------------------------------------------------------------------------------
 # 0. Config: presets and flags (a flag given overrides its preset; checked in validate). Defaults:
 # the paper's values that the cpu preset keeps (4 layers, head dim 8; 6% warmup, cosine, clip 1).
-
 _PAPER = dict(  # the official code: HF BERT, 512 x full sentences, AdamW (0.9, 0.95)
     max_len=1024, teacher_heads=32, student_heads=8, dropout=0.1, batch=512, teacher_batch=512,
     teacher_lr=5e-3, lr_grid="1e-2,7.5e-3,5e-3,2.5e-3,1e-3", eval_size=4096, eval_every=200,
@@ -68,16 +67,19 @@ PRESETS = {
 MODES = ["all", "teacher", "probe", "ce", "oneshot", "progressive", "two_shot"]
 WINDOWS = "3gram:1:1,5gram:2:2,4gram:2:1,2gram:1:0"  # (left, right) context, as the official probes
 EVAL_BATCH = 256  # sequences per forward pass in evaluation and probes
+# how a reused teacher was trained: may differ from this run's flags (results.json keeps its own)
+TEACHER_TRAINING = ["teacher_seed", "teacher_lr", "teacher_batch", "teacher_steps",
+                    "teacher_schedule", "warmup", "ckpt_every"]
+COLORS = dict(ce="tab:blue", oneshot="tab:orange", progressive="tab:green", two_shot="tab:red")
 
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    a = p.add_argument
+    a = p.add_argument  # in order: task, models, teacher, students, distillation, probes, run
     a("--mode", default="all", choices=MODES, help="what to run")
     a("--objective", default="mlm", choices=["mlm", "boundary"], help="masked or span-end targets")
     a("--preset", default="cpu", choices=["cpu", "paper", "smoke"], help="the flags' defaults")
-    a = p.add_argument_group("task").add_argument
     a("--grammar", choices=sorted(GRAMMARS), help="which cfg3 grammar (Allen-Zhu & Li)")
     a("--crop", type=int, default=0, help="train on random crops of this many tokens; 0 = whole")
     a("--subtree", type=int, default=0, help="D > 0: [BOS] + a random depth-D span (--crop 0)")
@@ -85,23 +87,20 @@ def build_parser():
     a("--hide_masked_keys", type=int, default=1, choices=[0, 1], help="1: as the official code")
     a("--level", type=str, default="3", help="boundary: depth(s) whose span ends carry labels")
     a("--cache_data", type=int, default=0, choices=[0, 1], help="1: store the batches in <out>")
-    a = p.add_argument_group("models").add_argument
     a("--layers", type=int, default=4, help="encoder layers (teacher and student)")
     a("--head_dim", type=int, default=8, help="attention head dimension")
     a("--teacher_heads", type=int, help="teacher heads (width = heads x head_dim)")
     a("--student_heads", type=int, help="student heads")
     a("--max_len", type=int, help="learned position embeddings (>= the longest input)")
     a("--dropout", type=float, help="dropout (BERT default 0.1)")
-    a = p.add_argument_group("teacher (AdamW, wd 0, as in the paper)").add_argument
-    a("--teacher_batch", type=int, help="sequences per teacher step (the paper: 512)")
+    a("--teacher_batch", type=int, help="sequences per teacher step (AdamW, wd 0; the paper: 512)")
     a("--teacher_lr", type=float, help="teacher learning rate")
     a("--teacher_steps", type=int, help="teacher optimizer steps")
     a("--teacher_schedule", default="cosine", choices=["constant", "cosine"], help="after warmup")
     a("--teacher_seed", type=int, default=0, help="teacher init and data seed")
     a("--ckpt_every", type=int, help="teacher checkpoint interval (steps); step 0 always saved")
     a("--teacher_dir", type=str, default=None, help="reuse the teacher of an earlier run's --out")
-    a = p.add_argument_group("students (cosine schedule)").add_argument
-    a("--batch", type=int, help="sequences per student step (fresh samples every step)")
+    a("--batch", type=int, help="sequences per student step (fresh samples; cosine schedule)")
     a("--lr", type=float, default=None, help="one student learning rate (replaces --lr_grid)")
     a("--lr_grid", type=str, help="student learning rates; each method at its best one")
     a("--warmup", type=float, default=0.06, help="warmup, fraction of the steps (teacher too)")
@@ -110,14 +109,12 @@ def build_parser():
     a("--budgets", type=str, help="student step budgets (Fig. 1 right), <= --teacher_steps")
     a("--seeds", type=str, default="0,1,2", help="student seeds (the paper averages 3)")
     a("--methods", type=str, default="ce,oneshot,progressive,two_shot", help="--mode all trains")
-    a = p.add_argument_group("distillation").add_argument
     a("--temperature", type=float, help="teacher softmax temperature; 1e-20: argmax (paper)")
     a("--refresh", type=str, help="progressive: steps per checkpoint; auto = inflection C1")
     a("--speed", type=float, default=1.0, help="progressive: the teacher runs this much faster")
     a("--ckpt", type=str, default="auto", help="two_shot: stage-1 checkpoint; auto: inflection")
     a("--T", type=str, default="auto", help="two_shot: stage-1 steps; auto = half the budget")
     a("--two_shot_sweep", type=str, default="none", help="more stage-1 steps: steps/auto/drop/none")
-    a = p.add_argument_group("probes").add_argument
     a("--probe_size", type=int, help="sequences for M_robust / M_close (paper: 1024)")
     a("--probe_positions", type=str, help="positions p of M_robust / M_close (BOS = 0)")
     a("--windows", type=str, default=WINDOWS, help="n-gram windows name:left:right around p")
@@ -125,7 +122,6 @@ def build_parser():
     a("--nt_train", type=int, help="sequences that train the non-terminal probe")
     a("--nt_eval", type=int, help="sequences that evaluate the non-terminal probe")
     a("--nt_steps", type=int, default=200, help="full-batch Adam steps of the non-terminal probe")
-    a = p.add_argument_group("run").add_argument
     a("--eval_size", type=int, help="held-out sequences (paper: 4096), fixed by seed")
     a("--eval_every", type=int, help="student evaluation interval (steps)")
     a("--out", type=str, default=None, help="run folder (default out/pcfg/<preset>-...-<mode>)")
@@ -140,10 +136,8 @@ def build_parser():
 
 
 # --------------------------------------------------------------------------------------------------
-# 1. Data (Sec. 4.1). The grammars of Allen-Zhu & Li as in the paper's code, one line per depth,
-# strictly layered (s -> {p,q,r} -> ... -> preterminals {a,b,c} -> one token): every token has 7
-# ancestors (depths 0..6). Uniform rules, rounded to 3 decimals as the original (0.333/0.333/0.334).
-
+# 1. Data (Sec. 4.1). Allen-Zhu & Li's grammars as in the paper's code, a line per depth, strictly
+# layered (s -> ... -> preterminals a, b, c -> a token: 7 ancestors each), uniform rules.
 GRAMMARS = {
     "cfg3b": """s -> r q | q p
         p -> m n o | n o m; q -> n m o | m n; r -> o m | m o n
@@ -193,12 +187,10 @@ def uniform_probs(k):
 
 @lru_cache(maxsize=None)
 def grammar(name):
-    """Arrays for the vectorised sampler: per symbol its first rule and cumulative rule
-    probabilities; per rule its children (padded with -1); the longest span at each depth."""
+    """Arrays for the vectorised sampler: rules, children, cumulative probabilities, spans."""
     rules = {}
     for line in GRAMMARS[name].replace(";", "\n").strip().splitlines():
-        lhs, rhs = line.split("->")
-        lhs = lhs.strip()
+        lhs, rhs = (side.strip() for side in line.split("->"))
         rules[lhs] = [alt.split() for alt in rhs.split("|")]
         assert all(LEVEL_OF[c] == LEVEL_OF[lhs] + 1 for alt in rules[lhs] for c in alt), line
     width = max(len(alt) for alts in rules.values() for alt in alts)
@@ -226,7 +218,6 @@ def grammar(name):
 
 # The sampler: top-down as the paper's recursive one, but a tree level of a batch at a time (numpy).
 # Each token comes with its 7 ancestors and whether it closes each one's span.
-
 def sample_sentences(g, n, rng):
     """n sentences -> tokens (N,), anc (N, 7) symbol indices, ends (N, 7) bool, offsets (n+1,)."""
     nodes = np.full(n, g["start"])
@@ -255,9 +246,8 @@ def sample_sentences(g, n, rng):
 
 
 def sample_batch(g, n, rng, crop, subtree=0):
-    """n sequences [BOS] + sentence (padded with PAD), a random `crop`-token window of one, or
-    (subtree=D) [BOS] + the whole span of a random depth-D node. Returns ids (n, seq_len),
-    anc (n, seq_len, 7) (-1 at BOS/PAD) and ends (n, seq_len, 7)."""
+    """n x [BOS] + a sentence, a random `crop`-token window of one, or the span of a random
+    depth-D node (subtree=D): ids (n, seq_len) (PAD after), anc and ends (n, seq_len, 7)."""
     s = sample_sentences(g, n, rng)
     first, length = s["offsets"][:-1], np.diff(s["offsets"])
     if subtree:  # pick one depth-D span per sentence, uniformly
@@ -312,8 +302,7 @@ def train_batch(args, seed, stream, step):
 
 
 def heldout_set(args):
-    """Held-out sequences in none of this run's training streams (at the cpu preset 161 of 1024
-    subtrees are; whole sentences never repeat: not scanned). Cached for the worker processes."""
+    """Held-out sequences in none of the run's training streams (161 of 1024 subtrees would be)."""
     path = os.path.join(args.out, "heldout.pt")
     if os.path.exists(path):
         return common.load_checkpoint(path)
@@ -325,10 +314,9 @@ def heldout_set(args):
         cfg = vars(args)
         if args.teacher_dir:
             cfg = common.read_json(os.path.join(args.teacher_dir, "config.json"))
-        streams = []
-        if args.mode != "ce" or args.teacher_dir:
+        streams = [(s, 2, max(args.budget_list)) for s in args.seed_list]
+        if args.mode != "ce" or args.teacher_dir:  # and the teacher's
             streams.append((cfg["teacher_seed"], 1, cfg["teacher_steps"]))
-        streams += [(s, 2, max(args.budget_list)) for s in args.seed_list]
         for seed, stream, steps in streams:
             b = cfg["teacher_batch"] if stream == 1 else args.batch
             for step in range(steps):
@@ -352,12 +340,10 @@ def heldout_set(args):
 # Targets. MLM (Sec. 4): each position is selected with probability 0.3 and becomes [MASK] 80%,
 # stays 10%, a random terminal 10%; the loss is on selected positions, which the official code (and
 # by default this one) also hides as keys. Boundary: next-token targets at span ends only.
-
 def mask_tokens(ids, gen, rate, mask_id, random_ids, can_select, hide_selected=True,
                 attendable=None):
-    """BERT masking of ids (B, seq_len); replacements from random_ids (may equal the original, as
-    BERT). Returns inputs, labels (-100: not selected) and key_mask: True where a key may be
-    attended (`attendable`, default can_select), minus the selected positions if hide_selected."""
+    """BERT masking of ids (B, seq_len) -> inputs, labels (-100: not selected) and key_mask: True
+    where a key may be attended (`attendable`, default can_select), less the selected if hidden."""
     u = torch.rand(ids.shape, generator=gen, device=ids.device)
     pick = torch.randint(len(random_ids), ids.shape, generator=gen, device=ids.device)
     selected = (u < rate) & can_select
@@ -378,8 +364,7 @@ def boundary_targets(ids, ends, level):
 
 
 def make_inputs(args, ids, ends, level, seed_material):
-    """(inputs, key_mask or None, targets) on the device; masks from a batch-seeded CPU generator
-    (the same on every device)."""
+    """(inputs, key_mask or None, targets) on the device; masks: a batch-seeded CPU generator."""
     if args.objective == "boundary":
         return ids.to(args.device), None, boundary_targets(ids, ends, level).to(args.device)
     gen = torch.Generator().manual_seed(int(seed_material))
@@ -402,10 +387,8 @@ def eval_set(args, level):
 
 
 # --------------------------------------------------------------------------------------------------
-# 2. Model: BERT in plain PyTorch (Sec. 4): learned positions, post-LN blocks, GELU MLPs of width
-# 4d, LayerNorm eps 1e-12, init N(0, 0.02), MLM head dense + GELU + LN + decoder tied to the token
-# embeddings; no token types, no padding_idx (the official 0 is terminal 'a'). causal: GPT-style.
-
+# 2. Model: BERT in plain PyTorch (Sec. 4), post-LN, GELU, LayerNorm eps 1e-12, init N(0, 0.02), MLM
+# head tied to the embeddings; no padding_idx (the official 0 is terminal 'a'). causal: GPT-style.
 class Block(nn.Module):
     def __init__(self, d, heads, dropout):
         super().__init__()
@@ -468,8 +451,7 @@ class Encoder(nn.Module):
 
 
 def make_model(args, role, seed):
-    """Same seed => same init across methods and learning rates. The global RNG (dropout) is left
-    as it was, so that loading a teacher checkpoint mid-run never changes a student's dropout."""
+    """Same seed, same init (every method and lr); the global RNG (dropout) is left untouched."""
     heads = args.teacher_heads if role == "teacher" else args.student_heads
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1000 * seed + (0 if role == "teacher" else 5))
@@ -490,10 +472,8 @@ def train_step(model, opt, lr, x, key_mask, targets, soft=None, clip=1.0):
     opt.zero_grad(set_to_none=True)
     sel = targets != -100
     logits = model(x, key_mask, select=sel)  # (n selected, vocab)
-    if soft is None:
-        loss = F.cross_entropy(logits.float(), targets[sel])
-    else:
-        loss = common.soft_cross_entropy(logits, soft).mean()
+    loss = (F.cross_entropy(logits.float(), targets[sel]) if soft is None  # labels
+            else common.soft_cross_entropy(logits, soft).mean())  # the teacher's soft targets
     loss.backward()
     if clip > 0:
         nn.utils.clip_grad_norm_(model.parameters(), clip)
@@ -518,10 +498,8 @@ def evaluate(model, batches):
 
 
 # --------------------------------------------------------------------------------------------------
-# 3. Teacher (Sec. 4): the wide model on labels, checkpointed every --ckpt_every steps and at step
-# 0 (the official scripts save no step 0, which breaks the progressive lookup at the start). Its
-# loss has three phases (plateau, drop, decay; Fig. 4 left): loss_phases finds them.
-
+# 3. Teacher (Sec. 4): the wide model on labels, saved every --ckpt_every steps and at step 0 (the
+# official code saves no step 0: no progressive lookup at the start). loss_phases: Fig. 4 left.
 def teacher_folder(run_dir, level):
     return os.path.join(run_dir, "ckpt", "teacher" if level is None else f"teacher_level{level}")
 
@@ -529,25 +507,15 @@ def teacher_folder(run_dir, level):
 def train_teacher(args, level, heldout):
     """The teacher's run: AdamW with warmup and --teacher_schedule; resumable (section 6)."""
     folder = teacher_folder(args.out, level)
-    state_path = os.path.join(folder, "state.pt")
     name = "teacher" if level is None else f"teacher_level{level}"
     who = {"role": "teacher", "level": level}
     model = make_model(args, "teacher", args.teacher_seed)
     opt = make_optimizer(model, args.teacher_lr, args)
-    total = args.teacher_steps
-    end = min(total, args.max_steps or total)
-    start = 0
-    if os.path.exists(state_path):
-        start = load_state(state_path, [model], [opt], args.device)["step"]
-        if start >= end:
-            return
-        print(f"{name}: resuming at step {start}")
-    restart_metrics(args, who, start)
+    total, end = args.teacher_steps, min(args.teacher_steps, args.max_steps or args.teacher_steps)
+    start = resume(args, os.path.join(folder, "state.pt"), [model], [opt], who)["step"]
     if start == 0:
         save_teacher(args, folder, model, opt, heldout, who, 0)
-    t0 = time.time()
-    loss_sum = torch.zeros((), device=args.device)
-    n = 0
+    t0, loss_sum, n = time.time(), torch.zeros((), device=args.device), 0  # n: steps in loss_sum
     for step in range(start, end):
         lr = args.teacher_lr * common.lr_factor(step, total, args.teacher_schedule, args.warmup)
         x, key_mask, targets = batch_for(args, args.teacher_seed, 1, step, level)
@@ -560,8 +528,7 @@ def train_teacher(args, level, heldout):
             common.check_finite(train_loss, f"{name} training loss at step {done}")
             val_loss, val_acc = save_teacher(args, folder, model, opt, heldout, who, done,
                                              train_loss)
-            loss_sum = torch.zeros((), device=args.device)
-            n = 0
+            loss_sum, n = torch.zeros((), device=args.device), 0
             if done % (10 * args.ckpt_every) == 0 or done == total:
                 print(f"{name} step {done:>6d}  val loss {val_loss:.4f}  acc {val_acc:.3f}  "
                       f"({time.time() - t0:.0f}s)", flush=True)
@@ -601,9 +568,8 @@ def teacher_curve(args, level):
 
 
 def loss_phases(steps, losses, frac=0.25):
-    """The teacher's loss phases (Sec. 4.2, Fig. 4 left). A continuous piecewise-linear fit against
-    log(1 + step) (the paper's axis) gives the plateau and drop starts; the drop ends where the
-    smoothed rate of descent falls below `frac` of its peak, whose interval ends at C1."""
+    """Plateau, drop, decay (Sec. 4.2, Fig. 4 left): a piecewise-linear fit on log(1 + step) starts
+    plateau and drop; the drop ends where descent < `frac` x its peak, which ends at C1."""
     s, y, n, err = np.asarray(steps, float), np.asarray(losses, float), len(steps), {}
     if n < 6:
         return None
@@ -639,7 +605,6 @@ def inflection_of(res):
 # 4. Distillation schedule (Sec. 2): the checkpoint a student learns from at each step, within the
 # horizon min(speed x B, teacher steps) at budget B (Fig. 1 right). Progressive: a new checkpoint
 # every --refresh steps (auto: resolved here); one-shot: the last; (2,T): one for T steps (Alg. 1).
-
 def horizon_steps(saved, args, budget):
     return [s for s in saved if s <= min(args.speed * budget, saved[-1])]
 
@@ -650,8 +615,7 @@ def teacher_horizon(args, level, budget):
 
 
 def with_refresh(args, res):
-    """--refresh auto: the teacher's inflection C1 (our rule: the paper's refresh, 1000, is its
-    teacher's C1, Fig. 4), recorded in `res`; args with the number, for this level only."""
+    """--refresh auto = the teacher's C1 (our rule: the paper's 1000 is its C1, Fig. 4), in res."""
     if args.refresh != "auto":
         return args
     res["refresh"], res["refresh_rule"] = inflection_of(res)
@@ -685,7 +649,6 @@ def schedule_for(method, step, saved, args, budget, stage1=None):
 # inputs; its softened outputs at the positions that carry a target are the student's targets:
 #     soft = soft_targets(teacher_at(args, level, schedule_for(...)), x, key_mask, targets, temp)
 #     train_step(student, opt, lr, x, key_mask, targets, soft)   # CE: soft None, the labels
-
 @torch.no_grad()
 def soft_targets(teacher, x, key_mask, targets, temperature):
     """The teacher's distribution at temperature `temperature` at each position with a target."""
@@ -693,10 +656,8 @@ def soft_targets(teacher, x, key_mask, targets, temperature):
 
 
 # --------------------------------------------------------------------------------------------------
-# 6. Engine: the students of one (budget, seed) (every method and lr) train together on the same
-# batches, so that each scheduled checkpoint's forward pass serves them all; groups run in worker
-# processes; every run resumes from its last state (--resume). Model and step: sections 2-5.
-
+# 6. Engine: a group of students (one budget and seed, every method and lr) trains on the same
+# batches, so a checkpoint's forward pass serves them all; groups run in processes; --resume.
 def save_state(path, models, opts, step, **extra):
     """What --resume needs: weights, optimizers, step and the global RNG (dropout)."""
     common.save_checkpoint({"models": [m.state_dict() for m in models],
@@ -704,22 +665,22 @@ def save_state(path, models, opts, step, **extra):
                             "torch_rng": torch.get_rng_state(), **extra}, path)
 
 
-def load_state(path, models, opts, device):
-    """--resume: the state at `path` loaded into models and optimizers; returns it."""
-    state = common.load_checkpoint(path, device)
-    for model, opt, model_state, opt_state in zip(models, opts, state["models"], state["opts"]):
-        model.load_state_dict(model_state)
-        opt.load_state_dict(opt_state)
-    torch.set_rng_state(state["torch_rng"])
-    return state
-
-
-def restart_metrics(args, who, start):
-    """Drop the records of `who` (e.g. {"role": "student", "group": ...}) after step `start`."""
-    path = os.path.join(args.out, "metrics.jsonl")
-    records = common.read_jsonl(path)
+def resume(args, path, models, opts, who, **fresh):
+    """--resume: the state at `path` (if none: `fresh`, step 0); who's later records dropped."""
+    state = dict(fresh, step=0)
+    if os.path.exists(path):
+        state = common.load_checkpoint(path, args.device)
+        for model, opt, model_state, opt_state in zip(models, opts, state["models"], state["opts"]):
+            model.load_state_dict(model_state)
+            opt.load_state_dict(opt_state)
+        torch.set_rng_state(state["torch_rng"])
+        print(f"{path}: resuming at step {state['step']}")
+    metrics = os.path.join(args.out, "metrics.jsonl")
+    records = common.read_jsonl(metrics)
     mine = [all(r.get(k) == v for k, v in who.items()) for r in records]
-    common.rewrite_jsonl(path, [r for r, m in zip(records, mine) if not m or r["step"] <= start])
+    kept = [r for r, m in zip(records, mine) if not m or r["step"] <= state["step"]]
+    common.rewrite_jsonl(metrics, kept)
+    return state
 
 
 def halt_if_asked(args, who, step):
@@ -745,9 +706,8 @@ def train_group(args, job):
     """The students `specs` of one (budget, seed), step by step: {name: {"acc", "curve", ...}}."""
     level, budget, seed, specs, tag = job
     name = group_name(budget, seed, level, tag)
-    folder = os.path.join(args.out, "ckpt", "students")
-    state_path = os.path.join(folder, name + ".pt")
-    done_path = os.path.join(folder, name + ".json")
+    path = os.path.join(args.out, "ckpt", "students", name)
+    state_path, done_path = path + ".pt", path + ".json"
     if os.path.exists(done_path):
         return common.read_json(done_path)
     distilled = any(sp["method"] != "ce" for sp in specs)
@@ -755,18 +715,12 @@ def train_group(args, job):
     heldout = eval_set(args, level)
     models = [make_model(args, "student", seed) for _ in specs]
     opts = [make_optimizer(m, sp["lr"], args) for m, sp in zip(models, specs)]
-    state = {"history": {"steps": [], "acc": []}, "step": 0}
-    if os.path.exists(state_path):
-        state = load_state(state_path, models, opts, args.device)
-        print(f"students {name}: resuming at step {state['step']}")
-    history, start = state["history"], state["step"]
     who = {"role": "student", "group": name}
-    restart_metrics(args, who, start)
+    state = resume(args, state_path, models, opts, who, history={"steps": [], "acc": []})
+    history, start = state["history"], state["step"]
     if start == 0:
         log_group(args, who, specs, models, heldout, history, 0)
-    t0 = time.time()
-    end = min(budget, args.max_steps or budget)
-    teachers = {}
+    t0, end, teachers = time.time(), min(budget, args.max_steps or budget), {}
     for step in range(start, end):
         x, key_mask, targets = batch_for(args, seed, 2, step, level)
         factor = common.lr_factor(step, budget, "cosine", args.warmup)
@@ -810,16 +764,14 @@ def finish_group(args, name, specs, models, history, done_path):
     for m, sp in zip(models, specs):
         path = student_path(args, name, sp["name"].split("/")[0], sp["lr"])  # or two_shot@<step>
         common.save_checkpoint({"model": m.state_dict()}, path)
-    result = {}
-    for sp, curve in zip(specs, zip(*history["acc"])):
-        result[sp["name"]] = dict(sp, acc=curve[-1], curve=list(curve))
+    result = {sp["name"]: dict(sp, acc=curve[-1], curve=list(curve))
+              for sp, curve in zip(specs, zip(*history["acc"]))}
     result["_steps"] = history["steps"]
     common.write_json(result, done_path)
 
 
 def parallel_map(args, fn, items):
-    """fn(args, item) for every item, here or in --workers processes of one thread each
-    (independent jobs, seeded by themselves: the same results)."""
+    """fn(args, item) for each item, here or in --workers processes of 1 thread (same results)."""
     if args.workers == 1 or len(items) < 2 or not args.device.startswith("cpu"):
         return [fn(args, item) for item in items]
     import multiprocessing as mp
@@ -839,8 +791,7 @@ def group_specs(args, level, budget, methods, stage1, joined):
 
 
 def run_students(args, level, methods, stage1, sweep=()):
-    """Every budget x seed, each method at its best lr. `sweep`: (2,T) stage-1 checkpoints at the
-    smallest budget and two_shot's best lr (one lr: in that budget's groups)."""
+    """Every budget x seed; `sweep`: (2,T) stage-1 checkpoints at the smallest budget."""
     joined = list(sweep) if len(args.lrs) == 1 else []
     jobs = []
     for budget in args.budget_list:
@@ -867,8 +818,7 @@ def run_students(args, level, methods, stage1, sweep=()):
 
 
 def best_students(args, level, methods, done):
-    """Each method at its best lr (highest mean final accuracy over seeds), as the paper; the mean
-    per lr; the accuracy curves."""
+    """Each method at its best lr (the highest mean final accuracy over seeds), as the paper."""
     students, by_lr, curves = {m: [] for m in methods}, {}, {}
     for budget in args.budget_list:
         for m in methods:
@@ -888,16 +838,13 @@ def best_students(args, level, methods, done):
 
 
 # --------------------------------------------------------------------------------------------------
-# 7. Study: probes (Sec. 4.2). M_robust / M_close: how far the prediction at a masked position p
-# moves when the n-gram window around p is also masked (robust) or alone kept (close). The
-# non-terminal probe: a linear read-out of ancestors. And the (2,T) sweep of Fig. 4 right.
-
+# 7. Study: probes (Sec. 4.2). M_robust / M_close: how far the prediction at a masked p moves when
+# its n-gram window is masked too (robust) or alone kept (close). NT: ancestors read out linearly.
 @torch.no_grad()
 def ngram_probe(model, ids, key_mask, positions, windows, mask_id, hide_masked=True, chunk=512):
-    """ids (N, seq_len) clean, key_mask True at real tokens (None: all; p not real: skipped),
-    windows {name: (left, right)}. Base: p masked (and hidden if hide_masked). M_robust: also mask
-    [p-left, p+right]; M_close: all outside it. {name: {"robust"|"close": {"l1"|"tv": quartiles,
-    mean}, "count"}}: L1 = ||P(.|perturbed)[p] - P(.|base)[p]||_1 (official), TV = L1 / 2."""
+    """ids (N, seq_len), key_mask (True: real token; None: all), windows {name: (left, right)}.
+    Base: p masked; M_robust: [p-left, p+right] too; M_close: all but it. Per window and kind: L1 =
+    ||P(.|perturbed)[p] - P(.|base)[p]||_1 (official) and TV = L1 / 2, quartiles and mean."""
     model.eval()
     seq_len, pos = ids.shape[1], torch.arange(ids.shape[1], device=ids.device)
     key_mask = torch.ones_like(ids, dtype=torch.bool) if key_mask is None else key_mask
@@ -940,8 +887,7 @@ def ngram_probe(model, ids, key_mask, positions, windows, mask_id, hide_masked=T
 
 def nt_probe(train_feats, train_labels, eval_feats, eval_labels, n_classes, steps=200, lr=1e-2,
              seed=0):
-    """Linear probe per depth: feats (N, d) of real tokens, labels (N, D) the depth-d ancestor's
-    class. Full-batch Adam on standardised features; returns eval accuracy per depth."""
+    """Linear probe per depth: feats (N, d), labels (N, D) ancestor classes; full-batch Adam."""
     g = torch.Generator().manual_seed(seed)
     mu, sd = train_feats.mean(0), train_feats.std(0).clamp(min=1e-6)
     xtr, xev = (train_feats - mu) / sd, (eval_feats - mu) / sd
@@ -967,46 +913,37 @@ def nt_probe(train_feats, train_labels, eval_feats, eval_labels, n_classes, step
     return accs
 
 
-class NTData:
-    """Fixed train / eval sequences for the NT probe: real tokens' ancestor classes per depth."""
+def nt_sets(args):
+    """The NT probe's fixed train and eval sets: ids, key mask, real tokens, ancestor classes."""
+    g, sets = grammar(args.grammar), []
+    for stream, n in ((5, args.nt_train), (6, args.nt_eval)):
+        ids, anc, _ = fixed_set(args, stream, n)
+        real = anc[..., 0] >= 0
+        labels = torch.from_numpy(g["class_of"][anc[real].numpy()])
+        sets.append([t.to(args.device) for t in (ids, ids != PAD, real, labels)])
+    return sets
 
-    def __init__(self, args):
-        g, self.sets, self.args = grammar(args.grammar), [], args
-        for stream, n in ((5, args.nt_train), (6, args.nt_eval)):
-            ids, anc, _ = fixed_set(args, stream, n)
-            real = anc[..., 0] >= 0
-            labels = torch.from_numpy(g["class_of"][anc[real].numpy()])
-            self.sets.append([t.to(args.device) for t in (ids, ids != PAD, real, labels)])
 
-    @torch.no_grad()
-    def features(self, model, ids, key_mask, real):
-        """Last-layer hidden states (eval mode) of the unmasked input at real tokens."""
-        b = EVAL_BATCH
-        hs = [model.eval()(ids[i:i + b], key_mask[i:i + b], return_hidden=True)[1]
-              for i in range(0, len(ids), b)]
-        return torch.cat(hs)[real]
-
-    def accuracy(self, model):
-        (xa, ka, ra, la), (xb, kb, rb, lb) = self.sets
-        feats = self.features(model, xa, ka, ra), self.features(model, xb, kb, rb)
-        return nt_probe(feats[0], la, feats[1], lb, grammar(self.args.grammar)["n_classes"],
-                        steps=self.args.nt_steps)
-
-    def majority(self):
-        """Per depth, the accuracy of the most frequent class (train set): the floor."""
-        la, lb = self.sets[0][3], self.sets[1][3]
-        return [(lb[:, k] == torch.bincount(la[:, k]).argmax()).float().mean().item()
-                for k in range(la.shape[1])]
+def nt_accuracy(args, sets, model):
+    """The NT probe on the last-layer hidden states (eval mode, unmasked input) at real tokens."""
+    feats = []
+    for ids, key_mask, real, _ in sets:
+        with torch.no_grad():
+            hs = [model.eval()(ids[i:i + EVAL_BATCH], key_mask[i:i + EVAL_BATCH],
+                               return_hidden=True)[1] for i in range(0, len(ids), EVAL_BATCH)]
+        feats.append(torch.cat(hs)[real])
+    return nt_probe(feats[0], sets[0][3], feats[1], sets[1][3],
+                    grammar(args.grammar)["n_classes"], steps=args.nt_steps)
 
 
 def probe_job(args, job):
     """Teacher checkpoints `steps` of a level: {step: {"ngram": ..., "nt": [acc per depth]}}."""
     level, steps = job
     ids = fixed_set(args, 4, args.probe_size)[0].to(args.device)
-    nt, out = NTData(args), {}
+    sets, out = nt_sets(args), {}
     for step in steps:
         model = teacher_at(args, level, step)
-        out[step] = {"nt": nt.accuracy(model)}
+        out[step] = {"nt": nt_accuracy(args, sets, model)}
         if args.objective == "mlm":
             out[step]["ngram"] = ngram_probe(model, ids, ids != PAD, args.position_list,
                                              args.window_dict, MASK, bool(args.hide_masked_keys),
@@ -1021,7 +958,10 @@ def run_probes(args, level):
     jobs = [(level, steps[i::args.workers]) for i in range(min(args.workers, len(steps)))]
     for part in parallel_map(args, probe_job, jobs):
         parts.update({int(k): v for k, v in part.items()})
-    nt = {"acc": [parts[s]["nt"] for s in steps], "majority": NTData(args).majority()}
+    la, lb = (s[3] for s in nt_sets(args))  # the floor: the train set's majority class
+    majority = [(lb[:, k] == torch.bincount(la[:, k]).argmax()).float().mean().item()
+                for k in range(la.shape[1])]
+    nt = {"acc": [parts[s]["nt"] for s in steps], "majority": majority}
     res = {"steps": steps, "m_robust": {}, "m_close": {}, "nt": nt}
     for name in (args.window_dict if args.objective == "mlm" else {}):
         for kind in ("robust", "close"):
@@ -1033,13 +973,14 @@ def run_probes(args, level):
 
 def probe_students(args, level, students):
     """NT probe of the final students (smallest budget, each method at its best lr)."""
-    budget, out, nt, model = args.budget_list[0], {}, NTData(args), make_model(args, "student", 0)
+    budget, out, sets = args.budget_list[0], {}, nt_sets(args)
+    model = make_model(args, "student", 0)
     for m, entries in students.items():
         accs = []
         for e in (e for e in entries if e["budget"] == budget):
             path = student_path(args, group_name(budget, e["seed"], level), m, e["lr"])
             model.load_state_dict(common.load_checkpoint(path, args.device)["model"])
-            accs.append(nt.accuracy(model))
+            accs.append(nt_accuracy(args, sets, model))
         out[m] = [sum(a[k] for a in accs) / len(accs) for k in range(len(accs[0]))]
     return out
 
@@ -1054,8 +995,7 @@ def sweep_candidates(args, level, phases, chosen):
     if args.two_shot_sweep not in ("auto", "drop"):
         wanted = common.parse_list(args.two_shot_sweep, int, "--two_shot_sweep")
         if any(w not in saved for w in wanted):
-            fail("--two_shot_sweep",
-                 f"{wanted}: not all are teacher checkpoints within the smallest budget")
+            fail("--two_shot_sweep", f"{wanted}: not all are checkpoints of the smallest budget")
         return [w for w in wanted if w != chosen]
     marks = [chosen / 2, chosen * 1.5, chosen * 3] if args.two_shot_sweep == "auto" else []
     marks += [phases["drop_start"], phases["drop_end"]] if phases else []
@@ -1065,7 +1005,6 @@ def sweep_candidates(args, level, phases, chosen):
 
 # --------------------------------------------------------------------------------------------------
 # 8. Study: results: table, claim checks and figures.
-
 def teacher_acc_at(args, teacher, budget):
     """The teacher 'at budget B' is its checkpoint at the horizon min(speed x B, last step)."""
     step = horizon_steps(teacher["steps"], args, budget)[-1]
@@ -1133,16 +1072,12 @@ def claim_checks(res, args):
         checks["mrobust_peak_in_drop"] = bool(ph["drop_start"] <= step <= ph["drop_end"])
         checks["mrobust_peak_over_final"] = med[peak] / max(med[-1], 1e-12)
         # and a real peak: at least 0.01 (L1), as in lm_pretrain.py (the paper's: 0.6-0.7, Fig. 4)
-        big = med[peak] >= 0.01
-        checks["mrobust_falls_10x"] = big and checks["mrobust_peak_over_final"] >= 10
+        checks["mrobust_falls_10x"] = med[peak] >= 0.01 and checks["mrobust_peak_over_final"] >= 10
         # M_robust follows the teacher's loss more than its step (docs/pcfg.md): both read on it
         loss_at = dict(zip(t["steps"], t["val_loss"]))
         checks["mrobust_peak_loss"] = loss_at.get(step)
         checks["drop_end_loss"] = loss_at.get(ph["drop_end"])
     return checks
-
-
-COLORS = dict(ce="tab:blue", oneshot="tab:orange", progressive="tab:green", two_shot="tab:red")
 
 
 def minmax_bars(ax, xs, ys, **kw):
@@ -1180,7 +1115,6 @@ def make_figures(levels, args):
 
 # --------------------------------------------------------------------------------------------------
 # 9. Main: teacher -> phases -> probes -> students -> results, per level (mlm: the one level None).
-
 def run_level(args, level):
     heldout = eval_set(args, level)
     res, mode = {}, args.mode
@@ -1203,19 +1137,14 @@ def run_level(args, level):
         sweep = []
         if mode == "all" and chosen is not None:
             sweep = sweep_candidates(args, level, res.get("phases"), chosen)
-        res["students"], res["by_lr"], res["curves"], rows = run_students(args, level, methods,
-                                                                          chosen, sweep)
+        students = run_students(args, level, methods, chosen, sweep)
+        res["students"], res["by_lr"], res["curves"], rows = students
         if sweep:
             res["two_shot_sweep"] = rows
         if mode == "all" and "probe" in res:
             res["probe"]["students_nt"] = probe_students(args, level, res["students"])
     res["checks"], res["measured"] = common.split_checks(claim_checks(res, args))
     return res
-
-
-# how a reused teacher was trained: may differ from this run's flags (results.json keeps its own)
-TEACHER_TRAINING = ["teacher_seed", "teacher_lr", "teacher_batch", "teacher_steps",
-                    "teacher_schedule", "warmup", "ckpt_every"]
 
 
 def config_of(args):
@@ -1313,19 +1242,8 @@ def validate(args):
     if args.two_shot_sweep not in ("auto", "drop", "none"):
         common.parse_list(args.two_shot_sweep, int, "--two_shot_sweep")
     args.device = str(common.pick_device(args.device))
-    name = f"{args.preset}-{args.objective}-{args.mode}"
-    args.out = args.out or os.path.join("out", "pcfg", name)
-    check_teacher_dir(args)
-
-
-def steps_or_auto(value, flag, least):
-    if value != "auto" and not (str(value).isdigit() and int(value) >= least):
-        fail(flag, f"expected at least {least} steps or auto, got {value!r}")
-    return value if value == "auto" else int(value)
-
-
-def check_teacher_dir(args):
-    """The teacher (this run's, or --teacher_dir's if made for the same setting) covers it all."""
+    args.out = args.out or os.path.join("out/pcfg", f"{args.preset}-{args.objective}-{args.mode}")
+    # the teacher (this run's, or --teacher_dir's if made for the same setting) covers it all
     d = args.teacher_dir
     steps = {None: list(range(0, args.teacher_steps, args.ckpt_every)) + [args.teacher_steps]}
     if d is not None:
@@ -1348,6 +1266,12 @@ def check_teacher_dir(args):
             fail("--ckpt", f"{args.ckpt} is not a teacher checkpoint (see --ckpt_every)")
 
 
+def steps_or_auto(value, flag, least):
+    if value != "auto" and not (str(value).isdigit() and int(value) >= least):
+        fail(flag, f"expected at least {least} steps or auto, got {value!r}")
+    return value if value == "auto" else int(value)
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.threads:
@@ -1356,9 +1280,8 @@ def main(argv=None):
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     common.prepare_run_dir(args.out, config_of(args), args.resume)
     t_start = time.time()
-    levels = {}
-    for level in args.level_list:
-        levels["mlm" if level is None else str(level)] = run_level(args, level)
+    levels = {"mlm" if level is None else str(level): run_level(args, level)
+              for level in args.level_list}
     flat = results_of(args, levels)
     flat["wall_s"] = time.time() - t_start
     common.write_json(flat, os.path.join(args.out, "results.json"))
