@@ -568,8 +568,8 @@ def teacher_curve(args, level):
 
 
 def loss_phases(steps, losses, frac=0.25):
-    """Plateau, drop, decay (Sec. 4.2, Fig. 4 left): a piecewise-linear fit on log(1 + step) starts
-    plateau and drop; the drop ends where descent < `frac` x its peak, which ends at C1."""
+    """Plateau, drop, decay (Sec. 4.2, Fig. 4 left): a piecewise-linear fit on log(1 + step) finds
+    the plateau and drop starts; the drop ends once descent < frac x its peak (which ends at C1)."""
     s, y, n, err = np.asarray(steps, float), np.asarray(losses, float), len(steps), {}
     if n < 6:
         return None
@@ -703,7 +703,7 @@ def student_path(args, group, method, lr):
 
 
 def train_group(args, job):
-    """The students `specs` of one (budget, seed), step by step: {name: {"acc", "curve", ...}}."""
+    """A group (level, budget, seed, specs, tag), step by step: {name: {"acc", "curve", ...}}."""
     level, budget, seed, specs, tag = job
     name = group_name(budget, seed, level, tag)
     path = os.path.join(args.out, "ckpt", "students", name)
@@ -1238,7 +1238,7 @@ def validate(args):
     args.T = steps_or_auto(args.T, "--T", 0)  # auto: schedule_for
     two_shot = args.mode == "two_shot" or (args.mode == "all" and "two_shot" in args.method_list)
     if two_shot and args.T != "auto" and args.T >= args.budget_list[0]:
-        fail("--T", f"two_shot needs T below the smallest budget, {args.budget_list[0]}")
+        fail("--T", f"must be below the smallest budget ({args.budget_list[0]}), got {args.T}")
     if args.two_shot_sweep not in ("auto", "drop", "none"):
         common.parse_list(args.two_shot_sweep, int, "--two_shot_sweep")
     args.device = str(common.pick_device(args.device))
