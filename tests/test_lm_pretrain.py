@@ -263,7 +263,7 @@ def test_the_copies_of_pcfgs_encoder_masking_probe_and_schedule_give_pcfgs_numbe
     saved = list(range(0, 41, 5))
     for t in range(40):
         assert lm.schedule_ckpt(args, "progressive", t, saved, None, 40) == \
-            pcfg.teacher_ckpt_for(t, lm.horizon_steps(saved, args, 40), args.refresh, args.speed)
+            common.progressive_ckpt(t, lm.horizon_steps(saved, args, 40), args.speed, args.refresh)
 
 
 def test_progressive_and_two_shot_schedules():

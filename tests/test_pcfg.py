@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+import common
 import pcfg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -240,7 +241,7 @@ def test_causal_model_never_sees_the_future():
 
 def test_teacher_checkpoint_schedule():
     saved = [0, 25, 50, 75, 100, 125, 150]
-    f = pcfg.teacher_ckpt_for
+    f = lambda t, saved, refresh, speed: common.progressive_ckpt(t, saved, speed, refresh)
     # speed 1, refresh 50: steps [0, 50) use the latest saved <= 50, [50, 100) <= 100, ...
     assert [f(s, saved, 50, 1) for s in (0, 49, 50, 99, 100, 149, 1000)] == [50, 50, 100, 100, 150, 150, 150]
     assert [f(s, saved, 25, 2) for s in (0, 24, 25, 50)] == [50, 50, 100, 150]  # twice as fast
@@ -248,7 +249,7 @@ def test_teacher_checkpoint_schedule():
     assert all(f(s, saved, 25, math.inf) == 150 for s in (0, 10, 200))  # one-shot: the final one
     with pytest.raises(ValueError):
         f(0, [100, 200], 50, 1)  # without a step-0 checkpoint nothing precedes the first target
-    args = args_for("--preset", "smoke", "--two_shot_frac", "0.5", "--speed", "1")
+    args = args_for("--preset", "smoke", "--T", "20", "--budgets", "40", "--speed", "1")
     assert [pcfg.schedule_for("two_shot", s, saved, args, 40, stage1=25) for s in (0, 19, 20, 39)] == [25, 25, 150, 150]
     assert pcfg.horizon_steps(saved, args, 100) == [0, 25, 50, 75, 100]
 
@@ -257,7 +258,7 @@ def test_phases_of_a_synthetic_three_phase_curve():
     steps = list(range(0, 1501, 25))
     loss = [2.0 if s == 0 else 1.05 - 0.0001 * s if s < 300 else max(0.4, 1.02 - 0.004 * (s - 300)) - 0.00005 * s
             for s in steps]
-    ph = pcfg.find_phases(steps, loss)
+    ph = pcfg.loss_phases(steps, loss)
     assert 25 <= ph["plateau_start"] <= 100 and 250 <= ph["drop_start"] <= 325 and 425 <= ph["drop_end"] <= 500
     assert 300 <= ph["inflection"] <= 450
     assert abs(ph["slopes"]["drop"]) > 3 * abs(ph["slopes"]["plateau"])
@@ -372,7 +373,7 @@ def test_unknown_grammar_exits_2_from_the_command_line(tmp_path):
 def test_every_float_flag_refuses_nan_and_inf(tmp_path, capsys):
     out = tmp_path / "run"
     floats = [a.option_strings[0] for a in pcfg.build_parser()._actions if a.type is float]
-    assert {"--teacher_lr", "--temperature", "--speed", "--clip", "--mask_rate", "--two_shot_frac"} <= set(floats)
+    assert {"--teacher_lr", "--temperature", "--speed", "--clip", "--mask_rate"} <= set(floats)
     for flag in floats + ["--lr_grid", "--betas"]:
         for bad in ("nan", "inf"):
             value = {"--lr_grid": f"1e-2,{bad}", "--betas": f"0.9,{bad}"}.get(flag, bad)
