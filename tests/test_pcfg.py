@@ -13,6 +13,7 @@ import torch.nn as nn
 
 import common
 import pcfg
+from test_bench import numbers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -84,6 +85,23 @@ def test_every_sampled_subtree_is_a_whole_derivation_of_its_root(name, depth):
         parse_back(g, ids[i][real].numpy(), anc[i][real].numpy(), ends[i][real].numpy(), top=depth)
         lengths.append(int(real.sum()))
     assert len(set(lengths)) > 3 and len({int(a) for a in anc[:, 1, depth]}) > 1  # random nodes, not one
+
+
+def test_the_cpu_presets_training_subtrees_parse_back_under_cfg3b(tmp_path):
+    """The cpu preset trains on whole depth-2 subtrees of cfg3b: every sequence of a teacher and a student batch is
+    [BOS] and one derivation of its depth-2 root under the grammar, then padding."""
+    args = pcfg.parse_args(["--out", str(tmp_path)])
+    assert (args.grammar, args.subtree, args.crop) == ("cfg3b", 2, 0)
+    g, roots = pcfg.grammar("cfg3b"), set()
+    for stream in (1, 2):  # the teacher's batch, the students'
+        ids, anc, ends = pcfg.train_batch(args, 0, stream, 0)
+        assert len(ids) == (args.teacher_batch if stream == 1 else args.batch) and (ids[:, 0] == pcfg.BOS).all()
+        for i in range(len(ids)):
+            real = anc[i, :, 0] >= 0
+            assert real[1:real.sum() + 1].all()  # [BOS], the subtree, then PAD only
+            parse_back(g, ids[i][real].numpy(), anc[i][real].numpy(), ends[i][real].numpy(), top=2)
+            roots.add(int(anc[i, 1, 2]))
+    assert len(roots) > 1  # subtrees of several depth-2 symbols
 
 
 def test_sentence_lengths_match_the_grammar():
@@ -493,7 +511,17 @@ def test_bench_and_the_reference_bench_run_without_the_references_installed(caps
     pcfg_bench.main(["--preset", "smoke", "--bench_steps", "2"])
     bench_references.main(["--preset", "smoke", "--bench_steps", "2"])
     out = capsys.readouterr().out
-    assert "sentences/s" in out and "teacher train step" in out and "ours" in out
+    lines = out.splitlines()
+    a = pcfg_bench.parse_args(["--preset", "smoke"])
+    sampler = [numbers(x)[-2:] for x in lines if x.startswith(f"sampler ({a.grammar}")]  # sentences/s, M tokens/s
+    assert len(sampler) == 2 and a.grammar == "cfg3b"
+    for sentences, million in sampler:  # tokens per sentence: cfg3b's mean length is 294 (161 to 432)
+        assert 250 < (million + 0.05) * 1e6 / sentences and (million - 0.05) * 1e6 / sentences < 340
+    for role, batch in (("teacher", a.teacher_batch), ("student", a.batch)):  # smoke crops of 16: no padding
+        rows, length, tokens, steps = numbers(next(x for x in lines if x.startswith(f"{role} train step (mlm")))
+        assert (rows, length) == (batch, a.crop) and tokens == pytest.approx(steps * batch * a.crop, rel=2e-3)
+        assert numbers(next(x for x in lines if x.startswith(f"{role}: ours")))[0] > 0
+    assert numbers(next(x for x in lines if x.startswith("teacher forward on student batches")))[0] > 0
     assert "nltk recursive sampler:" in out  # a ratio when nltk is installed, else a line saying it was skipped
     assert out.count("transformers") >= 2  # the same for the teacher and the student encoder
     args = pcfg_bench.parse_args(["--objective", "boundary", "--level", "1"])  # the cpu preset: a bench times
