@@ -1,16 +1,16 @@
-"""(n, k)-sparse parity: progressive distillation against one-shot distillation and CE (paper Sec. 3).
+"""(n, k)-sparse parity: progressive distillation against one-shot distillation and CE (Sec. 3).
 
-A wide teacher learns sparse parity through a phase transition. A narrow student learns it far faster
-from the teacher's intermediate checkpoints (progressive distillation) than from the final teacher
-(one-shot) or from labels (CE): checkpoints inside the transition correlate with low-degree monomials
-of the support, an implicit curriculum. For an MLP or a small GPT-style Transformer this regenerates
-Fig. 1 left / middle and Fig. 3 (docs/parity_sweep.py: Fig. 2).
+A wide teacher learns sparse parity through a phase transition. A narrow student learns it far
+faster from the teacher's intermediate checkpoints (progressive distillation) than from the final
+teacher (one-shot) or from labels (CE): checkpoints inside the transition correlate with low-degree
+monomials of the support, an implicit curriculum. For an MLP or a small GPT-style Transformer this
+regenerates Fig. 1 left / middle and Fig. 3 (docs/parity_sweep.py: Fig. 2).
 
-Sections 1-5 are the mechanism, written for one model: data, models, the teacher's training loop, the
-distillation schedule, a student's loss and step. Section 6 is the engine: every student of a run
-(methods x lrs x seeds) trains as one stack of the same modules through the same loss. Then the
+Sections 1-5 are the mechanism, written for one model: data, models, the teacher's training loop,
+the distillation schedule, a student's loss and step. Section 6 is the engine: every student of a
+run (methods x lrs x seeds) trains as one stack of the same modules through the same loss. Then the
 study: the probe (7), curriculum extraction (8; beyond the paper: Gupta & Karmalkar 2025, arXiv
-2503.17494, a curriculum drawn from the final teacher alone), results (9) and main (10).
+2503.17494, a curriculum from the final teacher alone), results (9) and main (10).
 
     python parity.py                                  # the whole CPU MLP study
     python parity.py --arch transformer               # the same with Transformers
@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from common import fail
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # 0. Config: presets (a flag given on the command line overrides them), flags, and their checks.
 
 PAPER_GRID = "1e-2,7.5e-3,5e-3,2.5e-3,1e-3"
@@ -45,42 +45,39 @@ CONSTANT_LR = dict(teacher_schedule="constant", teacher_warmup=0.0, teacher_floo
 # extract_steps: 500 measured on the cpu MLP (section 8); paper, cpu Transformer: T / 10, unmeasured
 PRESETS = {
     ("paper", "mlp"): dict(  # the paper's settings (Sec. 3, Fig. 1; the official code), for a GPU
-        n=100, k=6, teacher_width=50_000, student_width=100,
-        teacher_optim="sgd", teacher_lr=0.01, teacher_batch=1, teacher_steps=20_000_000,
-        teacher_schedule="cosine", teacher_warmup=0.0, teacher_floor=0.1,
-        optim="sgd", lr_grid="1e-2,5e-3,1e-3", batch=1, steps=20_000_000,
+        n=100, k=6, teacher_width=50_000, student_width=100, teacher_optim="sgd", teacher_lr=0.01,
+        teacher_batch=1, teacher_steps=20_000_000, teacher_schedule="cosine", teacher_warmup=0.0,
+        teacher_floor=0.1, optim="sgd", lr_grid="1e-2,5e-3,1e-3", batch=1, steps=20_000_000,
         schedule="cosine", warmup=0.0, floor=0.1, T=1_000_000, ckpt_every=100_000,
         eval_every=20_000, extract_steps=100_000, temperature=1e-20, betas="0.9,0.999"),
     ("paper", "transformer"): dict(
         n=100, k=6, layers=2, head_dim=8, teacher_heads=32, student_heads=4, dropout=0.1,
         teacher_optim="adam", teacher_lr=3e-4, teacher_batch=32, teacher_steps=250_000,
-        teacher_schedule="cosine", teacher_warmup=0.06, teacher_floor=0.0,
-        optim="adam", lr_grid="1e-4", batch=32, steps=250_000,
-        schedule="cosine", warmup=0.06, floor=0.0, ckpt_every=3125, eval_every=625, T=31_250,
-        extract_steps=3125, temperature=1.0, betas="0.9,0.999"),
+        teacher_schedule="cosine", teacher_warmup=0.06, teacher_floor=0.0, optim="adam",
+        lr_grid="1e-4", batch=32, steps=250_000, schedule="cosine", warmup=0.06, floor=0.0,
+        ckpt_every=3125, eval_every=625, T=31_250, extract_steps=3125, temperature=1.0,
+        betas="0.9,0.999"),
     ("cpu", "mlp"): dict(  # shows the claim on 2 CPU cores in minutes (docs/parity.md, "Presets")
-        n=50, k=5, teacher_width=2000, student_width=20,
-        teacher_optim="adam", teacher_lr=1e-3, teacher_batch=32, teacher_steps=10_000,
-        optim="adam", lr_grid=PAPER_GRID, batch=32, steps=30_000, **CONSTANT_LR,
-        ckpt_every=100, eval_every=100, T=5_000, extract_steps=500, temperature=1e-20),
+        n=50, k=5, teacher_width=2000, student_width=20, teacher_optim="adam", teacher_lr=1e-3,
+        teacher_batch=32, teacher_steps=10_000, optim="adam", lr_grid=PAPER_GRID, batch=32,
+        steps=30_000, **CONSTANT_LR, ckpt_every=100, eval_every=100, T=5_000, extract_steps=500,
+        temperature=1e-20),
     ("cpu", "transformer"): dict(  # tuned on seeds 0-5, confirmed on unseen seeds (docs/parity.md)
         n=20, k=3, layers=2, head_dim=8, teacher_heads=16, student_heads=1, student_head_dim=6,
-        teacher_optim="adam", teacher_lr=1e-2, teacher_batch=32, teacher_steps=800,
-        optim="adam", lr_grid="1.25e-3", batch=32, steps=5_000, **CONSTANT_LR,
-        ckpt_every=50, eval_every=50, T=1_000, ckpt="150", extract_steps=100, temperature=1.0,
-        speed=0.125, probe_samples=20_000),  # at 1.25e-3 labels fail; speed 1 outruns the transition
+        teacher_optim="adam", teacher_lr=1e-2, teacher_batch=32, teacher_steps=800, optim="adam",
+        lr_grid="1.25e-3", batch=32, steps=5_000, **CONSTANT_LR, ckpt_every=50, eval_every=50,
+        T=1_000, ckpt="150", extract_steps=100, temperature=1.0, probe_samples=20_000,
+        speed=0.125),  # at lr 1.25e-3 labels fail; at speed 1 it cannot follow the transition
     ("smoke", "mlp"): dict(  # seconds, for tests
-        n=12, k=3, teacher_width=256, student_width=16,
-        teacher_optim="adam", teacher_lr=3e-3, teacher_batch=32, teacher_steps=400,
-        optim="adam", lr_grid="1e-2,3e-3", batch=32, steps=400, **CONSTANT_LR,
-        extract_steps=50, ckpt_every=50, eval_every=50, T=100, temperature=1e-20,
-        probe_samples=20_000, probe_off=20, eval_size=1024),
+        n=12, k=3, teacher_width=256, student_width=16, teacher_optim="adam", teacher_lr=3e-3,
+        teacher_batch=32, teacher_steps=400, optim="adam", lr_grid="1e-2,3e-3", batch=32,
+        steps=400, **CONSTANT_LR, extract_steps=50, ckpt_every=50, eval_every=50, T=100,
+        temperature=1e-20, probe_samples=20_000, probe_off=20, eval_size=1024),
     ("smoke", "transformer"): dict(
-        n=8, k=2, layers=1, head_dim=4, teacher_heads=4, student_heads=1,
-        teacher_optim="adam", teacher_lr=3e-3, teacher_batch=16, teacher_steps=60,
-        optim="adam", lr_grid="3e-3", batch=16, steps=60, **CONSTANT_LR,
-        T=20, ckpt_every=20, eval_every=20, extract_steps=20, temperature=1e-20,
-        probe_samples=4_000, probe_off=10, eval_size=512),
+        n=8, k=2, layers=1, head_dim=4, teacher_heads=4, student_heads=1, teacher_optim="adam",
+        teacher_lr=3e-3, teacher_batch=16, teacher_steps=60, optim="adam", lr_grid="3e-3",
+        batch=16, steps=60, **CONSTANT_LR, T=20, ckpt_every=20, eval_every=20, extract_steps=20,
+        temperature=1e-20, probe_samples=4_000, probe_off=10, eval_size=512),
 }
 MODES = ["all", "teacher", "probe", "ce", "oneshot", "progressive", "two_shot", "extract"]
 THRESHOLDS = (0.9, 0.95)
@@ -106,7 +103,7 @@ def build_parser():
     a("--head_dim", type=int, help="Transformer head dimension")
     a("--teacher_heads", type=int, help="Transformer teacher heads (width = heads x head_dim)")
     a("--student_heads", type=int, help="Transformer student heads")
-    a("--student_head_dim", type=int, help="Transformer student head dimension (default --head_dim)")
+    a("--student_head_dim", type=int, help="Transformer student head dim (default --head_dim)")
     a("--dropout", type=float, default=0.0, help="Transformer dropout (GPT-2 default 0.1)")
     a = p.add_argument_group("teacher").add_argument
     a("--teacher_optim", choices=["sgd", "adam"], help="no momentum, no weight decay")
@@ -118,7 +115,7 @@ def build_parser():
     a("--teacher_floor", type=float, help="cosine decays to floor x lr")
     a("--teacher_seed", type=int, default=0, help="teacher init and data seed")
     a("--ckpt_every", type=int, help="teacher checkpoint interval (steps)")
-    a("--teacher_dir", type=str, default=None, help="reuse the teacher of an earlier run (its --out)")
+    a("--teacher_dir", type=str, default=None, help="reuse an earlier run's teacher")
     a = p.add_argument_group("students").add_argument
     a("--optim", choices=["sgd", "adam"], help="student optimizer")
     a("--lr", type=float, default=None, help="one student learning rate (replaces --lr_grid)")
@@ -137,14 +134,14 @@ def build_parser():
       help="progressive: student steps between teacher changes (default --ckpt_every)")
     a("--ckpt", type=str, default="auto", help="two_shot stage-1 checkpoint step, or auto (probe)")
     a("--T", type=int, help="two_shot: student steps on the stage-1 checkpoint, then the final")
-    a("--extract_steps", type=int, help="extract: steps on the teacher's hidden layers, then outputs")
+    a("--extract_steps", type=int, help="extract: stage-1 steps (hidden layers)")
     a = p.add_argument_group("probe").add_argument
     a("--probe_samples", type=int, default=100_000, help="fresh samples for the monomial probe")
     a("--probe_off", type=int, default=100, help="random off-support monomials per degree")
     a = p.add_argument_group("run").add_argument
     a("--eval_every", type=int, help="evaluation interval (steps); divides --ckpt_every")
     a("--eval_size", type=int, default=4096, help="held-out examples (paper: 4096)")
-    a("--out", type=str, default=None, help="run folder (default out/parity/<preset>-<arch>-<mode>)")
+    a("--out", type=str, default=None, help="run folder (out/parity/<preset>-<arch>-<mode>)")
     a("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     a("--save_every", type=int, default=None, help="student resume interval (default: 20 evals)")
     a("--device", type=str, default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -169,8 +166,8 @@ def validate(args):
     common.check_positive(args, ["n", "k", "teacher_batch", "teacher_steps", "batch", "steps",
                                  "ckpt_every", "eval_every", "eval_size", "probe_samples",
                                  "teacher_lr", "temperature", "speed", "refresh"] + sizes)
-    own_steps = {f: f"[0, {args.steps}]" for f, m in (("T", "two_shot"), ("extract_steps", "extract"))
-                 if args.mode in ("all", m)}  # --T, --extract_steps: checked where used
+    own = (("T", "two_shot"), ("extract_steps", "extract"))  # checked only where used
+    own_steps = {f: f"[0, {args.steps}]" for f, m in own if args.mode in ("all", m)}
     common.check_range(args, {"k": f"[1, {args.n}]", "dropout": "[0, 1)"} | own_steps)
     if args.ckpt_every % args.eval_every:
         fail("--eval_every", f"must divide --ckpt_every ({args.ckpt_every}), got {args.eval_every}")
@@ -209,7 +206,7 @@ def check_teacher_dir(args):
         fail("--ckpt", f"{args.ckpt} is not a checkpoint in {d}")
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # 1. Data: (n, k)-sparse parity (Sec. 3, Def. 3.1). x ~ Unif{-1,+1}^n, y = prod_{i in S} x_i.
 # As in the paper's code, class 0 <=> parity +1 and class 1 <=> parity -1.
 
@@ -224,17 +221,17 @@ def sample(gen, shape, n, support):
 
 
 def generator(device, seed, stream):
-    """Random streams: 1 teacher data, 2 student data, 3 held-out, 4 probe, 5 extract's statistics."""
+    """Streams: 1 teacher data, 2 student data, 3 held-out, 4 probe, 5 extract's statistics."""
     return torch.Generator(device=device).manual_seed(1000 * seed + stream)
 
 
-# ----------------------------------------------------------------------------------------------------
-# 2. Models (Sec. 3.1), one model each. Every op broadcasts over leading dims: the engine (section 6)
-# runs S stacked copies through these same modules, each parameter with a leading dim S.
+# --------------------------------------------------------------------------------------------------
+# 2. Models (Sec. 3.1), one model each. Every op broadcasts over leading dims: the engine (section
+# 6) runs S stacked copies through these same modules, each parameter with a leading dim S.
 
 class Linear(nn.Module):
-    """x @ w + b, w stored (in, out). einsum's "..." also takes a stack of S weights (S, 1, .., in,
-    out) and then runs one batched GEMM over every row of the batch (B, or B x T tokens)."""
+    """nn.Linear with w stored (in, out). S stacked copies (the engine's, section 6: w (S, .., in,
+    out), b (S, .., out)) run as one batched GEMM over every row of the batch (B, or B x T)."""
 
     def __init__(self, d_in, d_out, bias=True):
         super().__init__()
@@ -242,8 +239,13 @@ class Linear(nn.Module):
         self.b = nn.Parameter(torch.zeros(d_out)) if bias else None
 
     def forward(self, x):  # (..., d_in) -> (..., d_out)
-        y = torch.einsum("...i,...io->...o", x, self.w)
-        return y if self.b is None else y + self.b
+        if self.w.dim() == 2:  # one model: x @ w + b, nn.Linear's fused GEMM
+            return F.linear(x, self.w.t(), self.b)
+        S, rows = len(x), x.reshape(len(x), -1, x.shape[-1])  # (S, B [x T], d_in)
+        w = self.w.view(S, *self.w.shape[-2:])
+        if self.b is None:
+            return torch.bmm(rows, w).view(*x.shape[:-1], -1)
+        return torch.baddbmm(self.b.view(S, 1, -1), rows, w).view(*x.shape[:-1], -1)
 
 
 class MLP(nn.Module):
@@ -306,15 +308,14 @@ class GPT(nn.Module):
     def __init__(self, n, layers, heads, head_dim, dropout):
         super().__init__()
         d, self.dropout = heads * head_dim, dropout
-        self.wte, self.wpe = Linear(2, d, bias=False), Linear(n, d, bias=False)  # of one-hot codes
+        self.wte, self.wpe = Linear(2, d, bias=False), nn.Parameter(torch.zeros(n, d))
         self.blocks = nn.ModuleList(Block(heads, head_dim, dropout) for _ in range(layers))
         self.ln_f, self.head = LayerNorm(d), Linear(d, 2, bias=False)
-        self.register_buffer("positions", torch.eye(n), persistent=False)  # one-hot positions
 
     @torch.no_grad()
     def reset(self, gen):
-        """GPT-2 init: N(0, 0.02), residual projections scaled by 1/sqrt(2 x layers), zero biases."""
-        big = [self.wte.w, self.wpe.w, self.head.w] + [b.attn.w for b in self.blocks]
+        """GPT-2 init: N(0, 0.02), residual projections 1/sqrt(2 x layers) of it, zero biases."""
+        big = [self.wte.w, self.wpe, self.head.w] + [b.attn.w for b in self.blocks]
         big += [b.fc.w for b in self.blocks]
         res = [b.proj.w for b in self.blocks] + [b.out.w for b in self.blocks]
         for ps, std in [(big, 0.02), (res, 0.02 / math.sqrt(2 * len(self.blocks)))]:
@@ -323,7 +324,7 @@ class GPT(nn.Module):
 
     def forward(self, x):  # x: (B, n) in {-1, +1} -> logits (B, 2)
         tokens = F.one_hot(((1 - x) / 2).long(), 2).float()  # (B, n, 2)
-        h = self.wte(tokens) + self.wpe(self.positions)  # (B, n, d)
+        h = self.wte(tokens) + self.wpe  # (B, n, d)
         h = F.dropout(h, self.dropout, self.training)
         for i, block in enumerate(self.blocks):
             h = block(h, last_only=i == len(self.blocks) - 1)  # the last block: (B, 1, d)
@@ -356,7 +357,7 @@ def evaluate(forward, x, y, chunk=2048):
     return (correct / len(x)).tolist(), (loss / len(x)).tolist()
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # 3. The teacher (Sec. 3.1): a wide model on labels, trained with torch.optim, checkpointed every
 # --ckpt_every steps (step 0 included) for the students (sections 4-6) and the probe (section 7).
 
@@ -367,7 +368,7 @@ def teacher_ckpt(run_dir, step=None):  # a run's teacher checkpoint at `step`, o
 
 @lru_cache(maxsize=8)
 def load_teacher(run_dir, step, device):
-    """The teacher checkpoint of run_dir at `step`: a dict with "model" (a state dict), "step", "acc"."""
+    """run_dir's teacher checkpoint at `step`: a dict of "model" (a state dict), "step", "acc"."""
     return common.load_checkpoint(teacher_ckpt(run_dir, step), device)
 
 
@@ -385,8 +386,8 @@ def teacher_step(model, opt, x, y):
 
 
 def train_teacher(args, heldout):
-    """Fresh samples every step; evaluated every --eval_every steps, checkpointed every --ckpt_every
-    (model, step, acc), with a resume state (optimizer and data stream) beside the last checkpoint."""
+    """Fresh samples every step; evaluated every --eval_every steps, checkpointed every
+    --ckpt_every, with a resume state (optimizer and data stream) beside the last checkpoint."""
     model = make_model(args, "teacher", args.teacher_seed)
     opt = make_optimizer(model.parameters(), args.teacher_optim, args.teacher_lr, args.beta_pair)
     gen = generator(args.device, args.teacher_seed, 1)
@@ -447,7 +448,7 @@ def forget_metrics_after(args, role, step):
     return step
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # 4. The distillation schedule (Sec. 2-3, Alg. 1): which teacher checkpoint a student learns from at
 # student step t; `saved` are the teacher's checkpoint steps.
 
@@ -461,7 +462,7 @@ def schedule_ckpt(method, t, saved, args, stage1=None):
     raise ValueError(method)
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # 5. A student (Sec. 2): its loss on labels (CE) or against the softened outputs of the checkpoint
 # that the schedule names, and one optimizer step of it.
 
@@ -487,23 +488,23 @@ def student_step(student, opt, x, y, teacher, temperature):
     return loss.detach()
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # 6. The engine: every student of a run (methods x lrs x seeds), and the teacher checkpoints they
-# read, as stacks of S copies of the section-2 modules: torch.func.functional_call runs a module with
-# parameters stacked along a new leading dim, so each layer is one batched GEMM for all of them.
+# read, as stacks of S copies of the section-2 modules: torch.func.functional_call runs a module
+# with parameters stacked along a new leading dim, so each layer is one batched GEMM for all.
 # Students with the same seed share init and batches: the method is the only difference. State lives
 # in tensors, so on a GPU a whole student step is captured as one CUDA graph.
 
-BATCH_DIMS = {"mlp": 1, "transformer": 2}  # the activations' batch dims: (B, d) or (B, T, d)
+RANK = {"mlp": 2, "transformer": 3}  # of one model's activations: (B, d) or (B, T, d)
 
 
 def stack(models, args):
-    """{name: (S, 1, .., *shape)}: the parameters of S models, stacked into new leaf tensors; the 1s
-    broadcast over the batch dims, so the plain modules of section 2 run all S at once."""
-    ones = [1] * BATCH_DIMS[args.arch]
+    """{name: (S, 1, .., *shape)}: the parameters of S models, stacked into new leaf tensors, with
+    1s up to the activations' rank, so that they broadcast over the batch in section 2's modules."""
     named = [dict(m.named_parameters()) for m in models]
-    return {k: torch.stack([ps[k].detach() for ps in named]).view(len(models), *ones, *p.shape)
-            .requires_grad_() for k, p in named[0].items()}
+    shape = lambda p: (len(models), *[1] * (RANK[args.arch] - p.dim()), *p.shape)
+    return {k: torch.stack([ps[k].detach() for ps in named]).view(shape(p)).requires_grad_()
+            for k, p in named[0].items()}
 
 
 def run_stacked(model, params, x):
@@ -579,7 +580,7 @@ def train_blocks(args, role, start, total, sched, opt, gens, batch, step, refres
     """Run optimizer steps start..total of step() (a CUDA graph where it can), which reads its batch
     from x_buf, y_buf (row j from stream gens[j]) and adds its losses to loss_sum; yield (step, mean
     train loss per model) every --eval_every steps. A block's samples are drawn at once."""
-    x_buf = torch.zeros(len(gens), batch, args.n, device=args.device)  # static: the graph reads them
+    x_buf = torch.zeros(len(gens), batch, args.n, device=args.device)  # static, for a graph
     y_buf = torch.zeros(len(gens), batch, dtype=torch.long, device=args.device)
     loss_sum = torch.zeros(len(opt.lr), device=args.device)
     run_step = compile_step(lambda: loss_sum.add_(step(x_buf, y_buf)),
@@ -699,7 +700,10 @@ def train_students(args, specs, heldout):
     slots = TeacherSlots(args, specs, saved) if methods != ["ce"] else None
     models = [make_model(args, "student", sp["seed"]) for sp in specs]
     model, params = models[0], stack(models, args)
-    extraction = Extraction(args, saved[-1], model, slots) if "extract" in methods else None
+    extraction = None
+    if "extract" in methods:
+        extraction = Extraction(args, args.teacher_dir or args.out, saved[-1])
+        extraction.watch(model, slots.model)
     opt = Optimizer(params.values(), args.optim, [sp["lr"] for sp in specs], args.beta_pair)
     gens = [generator(args.device, s, 2) for s in args.seed_list]
     state = resume_students(args, state_path, params, opt, gens)
@@ -755,7 +759,7 @@ def resume_students(args, path, params, opt, gens):
 
 def summarize_students(args, specs, history):
     """Per method: per-lr results, and the best lr (fewest mean steps to 90%, unreached counted as
-    the budget; ties broken by final accuracy), the paper's protocol of reporting each method tuned."""
+    the budget; ties broken by final accuracy): the paper reports each method tuned."""
     steps, out = history["steps"], {}
     budget = lambda r: sum(args.steps if s is None else s for s in r["steps_to"]["0.9"])
     for method in dict.fromkeys(sp["method"] for sp in specs):
@@ -776,13 +780,13 @@ def summarize_students(args, specs, history):
     return out
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # 7. The probe (Sec. 3.2, Fig. 3 middle): |E[chi_A(x) p(class 1 | x)]| for every in-support monomial
 # A of degree 1..k-1 and for random off-support monomials. A checkpoint inside the teacher's phase
 # transition correlates with in-support monomials far above the off-support level: the curriculum.
 
 def monomials(args):
-    """{degree: (in-support index lists, off-support index lists)}; off-support ones fixed by seed."""
+    """{degree: (in-support index lists, off-support ones)}; the off-support ones fixed by seed."""
     rng, support, out = random.Random(1234), set(args.support), {}
     for d in range(1, args.k):
         inside = [list(a) for a in itertools.combinations(args.support, d)]
@@ -832,8 +836,9 @@ def run_probe(args):
             entry = res["degrees"][str(d)]
             for a, c in zip(inside, correlations(p, x, inside)):
                 entry["in_support"][name(a)].append(c)
-            for key, v in zip(("off_mean", "off_std"), common.mean_std(correlations(p, x, outside))):
-                entry[key].append(v)
+            off = common.mean_std(correlations(p, x, outside))
+            entry["off_mean"].append(off[0])
+            entry["off_std"].append(off[1])
         res["score"].append(max(in_over_off(res, d, -1) for d in mons))  # at the best degree
     best = max(range(len(steps)), key=lambda i: res["score"][i])
     res["auto_ckpt"] = steps[best]
@@ -859,7 +864,7 @@ def fig3_checkpoints(probe, inside):
     return [nearest(inside / 2), inside, nearest(after)]
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # 8. Curriculum extraction (beyond the paper: Gupta & Karmalkar 2025, arXiv 2503.17494): a
 # curriculum from the final teacher alone. Its students are a group of the engine's stack with
 # their own loss: stage 1 fits their hidden layers to a random projection of the teacher's.
@@ -880,16 +885,15 @@ def record_hidden(model):
 
 class Extraction:
     """Stage 1 fits the student's hidden representation to a fixed random projection of the final
-    teacher's, layer by layer; stage 2 distils on its outputs (as one-shot). Its exact loss and sizes
-    we did not find; ours, measured on the cpu MLP: P (d_teacher x d_student) ~ N(0, 1/d_teacher),
-    one per layer and seed; targets standardised per unit on STATS_SAMPLES fresh samples; loss
-    mean((h - target)^2) / mean(target^2); post-ReLU; 500 steps (docs/parity.md). Transformer:
-    `layers` equal sub-stages, the l-th on block l's output."""
+    teacher's, layer by layer; stage 2 distils on its outputs (as one-shot). Its exact loss and
+    sizes we did not find; ours, measured on the cpu MLP: P (d_teacher x d_student) ~ N(0,
+    1/d_teacher), one per layer and seed; targets standardised per unit on STATS_SAMPLES fresh
+    samples; loss mean((h - target)^2) / mean(target^2); post-ReLU; 500 steps (docs/parity.md).
+    Transformer: `layers` equal sub-stages, the l-th on block l's output."""
 
-    def __init__(self, args, final_step, student, slots):
+    def __init__(self, args, run_dir, final_step):
         teacher = make_model(args, "teacher").eval()
-        teacher.load_state_dict(load_teacher(args.teacher_dir or args.out, final_step,
-                                             args.device)["model"])
+        teacher.load_state_dict(load_teacher(run_dir, final_step, args.device)["model"])
         hidden = record_hidden(teacher)
         x, _ = sample(generator(args.device, args.teacher_seed, 5), (STATS_SAMPLES,), args.n,
                       args.support)
@@ -903,8 +907,10 @@ class Extraction:
         z = [torch.einsum("...i,sio->s...o", h, P) for h, P in zip(hidden, self.P)]
         self.mu, self.sd = [t.mean(1) for t in z], [t.std(1) for t in z]  # per unit and position
         self.steps, self.temperature = args.extract_steps, args.temperature
-        self.student_hidden = record_hidden(student)  # the engine's forwards fill these
-        self.teacher_hidden = record_hidden(slots.model)
+
+    def watch(self, student, teacher):
+        """Record the hidden layers of the engine's student and teacher modules at every forward."""
+        self.student_hidden, self.teacher_hidden = record_hidden(student), record_hidden(teacher)
 
     def stage1_loss(self, t_hidden, s_hidden, seed_idx, t):
         """(S,) normalised MSEs at layer l = floor(t x layers / --extract_steps); the teacher's
@@ -1028,7 +1034,8 @@ def plot_degree(ax, probe, d, chosen):
     """Fig. 3 middle: the in-support correlations of degree d against the off-support mean ± std."""
     e = probe["degrees"][str(d)]
     for name, vals in e["in_support"].items():
-        ax.plot(probe["steps"], vals, lw=1, label="{" + name + "}" if len(e["in_support"]) <= 6 else None)
+        few = len(e["in_support"]) <= 6
+        ax.plot(probe["steps"], vals, lw=1, label="{" + name + "}" if few else None)
     m, sd = torch.tensor(e["off_mean"]), torch.tensor(e["off_std"])
     ax.plot(probe["steps"], m, "k--", lw=1, label="off-support mean ± std")
     ax.fill_between(probe["steps"], (m - sd).clamp(min=0), m + sd, color="gray", alpha=0.3, lw=0)
@@ -1037,7 +1044,7 @@ def plot_degree(ax, probe, d, chosen):
     ax.legend(fontsize=7)
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # 10. Main: teacher -> probe -> students -> results.
 
 def config_of(args):  # config.json: every flag but --resume and --halt_at, not validate()'s lists
@@ -1067,7 +1074,8 @@ def main(argv=None):
         steps = common.saved_steps(teacher_ckpt(run))
         accs = [acc_at[s] for s in steps]
         results["teacher"] = {"steps": steps, "acc": accs, "final_acc": accs[-1],
-                              "steps_to": {str(th): common.steps_to(steps, accs, th) for th in THRESHOLDS}}
+                              "steps_to": {str(th): common.steps_to(steps, accs, th)
+                                           for th in THRESHOLDS}}
     if args.mode in ("all", "probe") or (args.mode == "two_shot" and args.ckpt == "auto"):
         results["probe"] = run_probe(args)
     if args.mode in ("all", "two_shot"):

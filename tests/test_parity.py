@@ -93,13 +93,15 @@ def test_lr_schedule():
 def test_progressive_oneshot_and_two_shot_schedules():
     a = args_for("--preset", "smoke", "--speed", "1", "--T", "100")
     saved = [0, 50, 100, 150, 200]
-    assert [parity.schedule_ckpt("progressive", t, saved, a) for t in (0, 1, 50, 51, 199, 200, 400)] == \
-           [0, 50, 50, 100, 200, 200, 200]  # first saved checkpoint at or after t (then the final one)
+    assert a.refresh == a.ckpt_every == 50  # --refresh defaults to --ckpt_every
+    assert [parity.schedule_ckpt("progressive", t, saved, a) for t in (0, 1, 49, 50, 51, 199, 400)] == \
+           [50, 50, 50, 100, 100, 200, 200]  # common.progressive_ckpt: one refresh ahead, then the final
     assert parity.schedule_ckpt("oneshot", 0, saved, a) == 200
-    assert [parity.schedule_ckpt("extract", t, saved, a) for t in (0, 1, 399)] == [200, 200, 200]  # both stages
     assert [parity.schedule_ckpt("two_shot", t, saved, a, stage1=50) for t in (0, 99, 100, 300)] == [50, 50, 200, 200]
     a.speed = 2.0
-    assert [parity.schedule_ckpt("progressive", t, saved, a) for t in (0, 25, 26, 60, 101)] == [0, 50, 100, 150, 200]
+    assert [parity.schedule_ckpt("progressive", t, saved, a) for t in (0, 49, 50, 75, 101)] == [100, 100, 200, 200, 200]
+    a.speed, a.refresh = 1.0, 100
+    assert [parity.schedule_ckpt("progressive", t, saved, a) for t in (0, 99, 100)] == [100, 100, 200]
 
 
 # ---------------------------------------------------------------------------------------------------- probe
@@ -152,24 +154,24 @@ def test_our_adam_matches_torch_adam_per_stacked_model():
 @pytest.mark.parametrize("arch", ["mlp", "transformer"])
 def test_stacked_models_are_independent(arch):
     a = args_for("--preset", "smoke", "--arch", arch)
-    both = parity.make_model(a, "student", 2, seeds=[0, 1])
-    one = parity.make_model(a, "student", 1, seeds=[1])
+    models = [parity.make_model(a, "student", 0), parity.make_model(a, "student", 1)]
+    params = parity.stack(models, a)  # the engine's stack of the plain modules
     x, _ = parity.sample(parity.generator("cpu", 0, 1), (2, 8), a.n, a.support)
-    out = both(x)
-    assert torch.allclose(out[1], one(x[1:])[0], atol=1e-5)
+    out = parity.run_stacked(models[0], params, x)
+    assert torch.allclose(out[1], models[1](x[1]), atol=1e-5)
     out[0].sum().backward()  # the loss of model 0 gives model 1 no gradient
-    assert all(p.grad[1].abs().max() == 0 for p in both.parameters())
+    assert all(p.grad[1].abs().max() == 0 for p in params.values())
 
 
 def test_transformer_is_causal_and_reads_the_last_position():
     a = args_for("--preset", "smoke", "--arch", "transformer", "--layers", "2")
-    m = parity.make_model(a, "teacher", 1, seeds=[0])
-    x, _ = parity.sample(parity.generator("cpu", 0, 1), (1, 4), a.n, a.support)
+    m = parity.make_model(a, "teacher", 0)
+    x, _ = parity.sample(parity.generator("cpu", 0, 1), (4,), a.n, a.support)
     # the last block computes the last position only; it must equal the full causal forward
-    h = torch.einsum("sbtv,svd->sbtd", F.one_hot(((1 - x) / 2).long(), 2).float(), m.wte) + m.wpe[:, None]
+    h = F.one_hot(((1 - x) / 2).long(), 2).float() @ m.wte.w + m.wpe
     for block in m.blocks:
         h = block(h)
-    full = parity.blinear(m.ln_f(h[:, :, -1:]), m.head)[:, :, 0]
+    full = m.ln_f(h[:, -1]) @ m.head.w
     assert torch.allclose(m(x), full, atol=1e-5)
     x2 = x.clone()
     x2[..., -1] *= -1  # the last token is seen by the last position
@@ -186,15 +188,16 @@ def test_extraction_targets_losses_and_sub_stages(tmp_path):
     a = args_for(*flags, "--teacher_dir", teacher, "--extract_steps", "20", "--student_head_dim", "2")
     ext = parity.Extraction(a, teacher, 60)
     dT, dS = a.teacher_heads * a.head_dim, a.student_heads * a.student_head_dim
-    assert (dT, dS) == (16, 2) and parity.make_model(a, "student", 1).wte.shape == (1, 2, dS)  # the student's width
+    assert (dT, dS) == (16, 2) and parity.make_model(a, "student").wte.w.shape == (2, dS)  # the student's width
     assert [tuple(P.shape) for P in ext.P] == [(2, dT, dS)] * 2
     g = torch.Generator().manual_seed(999 + 1)
     assert torch.equal(ext.P[0][1], torch.randn(dT, dS, generator=g) / math.sqrt(dT))
-    model = parity.make_model(a, "teacher", 1)
-    parity.load_into(model, 0, parity.load_teacher(teacher, 60, "cpu")["model"])
+    model = parity.make_model(a, "teacher")
+    model.load_state_dict(parity.load_teacher(teacher, 60, "cpu")["model"])
+    t_hidden = parity.record_hidden(model)
     x, _ = parity.sample(parity.generator("cpu", 7, 1), (2, 256), a.n, a.support)  # (seeds, B, n): fresh samples
-    with torch.no_grad():
-        t_hidden = model(x.reshape(1, 512, -1), hidden=True)[1]  # per layer: (1 row, seeds x B, [n,] dT)
+    with torch.no_grad():  # per layer: (1 row, seeds x B, [n,] dT)
+        parity.run_stacked(model, parity.stack([model], a), x.reshape(1, 512, -1))
     target = [torch.stack([(h[0].view(2, 256, -1, dT)[s] @ P[s] - mu[s]) / sd[s] for s in range(2)])
               for h, P, mu, sd in zip(t_hidden, ext.P, ext.mu, ext.sd)]
     assert target[0].shape == (2, 256, a.n, dS) and target[1].shape == (2, 256, 1, dS)  # the last block: last position
@@ -202,7 +205,7 @@ def test_extraction_targets_losses_and_sub_stages(tmp_path):
         assert t.mean(1).abs().max() < 0.3 and 0.8 < t.std(1).min() and t.std(1).max() < 1.2
     seed_idx = torch.tensor([0, 1, 1])  # three students: seeds 0, 1, 1
     on_target, at_zero = [t[seed_idx] for t in target], [torch.zeros_like(t[seed_idx]) for t in target]
-    loss = lambda s_hidden, t: ext.loss(t_hidden, s_hidden, seed_idx, torch.tensor(float(t))).tolist()
+    loss = lambda s_hidden, t: ext.stage1_loss(t_hidden, s_hidden, seed_idx, torch.tensor(float(t))).tolist()
     assert loss(at_zero, 0) == pytest.approx([1, 1, 1]) and loss(on_target, 19) == pytest.approx([0, 0, 0], abs=1e-6)
     mixed = [on_target[0], at_zero[1]]
     assert loss(mixed, 9) == pytest.approx([0, 0, 0], abs=1e-6) and loss(mixed, 10) == pytest.approx([1, 1, 1])
@@ -362,7 +365,7 @@ def test_smoke_all_writes_results_and_figures(tmp_path, arch):
     for fig in ("fig1_accuracy.png", "fig3_curriculum.png", "probe_degrees.png"):
         assert (out / fig).stat().st_size > 1000
     lines = (out / "metrics.jsonl").read_text().splitlines()
-    assert {json.loads(line)["phase"] for line in lines} == {"teacher", "students"}
+    assert {json.loads(line)["role"] for line in lines} == {"teacher", "student"}
     assert res["students"]["ce"]["final_acc"] == saved["students"]["ce"]["final_acc"]
 
 
