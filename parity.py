@@ -610,10 +610,9 @@ class TeacherSlots:
 
     def __init__(self, args, specs, saved):
         self.args, self.run_dir, self.saved = args, args.teacher_dir or args.out, saved
-        self.ckpt_of = {sp["method"]: ckpt_rule(sp, saved, args) for sp in specs
-                        if sp["method"] != "ce"}
-        shared = {"oneshot", "extract"} <= set(self.ckpt_of)  # both want the final teacher
-        self.size = max(1, len(self.ckpt_of) - shared)
+        self.stage1 = {sp["method"]: sp["stage1"] for sp in specs if sp["method"] != "ce"}
+        shared = {"oneshot", "extract"} <= set(self.stage1)  # both want the final teacher
+        self.size = max(1, len(self.stage1) - shared)
         self.student_method = [sp["method"] for sp in specs]
         self.model = make_model(args, "teacher").eval()
         self.params = stack([self.model] * self.size, args)
@@ -622,7 +621,8 @@ class TeacherSlots:
         self.row_of_student = torch.zeros(len(specs), dtype=torch.long, device=args.device)
 
     def refresh(self, t):
-        want = {m: ckpt_of(t) for m, ckpt_of in self.ckpt_of.items()}
+        want = {m: schedule_ckpt(m, t, self.saved, self.args, stage1) if m != "extract"
+                else self.saved[-1] for m, stage1 in self.stage1.items()}  # extract: the final
         rows = sorted(set(want.values()))
         if self.fixed_rows:
             rows += [rows[-1]] * (self.size - len(rows))
@@ -645,32 +645,20 @@ class TeacherSlots:
         return run_stacked(self.model, params, x.expand(self.active, -1, -1))
 
 
-def ckpt_rule(spec, saved, args):
-    """The schedule of section 4 for one student spec: t -> teacher checkpoint step."""
-    if spec["method"] == "extract":  # section 8: the final teacher alone
-        return lambda t: saved[-1]
-    return lambda t: schedule_ckpt(spec["method"], t, saved, args, spec["stage1"])
-
-
 def student_specs(args, methods, stage1):
     """One spec per stacked student: method x lr x seed (same seed => same init and data)."""
     return [{"method": m, "lr": lr, "seed": seed, "stage1": stage1.get(m)}
             for m in methods for lr in args.lrs for seed in args.seed_list]
 
 
-def student_groups(specs):
-    """[(kind, slice)]: runs of students that share a loss: "ce", "distill" or "extract"."""
+def stacked_step(args, specs, model, params, opt, slots, extraction=None):
+    """step(x_buf, y_buf) for train_blocks: one optimizer step of every student on its seed's batch
+    (x_buf: (seeds, B, n)). Runs of students share a loss: section 5's student_loss on labels ("ce")
+    or on their scheduled checkpoint's logits ("distill"), or section 8's ("extract")."""
+    seed_idx = torch.tensor([args.seed_list.index(sp["seed"]) for sp in specs], device=args.device)
     kinds = [sp["method"] if sp["method"] in ("ce", "extract") else "distill" for sp in specs]
     starts = [i for i in range(len(kinds)) if i == 0 or kinds[i] != kinds[i - 1]]
-    return [(kinds[a], slice(a, b)) for a, b in zip(starts, starts[1:] + [len(kinds)])]
-
-
-def stacked_step(args, specs, model, params, opt, slots, extraction=None):
-    """step(x_buf, y_buf) for train_blocks: one optimizer step of every student. Each student reads
-    its seed's batch (x_buf: (seeds, B, n)); each group's loss is section 5's student_loss (CE, or
-    against its scheduled checkpoint's logits), extract's is section 8's."""
-    seed_idx = torch.tensor([args.seed_list.index(sp["seed"]) for sp in specs], device=args.device)
-    groups = student_groups(specs)
+    groups = [(kinds[a], slice(a, b)) for a, b in zip(starts, starts[1:] + [len(kinds)])]
 
     def step(x_buf, y_buf):
         x, y = x_buf[seed_idx], y_buf[seed_idx]  # (S, B, n), (S, B)
@@ -703,7 +691,8 @@ def train_students(args, specs, heldout):
     extraction = None
     if "extract" in methods:
         extraction = Extraction(args, args.teacher_dir or args.out, saved[-1])
-        extraction.watch(model, slots.model)
+        extraction.student_hidden = record_hidden(model)
+        extraction.teacher_hidden = record_hidden(slots.model)
     opt = Optimizer(params.values(), args.optim, [sp["lr"] for sp in specs], args.beta_pair)
     gens = [generator(args.device, s, 2) for s in args.seed_list]
     state = resume_students(args, state_path, params, opt, gens)
@@ -907,10 +896,7 @@ class Extraction:
         z = [torch.einsum("...i,sio->s...o", h, P) for h, P in zip(hidden, self.P)]
         self.mu, self.sd = [t.mean(1) for t in z], [t.std(1) for t in z]  # per unit and position
         self.steps, self.temperature = args.extract_steps, args.temperature
-
-    def watch(self, student, teacher):
-        """Record the hidden layers of the engine's student and teacher modules at every forward."""
-        self.student_hidden, self.teacher_hidden = record_hidden(student), record_hidden(teacher)
+        self.student_hidden = self.teacher_hidden = None  # set by the engine: record_hidden
 
     def stage1_loss(self, t_hidden, s_hidden, seed_idx, t):
         """(S,) normalised MSEs at layer l = floor(t x layers / --extract_steps); the teacher's

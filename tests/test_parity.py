@@ -151,6 +151,29 @@ def test_our_adam_matches_torch_adam_per_stacked_model():
         assert torch.allclose(ours[i], refs[i], atol=1e-6)
 
 
+@pytest.mark.parametrize("method", ["ce", "oneshot"])
+def test_the_engine_runs_the_mechanisms_student_step(method):
+    """A student in the engine's stack (stacked_step, our Adam) follows the same student trained alone
+    by section 5's student_step with torch.optim.Adam, on labels and on a teacher's outputs."""
+    a = args_for("--preset", "smoke", "--seeds", "0,1", "--temperature", "1.0")
+    teacher = parity.make_model(a, "teacher", 3)
+    alone = parity.make_model(a, "student", 1)
+    opt = torch.optim.Adam(alone.parameters(), 1e-2, betas=a.beta_pair)
+    specs = [{"method": method, "lr": lr, "seed": s, "stage1": None} for lr, s in ((3e-3, 0), (1e-2, 1))]
+    models = [parity.make_model(a, "student", sp["seed"]) for sp in specs]
+    params = parity.stack(models, a)
+    sopt = parity.Optimizer(params.values(), "adam", [sp["lr"] for sp in specs], a.beta_pair)
+    slots = type("OneTeacher", (), {"row_of_student": torch.zeros(2, dtype=torch.long),
+                                    "logits": lambda self, x: teacher(x)[None]})()
+    step = parity.stacked_step(a, specs, models[0], params, sopt, slots if method != "ce" else None)
+    for i in range(5):
+        x, y = parity.sample(parity.generator("cpu", i, 2), (2, a.batch), a.n, a.support)
+        step(x, y)
+        parity.student_step(alone, opt, x[1], y[1], teacher if method != "ce" else None, 1.0)
+    for name, p in alone.named_parameters():
+        assert torch.allclose(params[name][1].view(p.shape), p, atol=1e-6), name
+
+
 @pytest.mark.parametrize("arch", ["mlp", "transformer"])
 def test_stacked_models_are_independent(arch):
     a = args_for("--preset", "smoke", "--arch", arch)
