@@ -87,16 +87,14 @@ STATS_SAMPLES = 8192  # fresh samples for the statistics of extract's targets (s
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--mode", default="all", choices=MODES, help="what to run (module docstring)")
-    p.add_argument("--arch", default="mlp", choices=["mlp", "transformer"], help="Sec. 3.1")
-    p.add_argument("--preset", default="cpu", choices=["cpu", "paper", "smoke"],
-                   help="defaults for all flags below")
-    a = p.add_argument_group("task").add_argument
+    a = p.add_argument
+    a("--mode", default="all", choices=MODES, help="what to run (module docstring)")
+    a("--arch", default="mlp", choices=["mlp", "transformer"], help="Sec. 3.1")
+    a("--preset", default="cpu", choices=["cpu", "paper", "smoke"], help="defaults for the flags")
     a("--n", type=int, help="input dimension n of (n,k)-sparse parity")
     a("--k", type=int, help="support size k")
     a("--random_support", type=int, default=0, choices=[0, 1],
       help="1: draw the support from --teacher_seed")
-    a = p.add_argument_group("models").add_argument
     a("--teacher_width", type=int, help="MLP teacher hidden width")
     a("--student_width", type=int, help="MLP student hidden width")
     a("--layers", type=int, help="Transformer layers")
@@ -105,7 +103,6 @@ def build_parser():
     a("--student_heads", type=int, help="Transformer student heads")
     a("--student_head_dim", type=int, help="Transformer student head dim (default --head_dim)")
     a("--dropout", type=float, default=0.0, help="Transformer dropout (GPT-2 default 0.1)")
-    a = p.add_argument_group("teacher").add_argument
     a("--teacher_optim", choices=["sgd", "adam"], help="no momentum, no weight decay")
     a("--teacher_lr", type=float, help="teacher learning rate")
     a("--teacher_batch", type=int, help="teacher batch size (fresh samples every step)")
@@ -116,7 +113,6 @@ def build_parser():
     a("--teacher_seed", type=int, default=0, help="teacher init and data seed")
     a("--ckpt_every", type=int, help="teacher checkpoint interval (steps)")
     a("--teacher_dir", type=str, default=None, help="reuse an earlier run's teacher")
-    a = p.add_argument_group("students").add_argument
     a("--optim", choices=["sgd", "adam"], help="student optimizer")
     a("--lr", type=float, default=None, help="one student learning rate (replaces --lr_grid)")
     a("--lr_grid", type=str, help="student learning rates; each method is reported at its best")
@@ -127,7 +123,6 @@ def build_parser():
     a("--floor", type=float, help="cosine decays to floor x lr")
     a("--betas", type=str, default="0.9,0.95", help="Adam betas (paper preset: torch's)")
     a("--seeds", type=str, default="0,1,2", help="student seeds (the paper averages 3)")
-    a = p.add_argument_group("distillation").add_argument
     a("--temperature", type=float, help="teacher softmax temperature; 1e-20 = argmax targets")
     a("--speed", type=float, default=1.0, help="progressive: the teacher runs speed x faster")
     a("--refresh", type=int, default=None,
@@ -135,10 +130,8 @@ def build_parser():
     a("--ckpt", type=str, default="auto", help="two_shot stage-1 checkpoint step, or auto (probe)")
     a("--T", type=int, help="two_shot: student steps on the stage-1 checkpoint, then the final")
     a("--extract_steps", type=int, help="extract: stage-1 steps (hidden layers)")
-    a = p.add_argument_group("probe").add_argument
     a("--probe_samples", type=int, default=100_000, help="fresh samples for the monomial probe")
     a("--probe_off", type=int, default=100, help="random off-support monomials per degree")
-    a = p.add_argument_group("run").add_argument
     a("--eval_every", type=int, help="evaluation interval (steps); divides --ckpt_every")
     a("--eval_size", type=int, default=4096, help="held-out examples (paper: 4096)")
     a("--out", type=str, default=None, help="run folder (out/parity/<preset>-<arch>-<mode>)")
@@ -190,8 +183,7 @@ def check_teacher_dir(args):
     """--teacher_dir must hold a finished teacher for the same task and architecture."""
     d, saved = args.teacher_dir, common.saved_steps(teacher_ckpt(args.teacher_dir))
     if not os.path.exists(os.path.join(d, "config.json")) or not saved:
-        fail("--teacher_dir", f"{d} holds no teacher checkpoints (expected config.json and "
-                              "ckpt/teacher/)")
+        fail("--teacher_dir", f"{d} holds no teacher checkpoints (config.json, ckpt/teacher/)")
     cfg = common.read_json(os.path.join(d, "config.json"))
     keys = ["arch", "n", "k", "support"] + (["teacher_width"] if args.arch == "mlp" else
                                             ["layers", "head_dim", "teacher_heads"])
@@ -391,7 +383,15 @@ def train_teacher(args, heldout):
     model = make_model(args, "teacher", args.teacher_seed)
     opt = make_optimizer(model.parameters(), args.teacher_optim, args.teacher_lr, args.beta_pair)
     gen = generator(args.device, args.teacher_seed, 1)
-    start = resume_teacher(args, model, opt, gen)
+    start, state_path = 0, os.path.join(args.out, "ckpt", "teacher_state.pt")
+    if os.path.exists(state_path):  # --resume: model, optimizer and data stream
+        state = common.load_checkpoint(state_path, args.device)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        gen.set_state(state["gen"].cpu())
+        start = state["step"]
+        print(f"teacher: resuming at step {start}")
+    forget_metrics_after(args, "teacher", start)
     if start == 0:
         teacher_eval(args, model, opt, gen, heldout, 0, None)  # step 0: the init, untrained
     sched, loss_sum = (args.teacher_schedule, args.teacher_warmup, args.teacher_floor), 0
@@ -427,25 +427,11 @@ def teacher_eval(args, model, opt, gen, heldout, step, train_loss):
         print(f"teacher step {step:>9d}  acc {acc:.3f}  train loss {train_loss:.4f}", flush=True)
 
 
-def resume_teacher(args, model, opt, gen):
-    """--resume: the step of the teacher's resume state (0 if none), model, optimizer and stream."""
-    path = os.path.join(args.out, "ckpt", "teacher_state.pt")
-    if not os.path.exists(path):
-        return forget_metrics_after(args, "teacher", 0)
-    state = common.load_checkpoint(path, args.device)
-    model.load_state_dict(state["model"])
-    opt.load_state_dict(state["opt"])
-    gen.set_state(state["gen"].cpu())
-    print(f"teacher: resuming at step {state['step']}")
-    return forget_metrics_after(args, "teacher", state["step"])
-
-
 def forget_metrics_after(args, role, step):
     """Drop the metrics of `role` that a killed run logged after `step`, its resume point."""
     path = os.path.join(args.out, "metrics.jsonl")
     common.rewrite_jsonl(path, [r for r in common.read_jsonl(path)
                                 if r["role"] != role or r["step"] <= step])
-    return step
 
 
 # --------------------------------------------------------------------------------------------------
@@ -527,9 +513,8 @@ class Optimizer:
         self.lr = torch.tensor(lrs, dtype=torch.float32, device=self.params[0].device)
         self.factor = torch.ones((), device=self.lr.device)  # the lr schedule, set before each step
         self.t = torch.zeros((), device=self.lr.device)
-        adam = kind == "adam"
-        self.m = [torch.zeros_like(p) for p in self.params] if adam else []
-        self.v = [torch.zeros_like(p) for p in self.params] if adam else []
+        self.m = [torch.zeros_like(p) for p in self.params] if kind == "adam" else []
+        self.v = [torch.zeros_like(m) for m in self.m]
 
     @torch.no_grad()
     def step(self):
@@ -695,7 +680,7 @@ def train_students(args, specs, heldout):
         extraction.teacher_hidden = record_hidden(slots.model)
     opt = Optimizer(params.values(), args.optim, [sp["lr"] for sp in specs], args.beta_pair)
     gens = [generator(args.device, s, 2) for s in args.seed_list]
-    state = resume_students(args, state_path, params, opt, gens)
+    state = resume_students(args, state_path, opt, gens)
     start, history = state["step"], state.get("history", {"steps": [], "acc": []})
     names = [f"{sp['method']}/lr={sp['lr']:g}/seed={sp['seed']}" for sp in specs]
     if slots is not None:
@@ -717,9 +702,9 @@ def train_students(args, specs, heldout):
             record["train_loss"] = dict(zip(names, losses))
         common.append_jsonl(os.path.join(args.out, "metrics.jsonl"), record)
         if losses and (step_no % args.save_every == 0 or step_no == args.steps):
-            common.save_checkpoint({"params": params, "opt": opt.tensors(), "step": step_no,
-                                    "gens": [g.get_state() for g in gens], "history": history},
-                                   state_path)
+            tensors = opt.params + opt.tensors()  # the students' parameters, the optimizer's state
+            common.save_checkpoint({"tensors": tensors, "step": step_no, "history": history,
+                                    "gens": [g.get_state() for g in gens]}, state_path)
         if losses and (step_no % (10 * args.eval_every) == 0 or step_no == args.steps):
             best = "  ".join(f"{m} {max(a for a, sp in zip(acc, specs) if sp['method'] == m):.3f}"
                              for m in methods)
@@ -728,17 +713,15 @@ def train_students(args, specs, heldout):
     return history
 
 
-def resume_students(args, path, params, opt, gens):
-    """--resume: restore the students' parameters, optimizer and data streams from `path` if it
-    exists. Returns the saved state ({"step": 0} if there is none)."""
+def resume_students(args, path, opt, gens):
+    """--resume: the students' parameters, optimizer and data streams from `path`, if it exists.
+    Returns the saved state ({"step": 0} if there is none)."""
     state = {"step": 0}
     if os.path.exists(path):
         state = common.load_checkpoint(path, args.device)
         with torch.no_grad():
-            for k, p in params.items():
-                p.copy_(state["params"][k])
-        for mine, saved in zip(opt.tensors(), state["opt"]):
-            mine.copy_(saved)
+            for mine, saved in zip(opt.params + opt.tensors(), state["tensors"]):
+                mine.copy_(saved)
         for g, saved in zip(gens, state["gens"]):
             g.set_state(saved.cpu())
         print(f"students: resuming at step {state['step']}")
@@ -918,8 +901,7 @@ class Extraction:
                                                                 self.temperature))
 
 
-# 9. Results: table, claim checks (results.json), figures (Fig. 1, Fig. 3; docs/parity_extra.py
-# draws the rest).
+# 9. Results: table, claim checks (results.json), figures (Fig. 1, 3; docs/parity_extra.py: more).
 
 def fmt_steps(values, budget):
     m, sd = common.mean_std([budget if v is None else v for v in values])
@@ -961,9 +943,8 @@ def claim_checks(results, args):
         ratios = {d: in_over_off(probe, int(d), i) for d in probe["degrees"]}
         final = {d: in_over_off(probe, int(d), len(probe["steps"]) - 1) for d in probe["degrees"]}
         checks["chosen_ckpt_in_over_off"], checks["final_ckpt_in_over_off"] = ratios, final
-        # with --ckpt auto the chosen checkpoint is the argmax of this ratio: then this says a
-        # curriculum checkpoint exists; the second check says the final teacher has lost it (Fig. 3
-        # middle: the signal is transient)
+        # with --ckpt auto the chosen checkpoint maximises this ratio: then the first check says a
+        # curriculum checkpoint exists, the second that the final teacher lost it (Fig. 3 middle)
         checks["chosen_ckpt_3x"] = max(ratios.values()) >= 3
         checks["final_ckpt_3x_below_chosen"] = max(final.values()) * 3 <= max(ratios.values())
     return checks
@@ -972,9 +953,8 @@ def claim_checks(results, args):
 def make_figures(results, args):
     plt = common.plt()
     st, teacher, probe = results.get("students", {}), results.get("teacher"), results.get("probe")
-    colors = {"teacher": "k", "ce": "tab:blue", "oneshot": "tab:orange", "progressive": "tab:green",
-              "two_shot": "tab:red", "two_shot_before": "tab:purple", "two_shot_after": "tab:brown",
-              "extract": "c"}
+    colors = {"ce": "tab:blue", "oneshot": "tab:orange", "progressive": "tab:green", "extract": "c",
+              "two_shot": "tab:red", "two_shot_before": "tab:purple", "two_shot_after": "tab:brown"}
     if st or teacher:  # Fig. 1 left / middle
         fig, ax = plt.subplots(figsize=(6, 4))
         if teacher:
