@@ -452,13 +452,16 @@ def schedule_ckpt(method, t, saved, args, stage1=None):
 # 5. A student (Sec. 2): its loss on labels (CE) or against the softened outputs of the checkpoint
 # that the schedule names, and one optimizer step of it.
 
-def student_loss(logits, y, teacher_logits, temperature):
-    """The batch's mean of -sum_c q_c log p_c: q = softmax(teacher_logits / temperature), or the
-    one-hot labels y when teacher_logits is None (CE). logits (B, 2) or stacked (S, B, 2)."""
+def student_targets(y, teacher_logits, temperature):
+    """What a student matches on a batch: softmax(teacher_logits / temperature) of the checkpoint
+    that the schedule names (distillation), or the one-hot labels y if teacher_logits is None (CE)."""
     if teacher_logits is None:
-        targets = F.one_hot(y, 2).float()
-    else:
-        targets = common.distill_targets(teacher_logits, temperature)
+        return F.one_hot(y, 2).float()
+    return common.distill_targets(teacher_logits, temperature)
+
+
+def student_loss(logits, targets):
+    """The batch's mean of -sum_c q_c log p_c; logits (B, 2) or stacked (S, B, 2)."""
     return common.soft_cross_entropy(logits, targets).mean(-1)
 
 
@@ -466,8 +469,8 @@ def student_step(student, opt, x, y, teacher, temperature):
     """One step of one student (the engine, section 6, runs it for many at once); teacher: the
     scheduled checkpoint loaded into a teacher model, or None for CE."""
     with torch.no_grad():
-        teacher_logits = None if teacher is None else teacher(x)
-    loss = student_loss(student(x), y, teacher_logits, temperature)
+        targets = student_targets(y, None if teacher is None else teacher(x), temperature)
+    loss = student_loss(student(x), targets)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -638,8 +641,8 @@ def student_specs(args, methods, stage1):
 
 def stacked_step(args, specs, model, params, opt, slots, extraction=None):
     """step(x_buf, y_buf) for train_blocks: one optimizer step of every student on its seed's batch
-    (x_buf: (seeds, B, n)). Runs of students share a loss: section 5's student_loss on labels ("ce")
-    or on their scheduled checkpoint's logits ("distill"), or section 8's ("extract")."""
+    (x_buf: (seeds, B, n)): section 5's student_loss, against labels ("ce") or against the outputs
+    of each student's scheduled checkpoint ("distill"); extract's students add section 8's."""
     seed_idx = torch.tensor([args.seed_list.index(sp["seed"]) for sp in specs], device=args.device)
     kinds = [sp["method"] if sp["method"] in ("ce", "extract") else "distill" for sp in specs]
     starts = [i for i in range(len(kinds)) if i == 0 or kinds[i] != kinds[i - 1]]
@@ -650,15 +653,12 @@ def stacked_step(args, specs, model, params, opt, slots, extraction=None):
         if slots is not None:  # (rows, seeds, B, 2): every active checkpoint on every seed's batch
             t_all = slots.logits(x_buf.flatten(0, 1)).view(-1, *y_buf.shape, 2)
             t_logits = t_all[slots.row_of_student, seed_idx]  # (S, B, 2): each student's teacher
-        logits, losses = run_stacked(model, params, x), []
-        for kind, s in groups:
-            if kind == "ce":
-                losses.append(student_loss(logits[s], y[s], None, args.temperature))
-            elif kind == "distill":
-                losses.append(student_loss(logits[s], y[s], t_logits[s], args.temperature))
-            else:
-                losses.append(extraction.loss(s, logits[s], y[s], t_logits[s], seed_idx[s], opt.t))
-        loss = torch.cat(losses)  # (S,)
+        targets = torch.cat([student_targets(y[s], None if kind == "ce" else t_logits[s],
+                                             args.temperature) for kind, s in groups])
+        loss = student_loss(run_stacked(model, params, x), targets)  # (S,)
+        if extraction is not None:  # its students (the last group) have a loss of their own
+            s = next(s for kind, s in groups if kind == "extract")
+            loss = torch.cat([loss[:s.start], extraction.loss(s, loss[s], seed_idx[s], opt.t)])
         loss.sum().backward()  # students are independent: the sum gives each its own gradient
         opt.step()
         return loss.detach()
@@ -878,7 +878,7 @@ class Extraction:
                   for h in hidden]  # per layer: (seeds, d_teacher, d)
         z = [torch.einsum("...i,sio->s...o", h, P) for h, P in zip(hidden, self.P)]
         self.mu, self.sd = [t.mean(1) for t in z], [t.std(1) for t in z]  # per unit and position
-        self.steps, self.temperature = args.extract_steps, args.temperature
+        self.steps = args.extract_steps
         self.student_hidden = self.teacher_hidden = None  # set by the engine: record_hidden
 
     def stage1_loss(self, t_hidden, s_hidden, seed_idx, t):
@@ -892,13 +892,12 @@ class Extraction:
             out = out + torch.where(now == l, mse, 0.0)
         return out
 
-    def loss(self, s, logits, y, t_logits, seed_idx, t):
+    def loss(self, s, oneshot_loss, seed_idx, t):
         """The extract students' (slice s of the stack) losses: stage 1 for --extract_steps steps
         (t, the optimizer's step count, is a tensor: one CUDA graph for both), then one-shot's."""
         s_hidden = [h[s] for h in self.student_hidden]
         stage1 = self.stage1_loss(self.teacher_hidden, s_hidden, seed_idx, t)
-        return torch.where(t < self.steps, stage1, student_loss(logits, y, t_logits,
-                                                                self.temperature))
+        return torch.where(t < self.steps, stage1, oneshot_loss)
 
 
 # 9. Results: table, claim checks (results.json), figures (Fig. 1, 3; docs/parity_extra.py: more).
