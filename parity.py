@@ -218,8 +218,9 @@ def generator(device, seed, stream):
 
 
 # --------------------------------------------------------------------------------------------------
-# 2. Models (Sec. 3.1), one model each. Every op broadcasts over leading dims: the engine (section
-# 6) runs S stacked copies through these same modules, each parameter with a leading dim S.
+# 2. Models (Sec. 3.1), one model each, shapes for one model. The engine (section 6) runs S stacked
+# copies through these same modules (each parameter with a leading dim S; every op broadcasts over
+# it, and Linear runs S copies as one batched GEMM).
 
 class Linear(nn.Module):
     """nn.Linear with w stored (in, out). S stacked copies (the engine's, section 6: w (S, .., in,
