@@ -153,7 +153,7 @@ def validate(args):
     """Every check that can fail runs before anything is written (exit 2, naming the flag)."""
     common.check_finite_flags(args)  # nan or inf in any float flag: first
     args.student_head_dim = args.student_head_dim or args.head_dim  # None for the MLP
-    args.refresh = args.refresh or args.ckpt_every
+    args.refresh = args.ckpt_every if args.refresh is None else args.refresh
     sizes = ["teacher_width", "student_width"] if args.arch == "mlp" else [
         "layers", "head_dim", "teacher_heads", "student_heads", "student_head_dim"]
     common.check_positive(args, ["n", "k", "teacher_batch", "teacher_steps", "batch", "steps",
