@@ -455,7 +455,7 @@ def schedule_ckpt(method, t, saved, args, stage1=None):
 
 def student_targets(y, teacher_logits, temperature):
     """What a student matches on a batch: softmax(teacher_logits / temperature) of the checkpoint
-    that the schedule names (distillation), or the one-hot labels y if teacher_logits is None (CE)."""
+    that the schedule names (distillation), or the one-hot labels y if there is none (CE)."""
     if teacher_logits is None:
         return F.one_hot(y, 2).float()
     return common.distill_targets(teacher_logits, temperature)
@@ -528,7 +528,7 @@ class Optimizer:
             lr = (self.lr * self.factor).view(-1, *[1] * (p.dim() - 1))
             if self.kind == "sgd":
                 p.sub_(lr * p.grad)
-            else:
+            else:  # torch.optim.Adam's formula; it takes sqrt(v) / sqrt(1 - b2^t): other last bits
                 self.m[i].lerp_(p.grad, 1 - b1)
                 self.v[i].mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
                 denom = (self.v[i] / (1 - b2 ** self.t)).sqrt_().add_(self.eps)
