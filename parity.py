@@ -730,29 +730,6 @@ def resume_students(args, path, opt, gens):
     return state
 
 
-def summarize_students(args, specs, history):
-    """Per method: per-lr results, and the best lr (fewest mean steps to 90%, unreached counted as
-    the budget; ties broken by final accuracy): the paper reports each method tuned."""
-    steps, out = history["steps"], {}
-    budget = lambda r: sum(args.steps if s is None else s for s in r["steps_to"]["0.9"])
-    for method in dict.fromkeys(sp["method"] for sp in specs):
-        by_lr = {}
-        for lr in args.lrs:
-            idx = [i for i, sp in enumerate(specs) if sp["method"] == method and sp["lr"] == lr]
-            curves = [[row[i] for row in history["acc"]] for i in idx]
-            by_lr[f"{lr:g}"] = {
-                "lr": lr, "seeds": [specs[i]["seed"] for i in idx],
-                "final_acc": [c[-1] for c in curves],
-                "steps_to": {str(th): [common.steps_to(steps, c, th) for c in curves]
-                             for th in THRESHOLDS},
-                "acc": curves}
-        best = min(by_lr.values(), key=lambda r: (budget(r), -sum(r["final_acc"])))
-        by_lr = {k: {key: v for key, v in r.items() if key != "acc"} for k, r in by_lr.items()}
-        stage1 = next(sp["stage1"] for sp in specs if sp["method"] == method)
-        out[method] = {**best, "by_lr": by_lr, "stage1": stage1}  # curves: the best lr's
-    return out
-
-
 # --------------------------------------------------------------------------------------------------
 # 7. The probe (Sec. 3.2, Fig. 3 middle): |E[chi_A(x) p(class 1 | x)]| for every in-support monomial
 # A of degree 1..k-1 and for random off-support monomials. A checkpoint inside the teacher's phase
@@ -901,7 +878,31 @@ class Extraction:
         return torch.where(t < self.steps, stage1, oneshot_loss)
 
 
+# --------------------------------------------------------------------------------------------------
 # 9. Results: table, claim checks (results.json), figures (Fig. 1, 3; docs/parity_extra.py: more).
+
+def summarize_students(args, specs, history):
+    """Per method: per-lr results, and the best lr (fewest mean steps to 90%, unreached counted as
+    the budget; ties broken by final accuracy): the paper reports each method tuned."""
+    steps, out = history["steps"], {}
+    budget = lambda r: sum(args.steps if s is None else s for s in r["steps_to"]["0.9"])
+    for method in dict.fromkeys(sp["method"] for sp in specs):
+        by_lr = {}
+        for lr in args.lrs:
+            idx = [i for i, sp in enumerate(specs) if sp["method"] == method and sp["lr"] == lr]
+            curves = [[row[i] for row in history["acc"]] for i in idx]
+            by_lr[f"{lr:g}"] = {
+                "lr": lr, "seeds": [specs[i]["seed"] for i in idx],
+                "final_acc": [c[-1] for c in curves],
+                "steps_to": {str(th): [common.steps_to(steps, c, th) for c in curves]
+                             for th in THRESHOLDS},
+                "acc": curves}
+        best = min(by_lr.values(), key=lambda r: (budget(r), -sum(r["final_acc"])))
+        by_lr = {k: {key: v for key, v in r.items() if key != "acc"} for k, r in by_lr.items()}
+        stage1 = next(sp["stage1"] for sp in specs if sp["method"] == method)
+        out[method] = {**best, "by_lr": by_lr, "stage1": stage1}  # curves: the best lr's
+    return out
+
 
 def fmt_steps(values, budget):
     m, sd = common.mean_std([budget if v is None else v for v in values])
