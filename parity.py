@@ -1,12 +1,16 @@
-"""(n, k)-sparse parity: progressive distillation against one-shot distillation and CE (paper Sec. 3).
+"""(n, k)-sparse parity: progressive distillation against one-shot distillation and CE (Sec. 3).
 
-A wide teacher learns sparse parity through a phase transition. A narrow student learns it far faster from the
-teacher's intermediate checkpoints (progressive distillation) than from the final teacher (one-shot) or from labels
-(CE): checkpoints inside the transition correlate with low-degree monomials of the support, an implicit curriculum.
-For an MLP or a small GPT-style Transformer this regenerates Fig. 1 left / middle and Fig. 3 (docs/parity_sweep.py:
-Fig. 2). All students of a run (methods x lrs x seeds) train as one stacked model: one kernel launch per layer and step.
---mode extract adds curriculum extraction (Gupta & Karmalkar 2025, arXiv 2503.17494), a curriculum drawn from the
-final teacher alone: a random projection of its hidden representation first, then its outputs (Extraction, section 5).
+A wide teacher learns sparse parity through a phase transition. A narrow student learns it far
+faster from the teacher's intermediate checkpoints (progressive distillation) than from the final
+teacher (one-shot) or from labels (CE): checkpoints inside the transition correlate with low-degree
+monomials of the support, an implicit curriculum. For an MLP or a small GPT-style Transformer this
+regenerates Fig. 1 left / middle and Fig. 3 (docs/parity_sweep.py: Fig. 2).
+
+Sections 1-5 are the mechanism, written for one model: data, models, the teacher's training loop,
+the distillation schedule, a student's loss and step. Section 6 is the engine: every student of a
+run (methods x lrs x seeds) trains as one stack of the same modules through the same loss. Then the
+study: the probe (7), curriculum extraction (8; beyond the paper: Gupta & Karmalkar 2025, arXiv
+2503.17494, a curriculum from the final teacher alone), results (9) and main (10).
 
     python parity.py                                  # the whole CPU MLP study
     python parity.py --arch transformer               # the same with Transformers
@@ -32,105 +36,110 @@ import torch.nn.functional as F
 
 from common import fail
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # 0. Config: presets (a flag given on the command line overrides them), flags, and their checks.
 
 PAPER_GRID = "1e-2,7.5e-3,5e-3,2.5e-3,1e-3"
 CONSTANT_LR = dict(teacher_schedule="constant", teacher_warmup=0.0, teacher_floor=0.0,
                    schedule="constant", warmup=0.0, floor=0.0)  # the cpu and smoke presets
-PRESETS = {  # extract_steps: 500 measured on the cpu MLP (Extraction); paper, cpu Transformer: T / 10, unmeasured
+# extract_steps: 500 measured on the cpu MLP (section 8); paper, cpu Transformer: T / 10, unmeasured
+PRESETS = {
     ("paper", "mlp"): dict(  # the paper's settings (Sec. 3, Fig. 1; the official code), for a GPU
-        n=100, k=6, teacher_width=50_000, student_width=100, teacher_optim="sgd", teacher_lr=0.01, teacher_batch=1,
-        teacher_steps=20_000_000, teacher_schedule="cosine", teacher_warmup=0.0, teacher_floor=0.1, optim="sgd",
-        lr_grid="1e-2,5e-3,1e-3", batch=1, steps=20_000_000, schedule="cosine", warmup=0.0, floor=0.1, T=1_000_000,
-        ckpt_every=100_000, eval_every=20_000, extract_steps=100_000, temperature=1e-20, betas="0.9,0.999"),
+        n=100, k=6, teacher_width=50_000, student_width=100, teacher_optim="sgd", teacher_lr=0.01,
+        teacher_batch=1, teacher_steps=20_000_000, teacher_schedule="cosine", teacher_warmup=0.0,
+        teacher_floor=0.1, optim="sgd", lr_grid="1e-2,5e-3,1e-3", batch=1, steps=20_000_000,
+        schedule="cosine", warmup=0.0, floor=0.1, T=1_000_000, ckpt_every=100_000,
+        eval_every=20_000, extract_steps=100_000, temperature=1e-20, betas="0.9,0.999"),
     ("paper", "transformer"): dict(
-        n=100, k=6, layers=2, head_dim=8, teacher_heads=32, student_heads=4, dropout=0.1, teacher_optim="adam",
-        teacher_lr=3e-4, teacher_batch=32, teacher_steps=250_000, teacher_schedule="cosine", teacher_warmup=0.06,
-        teacher_floor=0.0, optim="adam", lr_grid="1e-4", batch=32, steps=250_000, schedule="cosine", warmup=0.06,
-        floor=0.0, ckpt_every=3125, eval_every=625, T=31_250, extract_steps=3125, temperature=1.0, betas="0.9,0.999"),
-    ("cpu", "mlp"): dict(  # measured to show the claim on 2 CPU cores in minutes (docs/parity.md, "Presets")
-        n=50, k=5, teacher_width=2000, student_width=20, teacher_optim="adam", teacher_lr=1e-3, teacher_batch=32,
-        teacher_steps=10_000, optim="adam", lr_grid=PAPER_GRID, batch=32, steps=30_000, **CONSTANT_LR,
-        ckpt_every=100, eval_every=100, T=5_000, extract_steps=500, temperature=1e-20),
-    ("cpu", "transformer"): dict(  # tuned on seeds 0-5, confirmed on unseen seeds (docs/parity.md). Width-6 student:
-        n=20, k=3, layers=2, head_dim=8, teacher_heads=16, student_heads=1, student_head_dim=6, teacher_optim="adam",
-        teacher_lr=1e-2, teacher_batch=32, teacher_steps=800, optim="adam", lr_grid="1.25e-3", batch=32, steps=5_000,
-        **CONSTANT_LR, ckpt_every=50, eval_every=50, T=1_000, ckpt="150", extract_steps=100, temperature=1.0,
-        speed=0.125, probe_samples=20_000),  # at 1.25e-3 labels fail; at speed 1 it cannot follow the transition
+        n=100, k=6, layers=2, head_dim=8, teacher_heads=32, student_heads=4, dropout=0.1,
+        teacher_optim="adam", teacher_lr=3e-4, teacher_batch=32, teacher_steps=250_000,
+        teacher_schedule="cosine", teacher_warmup=0.06, teacher_floor=0.0, optim="adam",
+        lr_grid="1e-4", batch=32, steps=250_000, schedule="cosine", warmup=0.06, floor=0.0,
+        ckpt_every=3125, eval_every=625, T=31_250, extract_steps=3125, temperature=1.0,
+        betas="0.9,0.999"),
+    ("cpu", "mlp"): dict(  # shows the claim on 2 CPU cores in minutes (docs/parity.md, "Presets")
+        n=50, k=5, teacher_width=2000, student_width=20, teacher_optim="adam", teacher_lr=1e-3,
+        teacher_batch=32, teacher_steps=10_000, optim="adam", lr_grid=PAPER_GRID, batch=32,
+        steps=30_000, **CONSTANT_LR, ckpt_every=100, eval_every=100, T=5_000, extract_steps=500,
+        temperature=1e-20),
+    ("cpu", "transformer"): dict(  # tuned on seeds 0-5, confirmed on unseen seeds (docs/parity.md)
+        n=20, k=3, layers=2, head_dim=8, teacher_heads=16, student_heads=1, student_head_dim=6,
+        teacher_optim="adam", teacher_lr=1e-2, teacher_batch=32, teacher_steps=800, optim="adam",
+        lr_grid="1.25e-3", batch=32, steps=5_000, **CONSTANT_LR, ckpt_every=50, eval_every=50,
+        T=1_000, ckpt="150", extract_steps=100, temperature=1.0, probe_samples=20_000,
+        speed=0.125),  # at lr 1.25e-3 labels fail; at speed 1 it cannot follow the transition
     ("smoke", "mlp"): dict(  # seconds, for tests
-        n=12, k=3, teacher_width=256, student_width=16, teacher_optim="adam", teacher_lr=3e-3, teacher_batch=32,
-        teacher_steps=400, optim="adam", lr_grid="1e-2,3e-3", batch=32, steps=400, **CONSTANT_LR, extract_steps=50,
-        ckpt_every=50, eval_every=50, T=100, temperature=1e-20, probe_samples=20_000, probe_off=20, eval_size=1024),
+        n=12, k=3, teacher_width=256, student_width=16, teacher_optim="adam", teacher_lr=3e-3,
+        teacher_batch=32, teacher_steps=400, optim="adam", lr_grid="1e-2,3e-3", batch=32,
+        steps=400, **CONSTANT_LR, extract_steps=50, ckpt_every=50, eval_every=50, T=100,
+        temperature=1e-20, probe_samples=20_000, probe_off=20, eval_size=1024),
     ("smoke", "transformer"): dict(
-        n=8, k=2, layers=1, head_dim=4, teacher_heads=4, student_heads=1, teacher_optim="adam", teacher_lr=3e-3,
-        teacher_batch=16, teacher_steps=60, optim="adam", lr_grid="3e-3", batch=16, **CONSTANT_LR, T=20, ckpt_every=20,
-        steps=60, eval_every=20, extract_steps=20, temperature=1e-20, probe_samples=4_000, probe_off=10, eval_size=512),
+        n=8, k=2, layers=1, head_dim=4, teacher_heads=4, student_heads=1, teacher_optim="adam",
+        teacher_lr=3e-3, teacher_batch=16, teacher_steps=60, optim="adam", lr_grid="3e-3",
+        batch=16, steps=60, **CONSTANT_LR, T=20, ckpt_every=20, eval_every=20, extract_steps=20,
+        temperature=1e-20, probe_samples=4_000, probe_off=10, eval_size=512),
 }
 MODES = ["all", "teacher", "probe", "ce", "oneshot", "progressive", "two_shot", "extract"]
 THRESHOLDS = (0.9, 0.95)
-STATS_SAMPLES = 8192  # fresh samples for the standardisation statistics of extract's targets (Extraction)
+STATS_SAMPLES = 8192  # fresh samples for the statistics of extract's targets (section 8)
 
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--mode", default="all", choices=MODES, help="what to run (see the module docstring)")
-    p.add_argument("--arch", default="mlp", choices=["mlp", "transformer"], help="model family (Sec. 3.1)")
-    p.add_argument("--preset", default="cpu", choices=["cpu", "paper", "smoke"], help="defaults for all flags below")
-    a = p.add_argument_group("task").add_argument
+    a = p.add_argument
+    a("--mode", default="all", choices=MODES, help="what to run (module docstring)")
+    a("--arch", default="mlp", choices=["mlp", "transformer"], help="Sec. 3.1")
+    a("--preset", default="cpu", choices=["cpu", "paper", "smoke"], help="defaults for the flags")
     a("--n", type=int, help="input dimension n of (n,k)-sparse parity")
     a("--k", type=int, help="support size k")
-    a("--random_support", type=int, default=0, choices=[0, 1], help="1: draw the support from --teacher_seed")
-    a = p.add_argument_group("models").add_argument
+    a("--random_support", type=int, default=0, choices=[0, 1],
+      help="1: draw the support from --teacher_seed")
     a("--teacher_width", type=int, help="MLP teacher hidden width")
     a("--student_width", type=int, help="MLP student hidden width")
     a("--layers", type=int, help="Transformer layers")
     a("--head_dim", type=int, help="Transformer head dimension")
     a("--teacher_heads", type=int, help="Transformer teacher heads (width = heads x head_dim)")
     a("--student_heads", type=int, help="Transformer student heads")
-    a("--student_head_dim", type=int, help="Transformer student head dimension (default: --head_dim)")
+    a("--student_head_dim", type=int, help="Transformer student head dim (default --head_dim)")
     a("--dropout", type=float, default=0.0, help="Transformer dropout (GPT-2 default 0.1)")
-    a = p.add_argument_group("teacher").add_argument
-    a("--teacher_optim", choices=["sgd", "adam"], help="teacher optimizer (no momentum, no weight decay)")
+    a("--teacher_optim", choices=["sgd", "adam"], help="no momentum, no weight decay")
     a("--teacher_lr", type=float, help="teacher learning rate")
     a("--teacher_batch", type=int, help="teacher batch size (fresh samples every step)")
     a("--teacher_steps", type=int, help="teacher optimizer steps")
     a("--teacher_schedule", choices=["constant", "cosine"], help="teacher lr schedule")
-    a("--teacher_warmup", type=float, help="teacher linear warmup, fraction of its optimizer steps")
+    a("--teacher_warmup", type=float, help="teacher linear warmup, fraction of its steps")
     a("--teacher_floor", type=float, help="cosine decays to floor x lr")
     a("--teacher_seed", type=int, default=0, help="teacher init and data seed")
     a("--ckpt_every", type=int, help="teacher checkpoint interval (steps)")
-    a("--teacher_dir", type=str, default=None, help="reuse the teacher of an earlier run (its --out folder)")
-    a = p.add_argument_group("students").add_argument
+    a("--teacher_dir", type=str, default=None, help="reuse an earlier run's teacher")
     a("--optim", choices=["sgd", "adam"], help="student optimizer")
     a("--lr", type=float, default=None, help="one student learning rate (replaces --lr_grid)")
-    a("--lr_grid", type=str, help="student learning rates; each method is reported at its best one")
+    a("--lr_grid", type=str, help="student learning rates; each method is reported at its best")
     a("--batch", type=int, help="student batch size")
     a("--steps", type=int, help="student optimizer steps")
     a("--schedule", choices=["constant", "cosine"], help="student lr schedule")
-    a("--warmup", type=float, help="student linear warmup, fraction of its optimizer steps")
+    a("--warmup", type=float, help="student linear warmup, fraction of its steps")
     a("--floor", type=float, help="cosine decays to floor x lr")
-    a("--betas", type=str, default="0.9,0.95", help="Adam betas (the paper preset: torch's, as the official code)")
+    a("--betas", type=str, default="0.9,0.95", help="Adam betas (paper preset: torch's)")
     a("--seeds", type=str, default="0,1,2", help="student seeds (the paper averages 3)")
-    a = p.add_argument_group("distillation").add_argument
     a("--temperature", type=float, help="teacher softmax temperature; 1e-20 = argmax targets")
-    a("--speed", type=float, default=1.0, help="progressive: student step t uses the first checkpoint >= t x speed")
-    a("--ckpt", type=str, default="auto", help="two_shot stage-1 checkpoint step, or auto (picked by the probe)")
-    a("--T", type=int, help="two_shot: student steps on the stage-1 checkpoint before switching to the final one")
-    a("--extract_steps", type=int, help="extract: student steps on the teacher's hidden representation, then outputs")
-    a = p.add_argument_group("probe").add_argument
+    a("--speed", type=float, default=1.0, help="progressive: the teacher runs speed x faster")
+    a("--refresh", type=int, default=None,
+      help="progressive: student steps between teacher changes (default --ckpt_every)")
+    a("--ckpt", type=str, default="auto", help="two_shot stage-1 checkpoint step, or auto (probe)")
+    a("--T", type=int, help="two_shot: student steps on the stage-1 checkpoint, then the final")
+    a("--extract_steps", type=int, help="extract: stage-1 steps (hidden layers)")
     a("--probe_samples", type=int, default=100_000, help="fresh samples for the monomial probe")
     a("--probe_off", type=int, default=100, help="random off-support monomials per degree")
-    a = p.add_argument_group("run").add_argument
     a("--eval_every", type=int, help="evaluation interval (steps); divides --ckpt_every")
     a("--eval_size", type=int, default=4096, help="held-out examples (paper: 4096)")
-    a("--out", type=str, default=None, help="run folder (default out/parity/<preset>-<arch>-<mode>)")
+    a("--out", type=str, default=None, help="run folder (out/parity/<preset>-<arch>-<mode>)")
     a("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    a("--save_every", type=int, default=None, help="student resume-checkpoint interval (default: 20 evals)")
+    a("--save_every", type=int, default=None, help="student resume interval (default: 20 evals)")
     a("--device", type=str, default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    a("--cuda_graph", type=int, default=1, choices=[0, 1], help="replay each train step as a CUDA graph (cuda only)")
-    a("--halt_at", type=str, default=None, help=argparse.SUPPRESS)  # tests: "teacher:N" or "students:N"
+    a("--cuda_graph", type=int, default=1, choices=[0, 1], help="students' step as a CUDA graph")
+    a("--halt_at", type=str, default=None, help=argparse.SUPPRESS)  # tests: teacher:N, students:N
     return p
 
 
@@ -143,37 +152,43 @@ def parse_args(argv=None):
 def validate(args):
     """Every check that can fail runs before anything is written (exit 2, naming the flag)."""
     common.check_finite_flags(args)  # nan or inf in any float flag: first
-    args.student_head_dim = args.student_head_dim or args.head_dim  # Transformer only (None for the MLP)
+    args.student_head_dim = args.student_head_dim or args.head_dim  # None for the MLP
+    args.refresh = args.ckpt_every if args.refresh is None else args.refresh
     sizes = ["teacher_width", "student_width"] if args.arch == "mlp" else [
         "layers", "head_dim", "teacher_heads", "student_heads", "student_head_dim"]
-    common.check_positive(args, ["n", "k", "teacher_batch", "teacher_steps", "batch", "steps", "ckpt_every",
-                                 "eval_every", "eval_size", "probe_samples", "teacher_lr",
-                                 "temperature", "speed"] + sizes)
-    common.check_range(args, {"k": f"[1, {args.n}]", "dropout": "[0, 1)"} | {  # --T, --extract_steps: where used
-        f: f"[0, {args.steps}]" for f, m in (("T", "two_shot"), ("extract_steps", "extract")) if args.mode in ("all", m)})
+    common.check_positive(args, ["n", "k", "teacher_batch", "teacher_steps", "batch", "steps",
+                                 "ckpt_every", "eval_every", "eval_size", "probe_samples",
+                                 "teacher_lr", "temperature", "speed", "refresh"] + sizes)
+    own = (("T", "two_shot"), ("extract_steps", "extract"))  # checked only where used
+    own_steps = {f: f"[0, {args.steps}]" for f, m in own if args.mode in ("all", m)}
+    common.check_range(args, {"k": f"[1, {args.n}]", "dropout": "[0, 1)"} | own_steps)
     if args.ckpt_every % args.eval_every:
         fail("--eval_every", f"must divide --ckpt_every ({args.ckpt_every}), got {args.eval_every}")
     common.check_lr_seeds_betas(args)  # sets args.lrs, args.seed_list, args.beta_pair
     common.check_run_flags(args, eval_every_default=20)
     args.device = str(common.pick_device(args.device))
     args.out = args.out or os.path.join("out", "parity", f"{args.preset}-{args.arch}-{args.mode}")
-    args.support = (sorted(random.Random(args.teacher_seed).sample(range(args.n), args.k)) if args.random_support
-                    else list(range(args.k)))  # the paper's: the first k; --random_support 1 draws them from the seed
+    args.support = list(range(args.k))  # the paper's: the first k
+    if args.random_support:
+        args.support = sorted(random.Random(args.teacher_seed).sample(range(args.n), args.k))
     if args.teacher_dir is not None:
         check_teacher_dir(args)
-    elif args.ckpt != "auto" and (int(args.ckpt) % args.ckpt_every or int(args.ckpt) > args.teacher_steps):
-        fail("--ckpt", f"{args.ckpt} is not a saved step (a multiple of --ckpt_every, at most --teacher_steps)")
+    elif args.ckpt != "auto" and (int(args.ckpt) % args.ckpt_every
+                                  or int(args.ckpt) > args.teacher_steps):
+        fail("--ckpt", f"{args.ckpt} is not a saved step (a multiple of --ckpt_every, "
+                       "at most --teacher_steps)")
 
 
 def check_teacher_dir(args):
     """--teacher_dir must hold a finished teacher for the same task and architecture."""
     d, saved = args.teacher_dir, common.saved_steps(teacher_ckpt(args.teacher_dir))
     if not os.path.exists(os.path.join(d, "config.json")) or not saved:
-        fail("--teacher_dir", f"{d} holds no teacher checkpoints (expected config.json and ckpt/teacher/)")
+        fail("--teacher_dir", f"{d} holds no teacher checkpoints (config.json, ckpt/teacher/)")
     cfg = common.read_json(os.path.join(d, "config.json"))
     keys = ["arch", "n", "k", "support"] + (["teacher_width"] if args.arch == "mlp" else
                                             ["layers", "head_dim", "teacher_heads"])
-    diff = [f"{k}={cfg.get(k)!r} (here {getattr(args, k)!r})" for k in keys if cfg.get(k) != getattr(args, k)]
+    diff = [f"{k}={cfg.get(k)!r} (here {getattr(args, k)!r})" for k in keys
+            if cfg.get(k) != getattr(args, k)]
     if diff:
         fail("--teacher_dir", f"{d} was made for another setting: " + ", ".join(diff))
     if cfg.get("teacher_steps") not in saved:
@@ -183,7 +198,7 @@ def check_teacher_dir(args):
         fail("--ckpt", f"{args.ckpt} is not a checkpoint in {d}")
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # 1. Data: (n, k)-sparse parity (Sec. 3, Def. 3.1). x ~ Unif{-1,+1}^n, y = prod_{i in S} x_i.
 # As in the paper's code, class 0 <=> parity +1 and class 1 <=> parity -1.
 
@@ -192,164 +207,318 @@ def parity_labels(x, support):
 
 
 def sample(gen, shape, n, support):
-    """Fresh samples on the generator's device: x of shape (*shape, n) in {-1,+1}, labels of `shape`."""
+    """Fresh samples on the generator's device: x (*shape, n) in {-1,+1}, labels of `shape`."""
     x = torch.randint(0, 2, (*shape, n), generator=gen, device=gen.device).float().mul_(2).sub_(1)
     return x, parity_labels(x, support)
 
 
 def generator(device, seed, stream):
-    """Independent random streams: 1 teacher data, 2 student data, 3 held-out set, 4 probe, 5 extract's statistics."""
+    """Streams: 1 teacher data, 2 student data, 3 held-out, 4 probe, 5 extract's statistics."""
     return torch.Generator(device=device).manual_seed(1000 * seed + stream)
 
 
-# ----------------------------------------------------------------------------------------------------
-# 2. Models. Each holds S independent models as stacked weights (leading dim S), so a batch of
-# students (or of teacher checkpoints) runs as one batched matmul per layer. Input x: (S, B, n).
+# --------------------------------------------------------------------------------------------------
+# 2. Models (Sec. 3.1), one model each, shapes for one model. The engine (section 6) runs S stacked
+# copies through these same modules (each parameter with a leading dim S; every op broadcasts over
+# it, and Linear runs S copies as one batched GEMM).
 
-def blinear(x, w, b=None):
-    """(S, ..., i) @ (S, i, o) + (S, o) for every stacked model at once."""
-    flat = x.reshape(x.shape[0], -1, x.shape[-1])
-    out = torch.bmm(flat, w) if b is None else torch.baddbmm(b.unsqueeze(1), flat, w)
-    return out.view(*x.shape[:-1], w.shape[-1])
+class Linear(nn.Module):
+    """nn.Linear with w stored (in, out). S stacked copies (the engine's, section 6: w (S, .., in,
+    out), b (S, .., out)) run as one batched GEMM over every row of the batch (B, or B x T)."""
+
+    def __init__(self, d_in, d_out, bias=True):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(d_in, d_out))
+        self.b = nn.Parameter(torch.zeros(d_out)) if bias else None
+
+    def forward(self, x):  # (..., d_in) -> (..., d_out)
+        if self.w.dim() == 2:  # one model: x @ w + b, nn.Linear's fused GEMM
+            return F.linear(x, self.w.t(), self.b)
+        S, rows = len(x), x.reshape(len(x), -1, x.shape[-1])  # (S, B [x T], d_in)
+        w = self.w.view(S, *self.w.shape[-2:])
+        if self.b is None:
+            return torch.bmm(rows, w).view(*x.shape[:-1], -1)
+        return torch.baddbmm(self.b.view(S, 1, -1), rows, w).view(*x.shape[:-1], -1)
 
 
 class MLP(nn.Module):
-    """One-hidden-layer ReLU MLP, n -> width -> 2 (Sec. 3.1; PyTorch's default uniform init)."""
+    """One-hidden-layer ReLU MLP, n -> width -> 2 (Sec. 3.1)."""
 
-    def __init__(self, S, n, width):
+    def __init__(self, n, width):
         super().__init__()
-        self.w1, self.b1 = nn.Parameter(torch.empty(S, n, width)), nn.Parameter(torch.empty(S, width))
-        self.w2, self.b2 = nn.Parameter(torch.empty(S, width, 2)), nn.Parameter(torch.empty(S, 2))
+        self.fc1, self.act, self.fc2 = Linear(n, width), nn.ReLU(), Linear(width, 2)
 
     @torch.no_grad()
-    def reset(self, gens):
-        for s, g in enumerate(gens):  # nn.Linear's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
-            for w, b in [(self.w1, self.b1), (self.w2, self.b2)]:
-                bound = 1 / math.sqrt(w.shape[1])
-                for p in (w, b):
-                    p[s].copy_(torch.rand(p[s].shape, generator=g).mul_(2 * bound).sub_(bound))
+    def reset(self, gen):  # nn.Linear's default init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+        for layer in (self.fc1, self.fc2):
+            bound = 1 / math.sqrt(layer.w.shape[0])
+            for p in (layer.w, layer.b):
+                p.copy_(torch.rand(p.shape, generator=gen).mul_(2 * bound).sub_(bound))
 
-    def forward(self, x, hidden=False):  # hidden: also return [the post-ReLU hidden layer] (for extract)
-        h = torch.relu(blinear(x, self.w1, self.b1))
-        out = blinear(h, self.w2, self.b2)
-        return (out, [h]) if hidden else out
+    def forward(self, x):  # x: (B, n) -> logits (B, 2)
+        return self.fc2(self.act(self.fc1(x)))  # the hidden layer: (B, width)
 
 
 class LayerNorm(nn.Module):
-    def __init__(self, S, d):
+    def __init__(self, d):
         super().__init__()
-        self.weight, self.bias = nn.Parameter(torch.ones(S, d)), nn.Parameter(torch.zeros(S, d))
+        self.weight, self.bias = nn.Parameter(torch.ones(d)), nn.Parameter(torch.zeros(d))
 
-    def forward(self, x):  # x: (S, B, T, d)
-        return F.layer_norm(x, x.shape[-1:]) * self.weight[:, None, None] + self.bias[:, None, None]
+    def forward(self, x):
+        return F.layer_norm(x, x.shape[-1:]) * self.weight + self.bias
 
 
 class Block(nn.Module):
     """GPT-2 block: pre-LN causal self-attention and a GELU MLP of width 4d."""
 
-    def __init__(self, S, heads, head_dim, dropout):
+    def __init__(self, heads, head_dim, dropout):
         super().__init__()
         d, self.heads, self.dropout = heads * head_dim, heads, dropout
-        self.ln1, self.ln2 = LayerNorm(S, d), LayerNorm(S, d)
-        self.attn_w, self.attn_b = nn.Parameter(torch.empty(S, d, 3 * d)), nn.Parameter(torch.zeros(S, 3 * d))
-        self.proj_w, self.proj_b = nn.Parameter(torch.empty(S, d, d)), nn.Parameter(torch.zeros(S, d))
-        self.fc_w, self.fc_b = nn.Parameter(torch.empty(S, d, 4 * d)), nn.Parameter(torch.zeros(S, 4 * d))
-        self.out_w, self.out_b = nn.Parameter(torch.empty(S, 4 * d, d)), nn.Parameter(torch.zeros(S, d))
+        self.ln1, self.attn, self.proj = LayerNorm(d), Linear(d, 3 * d), Linear(d, d)
+        self.ln2, self.fc, self.out = LayerNorm(d), Linear(d, 4 * d), Linear(4 * d, d)
 
-    def forward(self, h, last_only=False):
-        """last_only: compute the output at the last position only (all the classifier reads)."""
-        S, B, T, d = h.shape
-        q, k, v = blinear(self.ln1(h), self.attn_w, self.attn_b).split(d, dim=-1)
+    def forward(self, h, last_only=False):  # h: (B, T, d)
+        """last_only: the output at the last position only (all that the classifier reads)."""
+        q, k, v = self.attn(self.ln1(h)).split(h.shape[-1], dim=-1)  # (B, T, d) each
         if last_only:  # the last query sees every key, so no mask is needed
-            q, h = q[:, :, -1:], h[:, :, -1:]
-        q, k, v = (t.reshape(S * B, t.shape[2], self.heads, -1).transpose(1, 2) for t in (q, k, v))
+            q, h = q[..., -1:, :], h[..., -1:, :]
         p = self.dropout if self.training else 0.0
+        q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)
         a = F.scaled_dot_product_attention(q, k, v, is_causal=not last_only, dropout_p=p)
-        a = a.transpose(1, 2).reshape(h.shape)
-        h = h + F.dropout(blinear(a, self.proj_w, self.proj_b), p, self.training)
-        m = blinear(F.gelu(blinear(self.ln2(h), self.fc_w, self.fc_b)), self.out_w, self.out_b)
+        a = a.transpose(1, 2).reshape(h.shape)  # (B, T, d)
+        h = h + F.dropout(self.proj(a), p, self.training)
+        m = self.out(F.gelu(self.fc(self.ln2(h))))
         return h + F.dropout(m, p, self.training)
+
+    def split_heads(self, t):  # (..., T, d) -> (B, heads, T, head_dim); leading dims fold into B
+        return t.reshape(-1, t.shape[-2], self.heads, t.shape[-1] // self.heads).transpose(1, 2)
 
 
 class GPT(nn.Module):
     """GPT-2-style Transformer on tokens (1 - x) / 2 in {0, 1}; the class is read from the logits at
     the last position, as the paper's code reads HF GPT-2's LM head (Sec. 3.1)."""
 
-    def __init__(self, S, n, layers, heads, head_dim, dropout):
+    def __init__(self, n, layers, heads, head_dim, dropout):
         super().__init__()
         d, self.dropout = heads * head_dim, dropout
-        self.wte, self.wpe = nn.Parameter(torch.empty(S, 2, d)), nn.Parameter(torch.empty(S, n, d))
-        self.blocks = nn.ModuleList(Block(S, heads, head_dim, dropout) for _ in range(layers))
-        self.ln_f, self.head = LayerNorm(S, d), nn.Parameter(torch.empty(S, d, 2))
+        self.wte, self.wpe = Linear(2, d, bias=False), nn.Parameter(torch.zeros(n, d))
+        self.blocks = nn.ModuleList(Block(heads, head_dim, dropout) for _ in range(layers))
+        self.ln_f, self.head = LayerNorm(d), Linear(d, 2, bias=False)
 
     @torch.no_grad()
-    def reset(self, gens):
-        """GPT-2 init: N(0, 0.02), residual projections scaled by 1/sqrt(2 x layers), zero biases."""
-        big = [self.wte, self.wpe, self.head] + [b.attn_w for b in self.blocks] + [b.fc_w for b in self.blocks]
-        res = [b.proj_w for b in self.blocks] + [b.out_w for b in self.blocks]
-        for s, g in enumerate(gens):
-            for ps, std in [(big, 0.02), (res, 0.02 / math.sqrt(2 * len(self.blocks)))]:
-                for p in ps:
-                    p[s].copy_(torch.randn(p[s].shape, generator=g) * std)
+    def reset(self, gen):
+        """GPT-2 init: N(0, 0.02), residual projections 1/sqrt(2 x layers) of it, zero biases."""
+        big = [self.wte.w, self.wpe, self.head.w] + [b.attn.w for b in self.blocks]
+        big += [b.fc.w for b in self.blocks]
+        res = [b.proj.w for b in self.blocks] + [b.out.w for b in self.blocks]
+        for ps, std in [(big, 0.02), (res, 0.02 / math.sqrt(2 * len(self.blocks)))]:
+            for p in ps:
+                p.copy_(torch.randn(p.shape, generator=gen) * std)
 
-    def forward(self, x, hidden=False):  # hidden: also return each block's output (the last block's: last position)
-        tokens = F.one_hot(((1 - x) / 2).long(), 2).to(self.wte.dtype)  # (S, B, n, 2)
-        h = torch.einsum("sbtv,svd->sbtd", tokens, self.wte) + self.wpe[:, None]
-        h, hs = F.dropout(h, self.dropout, self.training), []
+    def forward(self, x):  # x: (B, n) in {-1, +1} -> logits (B, 2)
+        tokens = F.one_hot(((1 - x) / 2).long(), 2).float()  # (B, n, 2)
+        h = self.wte(tokens) + self.wpe  # (B, n, d)
+        h = F.dropout(h, self.dropout, self.training)
         for i, block in enumerate(self.blocks):
-            h = block(h, last_only=i == len(self.blocks) - 1)
-            hs.append(h)
-        out = blinear(self.ln_f(h), self.head)[:, :, 0]
-        return (out, hs) if hidden else out
+            h = block(h, last_only=i == len(self.blocks) - 1)  # the last block: (B, 1, d)
+        return self.head(self.ln_f(h))[..., 0, :]
 
 
-def make_model(args, role, S, seeds=None):
-    """role 'teacher' or 'student'; `seeds` (len S) initialise each stacked model independently."""
+def make_model(args, role, seed=None):
+    """The teacher or a student of --arch; `seed` initialises it (None: a checkpoint will)."""
     if args.arch == "mlp":
-        model = MLP(S, args.n, args.teacher_width if role == "teacher" else args.student_width)
+        model = MLP(args.n, args.teacher_width if role == "teacher" else args.student_width)
     else:
         heads, head_dim = ((args.teacher_heads, args.head_dim) if role == "teacher" else
                            (args.student_heads, args.student_head_dim))
-        model = GPT(S, args.n, args.layers, heads, head_dim, args.dropout)
-    if seeds is not None:
-        model.reset([torch.Generator().manual_seed(1000 * s + (0 if role == "teacher" else 5)) for s in seeds])
+        model = GPT(args.n, args.layers, heads, head_dim, args.dropout)
+    if seed is not None:
+        model.reset(torch.Generator().manual_seed(1000 * seed + (0 if role == "teacher" else 5)))
     return model.to(args.device)
 
 
-def load_into(model, slot, state):
-    """Copy a single-model checkpoint (S = 1) into stacked model `slot`."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p[slot].copy_(state[name][0])
-
-
 @torch.no_grad()
-def evaluate(model, x, y, chunk=2048):
-    """Accuracy and CE loss of every stacked model on a held-out set x (N, n)."""
-    was_training = model.training
-    model.eval()
-    S, correct, loss = next(model.parameters()).shape[0], 0, 0
+def evaluate(forward, x, y, chunk=2048):
+    """Accuracy and CE loss of forward(x) (..., N, 2) on the held-out set x (N, n), y (N,): floats,
+    or lists with one value per stacked model (section 6). The caller sets model.eval()."""
+    correct, loss = 0, 0
     for i in range(0, len(x), chunk):
-        logits = model(x[i:i + chunk].expand(S, -1, -1)).float()
-        yy = y[i:i + chunk].expand(S, -1)
-        correct = correct + (logits.argmax(-1) == yy).sum(-1)
-        loss = loss + F.cross_entropy(logits.transpose(1, 2), yy, reduction="none").sum(-1)
-    model.train(was_training)
-    return (correct / len(x)).cpu().tolist(), (loss / len(x)).cpu().tolist()
+        logits = forward(x[i:i + chunk]).float()
+        labels = y[i:i + chunk]
+        correct = correct + (logits.argmax(-1) == labels).sum(-1)
+        loss = loss + common.soft_cross_entropy(logits, F.one_hot(labels, 2).float()).sum(-1)
+    return (correct / len(x)).tolist(), (loss / len(x)).tolist()
 
 
-# ----------------------------------------------------------------------------------------------------
-# 3. Training: SGD or Adam with one learning rate per stacked model (the lr grid runs in one batch; no weight
-# decay, no momentum, as in the paper), and the step loop that teacher and students share. State lives in
-# tensors, so a whole train step can be captured as a CUDA graph.
+# --------------------------------------------------------------------------------------------------
+# 3. The teacher (Sec. 3.1): a wide model on labels, trained with torch.optim, checkpointed every
+# --ckpt_every steps (step 0 included) for the students (sections 4-6) and the probe (section 7).
+
+def teacher_ckpt(run_dir, step=None):  # a run's teacher checkpoint at `step`, or their folder
+    folder = os.path.join(run_dir, "ckpt", "teacher")
+    return folder if step is None else os.path.join(folder, f"step_{step:09d}.pt")
+
+
+@lru_cache(maxsize=8)
+def load_teacher(run_dir, step, device):
+    """run_dir's teacher checkpoint at `step`: a dict of "model" (a state dict), "step", "acc"."""
+    return common.load_checkpoint(teacher_ckpt(run_dir, step), device)
+
+
+def make_optimizer(params, kind, lr, betas):  # no momentum, no weight decay (the paper's code)
+    return torch.optim.SGD(params, lr) if kind == "sgd" else torch.optim.Adam(params, lr, betas)
+
+
+def teacher_step(model, opt, x, y):
+    """One optimizer step on labels; returns the batch's mean loss."""
+    loss = F.cross_entropy(model(x), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach()
+
+
+def train_teacher(args, heldout):
+    """Fresh samples every step; evaluated every --eval_every steps, checkpointed every
+    --ckpt_every, with a resume state (optimizer and data stream) beside the last checkpoint."""
+    model = make_model(args, "teacher", args.teacher_seed)
+    opt = make_optimizer(model.parameters(), args.teacher_optim, args.teacher_lr, args.beta_pair)
+    gen = generator(args.device, args.teacher_seed, 1)
+    start, state_path = 0, os.path.join(args.out, "ckpt", "teacher_state.pt")
+    if os.path.exists(state_path):  # --resume: model, optimizer and data stream
+        state = common.load_checkpoint(state_path, args.device)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        gen.set_state(state["gen"].cpu())
+        start = state["step"]
+        print(f"teacher: resuming at step {start}")
+    forget_metrics_after(args, "teacher", start)
+    if start == 0:
+        teacher_eval(args, model, opt, gen, heldout, 0, None)  # step 0: the init, untrained
+    sched, loss_sum = (args.teacher_schedule, args.teacher_warmup, args.teacher_floor), 0
+    for step in range(start, args.teacher_steps):
+        for group in opt.param_groups:
+            group["lr"] = args.teacher_lr * common.lr_factor(step, args.teacher_steps, *sched)
+        x, y = sample(gen, (args.teacher_batch,), args.n, args.support)  # (B, n), (B,)
+        loss_sum = loss_sum + teacher_step(model, opt, x, y)
+        halt_for_tests(args, "teacher", step + 1)
+        if (step + 1) % args.eval_every == 0 or step + 1 == args.teacher_steps:
+            steps_done = step + 1 - step // args.eval_every * args.eval_every
+            teacher_eval(args, model, opt, gen, heldout, step + 1, loss_sum.item() / steps_done)
+            loss_sum = 0
+
+
+def teacher_eval(args, model, opt, gen, heldout, step, train_loss):
+    """Log the held-out accuracy (metrics.jsonl, role "teacher"); save at checkpoint steps."""
+    model.eval()
+    acc, loss = evaluate(model, *heldout)
+    model.train()
+    record = {"role": "teacher", "step": step, "acc": acc, "loss": loss}
+    if train_loss is not None:
+        common.check_finite(train_loss, f"the teacher training loss at step {step}")
+        record["train_loss"] = train_loss
+    common.append_jsonl(os.path.join(args.out, "metrics.jsonl"), record)
+    if step % args.ckpt_every == 0 or step == args.teacher_steps:
+        ckpt = {"model": model.state_dict(), "step": step, "acc": acc}
+        common.save_checkpoint(ckpt, teacher_ckpt(args.out, step))
+        state = {**ckpt, "opt": opt.state_dict(), "gen": gen.get_state()}
+        common.save_checkpoint(state, os.path.join(args.out, "ckpt", "teacher_state.pt"))
+    last = step == args.teacher_steps
+    if train_loss is not None and (step % (10 * args.eval_every) == 0 or last):
+        print(f"teacher step {step:>9d}  acc {acc:.3f}  train loss {train_loss:.4f}", flush=True)
+
+
+def forget_metrics_after(args, role, step):
+    """Drop the metrics of `role` that a killed run logged after `step`, its resume point."""
+    path = os.path.join(args.out, "metrics.jsonl")
+    common.rewrite_jsonl(path, [r for r in common.read_jsonl(path)
+                                if r["role"] != role or r["step"] <= step])
+
+
+# --------------------------------------------------------------------------------------------------
+# 4. The distillation schedule (Sec. 2-3, Alg. 1): which teacher checkpoint a student learns from at
+# student step t; `saved` are the teacher's checkpoint steps.
+
+def schedule_ckpt(method, t, saved, args, stage1=None):
+    if method == "oneshot":
+        return saved[-1]
+    if method == "progressive":  # every --refresh steps, the checkpoint --speed x further on
+        return common.progressive_ckpt(t, saved, args.speed, args.refresh)
+    if method.startswith("two_shot"):  # Alg. 1, (2,T): the stage-1 checkpoint for T steps
+        return stage1 if t < args.T else saved[-1]
+    raise ValueError(method)
+
+
+# --------------------------------------------------------------------------------------------------
+# 5. A student (Sec. 2): its loss on labels (CE) or against the softened outputs of the checkpoint
+# that the schedule names, and one optimizer step of it.
+
+def student_targets(y, teacher_logits, temperature):
+    """What a student matches on a batch: softmax(teacher_logits / temperature) of the checkpoint
+    that the schedule names (distillation), or the one-hot labels y if there is none (CE)."""
+    if teacher_logits is None:
+        return F.one_hot(y, 2).float()
+    return common.distill_targets(teacher_logits, temperature)
+
+
+def student_loss(logits, targets):
+    """The batch's mean of -sum_c q_c log p_c; logits (B, 2) or stacked (S, B, 2)."""
+    return common.soft_cross_entropy(logits, targets).mean(-1)
+
+
+def student_step(student, opt, x, y, teacher, temperature):
+    """One step of one student (the engine, section 6, runs it for many at once); teacher: the
+    scheduled checkpoint loaded into a teacher model, or None for CE."""
+    with torch.no_grad():
+        targets = student_targets(y, None if teacher is None else teacher(x), temperature)
+    loss = student_loss(student(x), targets)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach()
+
+
+# --------------------------------------------------------------------------------------------------
+# 6. The engine: every student of a run (methods x lrs x seeds), and the teacher checkpoints they
+# read, as stacks of S copies of the section-2 modules: torch.func.functional_call runs a module
+# with parameters stacked along a new leading dim, so each layer is one batched GEMM for all.
+# Students with the same seed share init and batches: the method is the only difference. State lives
+# in tensors, so on a GPU a whole student step is captured as one CUDA graph.
+
+RANK = {"mlp": 2, "transformer": 3}  # of one model's activations: (B, d) or (B, T, d)
+
+
+def stack(models, args):
+    """{name: (S, 1, .., *shape)}: the parameters of S models, stacked into new leaf tensors, with
+    1s up to the activations' rank, so that they broadcast over the batch in section 2's modules."""
+    named = [dict(m.named_parameters()) for m in models]
+    shape = lambda p: (len(models), *[1] * (RANK[args.arch] - p.dim()), *p.shape)
+    return {k: torch.stack([ps[k].detach() for ps in named]).view(shape(p)).requires_grad_()
+            for k, p in named[0].items()}
+
+
+def run_stacked(model, params, x):
+    """model's S stacked copies in `params` on x (S, B, n) -> logits (S, B, 2)."""
+    return torch.func.functional_call(model, params, (x,))
+
+
+def halt_for_tests(args, role, step):  # --halt_at role:step dies as a killed job would
+    if args.halt_at == f"{role}:{step}":
+        print(f"halting at {role} step {step} (--halt_at)", flush=True)
+        os._exit(1)
+
 
 class Optimizer:
+    """SGD or Adam over stacked parameters with one learning rate per model (the lr grid in one
+    stack); torch.optim.Adam's update. Its state lives in tensors (for a CUDA graph)."""
+
     def __init__(self, params, kind, lrs, betas=(0.9, 0.999), eps=1e-8):
         self.params, self.kind, self.betas, self.eps = list(params), kind, betas, eps
         self.lr = torch.tensor(lrs, dtype=torch.float32, device=self.params[0].device)
-        self.factor = torch.ones((), device=self.lr.device)  # schedule multiplier, set before each step
+        self.factor = torch.ones((), device=self.lr.device)  # the lr schedule, set before each step
         self.t = torch.zeros((), device=self.lr.device)
-        self.m, self.v = [[torch.zeros_like(p) for p in self.params] if kind == "adam" else [] for _ in range(2)]
+        self.m = [torch.zeros_like(p) for p in self.params] if kind == "adam" else []
+        self.v = [torch.zeros_like(m) for m in self.m]
 
     @torch.no_grad()
     def step(self):
@@ -359,20 +528,20 @@ class Optimizer:
             lr = (self.lr * self.factor).view(-1, *[1] * (p.dim() - 1))
             if self.kind == "sgd":
                 p.sub_(lr * p.grad)
-            else:  # torch.optim.Adam's update, written out
+            else:  # torch.optim.Adam's formula; it takes sqrt(v) / sqrt(1 - b2^t): other last bits
                 self.m[i].lerp_(p.grad, 1 - b1)
                 self.v[i].mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
                 denom = (self.v[i] / (1 - b2 ** self.t)).sqrt_().add_(self.eps)
                 p.sub_(lr * self.m[i] / (1 - b1 ** self.t) / denom)
             p.grad = None  # zero_grad: the next backward starts afresh
 
-    def tensors(self):  # the whole state: saved for --resume, restored after a CUDA graph's warm-up
+    def tensors(self):  # the whole state: saved for --resume, restored after a graph's warm-up
         return [self.t] + self.m + self.v
 
 
 def compile_step(step, state_tensors, args):
-    """On CUDA, capture one train step as a CUDA graph and return its replay: batch-1 SGD at width 50k is otherwise
-    bound by kernel launches. Warm-up steps (on a side stream) are undone, so results do not depend on the capture."""
+    """On CUDA, capture one train step as a CUDA graph and return its replay (small steps are bound
+    by kernel launches). Warm-up steps are undone, so results do not depend on the capture."""
     if not (args.cuda_graph and args.device.startswith("cuda")):
         return step
     backup = [t.detach().clone() for t in state_tensors]
@@ -387,7 +556,7 @@ def compile_step(step, state_tensors, args):
             step()
         run = graph.replay
     except RuntimeError as e:  # an op that cannot be captured: stay correct, just slower
-        print(f"warning: CUDA graph capture failed ({e}); running eagerly (--cuda_graph 0)", file=sys.stderr)
+        print(f"warning: CUDA graph capture failed ({e}); running eagerly", file=sys.stderr)
         torch.cuda.synchronize()
         run = step
     with torch.no_grad():
@@ -396,17 +565,19 @@ def compile_step(step, state_tensors, args):
     return run
 
 
-def train_blocks(args, phase, start, total, sched, opt, gens, batch, make_step, refresh=None):
-    """Run optimizer steps start..total of make_step(x_buf, y_buf, loss_sum) (a CUDA graph where it can) on fresh
-    samples (row j of the batch from stream gens[j]); yield (step, mean train loss per model) every --eval_every
-    steps. A block's samples are drawn at once, on the device, and metrics are read only at the yields."""
-    x_buf = torch.zeros(len(gens), batch, args.n, device=args.device)  # static: a captured step reads these
+def train_blocks(args, role, start, total, sched, opt, gens, batch, step, refresh=None):
+    """Run optimizer steps start..total of step() (a CUDA graph where it can), which reads its batch
+    from x_buf, y_buf (row j from stream gens[j]) and adds its losses to loss_sum; yield (step, mean
+    train loss per model) every --eval_every steps. A block's samples are drawn at once."""
+    x_buf = torch.zeros(len(gens), batch, args.n, device=args.device)  # static, for a graph
     y_buf = torch.zeros(len(gens), batch, dtype=torch.long, device=args.device)
     loss_sum = torch.zeros(len(opt.lr), device=args.device)
-    run_step = compile_step(make_step(x_buf, y_buf, loss_sum), opt.params + opt.tensors() + [loss_sum], args)
+    run_step = compile_step(lambda: loss_sum.add_(step(x_buf, y_buf)),
+                            opt.params + opt.tensors() + [loss_sum], args)
     for s0 in range(start, total, args.eval_every):
         n_steps = min(args.eval_every, total - s0)
-        xs, ys = map(torch.stack, zip(*[sample(g, (n_steps, batch), args.n, args.support) for g in gens]))
+        draws = [sample(g, (n_steps, batch), args.n, args.support) for g in gens]
+        xs, ys = torch.stack([x for x, _ in draws]), torch.stack([y for _, y in draws])
         loss_sum.zero_()
         for i in range(n_steps):
             if refresh is not None:
@@ -415,120 +586,32 @@ def train_blocks(args, phase, start, total, sched, opt, gens, batch, make_step, 
             x_buf.copy_(xs[:, i])
             y_buf.copy_(ys[:, i])
             run_step()
-            if args.halt_at == f"{phase}:{s0 + i + 1}":  # tests: die as a killed job would; --resume must end the same
-                print(f"halting at {phase} step {s0 + i + 1} (--halt_at)", flush=True)
-                os._exit(1)
+            halt_for_tests(args, role, s0 + i + 1)
         losses = (loss_sum / n_steps).cpu().tolist()
-        common.check_finite(sum(losses), f"the {phase} training loss at step {s0 + n_steps}")
+        common.check_finite(sum(losses), f"the {role} training loss at step {s0 + n_steps}")
         yield s0 + n_steps, losses
 
 
-def save_state(path, step, model, opt, gens, **extra):
-    common.save_checkpoint({"model": model.state_dict(), "opt": opt.tensors(), "step": step,
-                            "gens": [g.get_state() for g in gens], **extra}, path)
-
-
-def load_state(args, path, phase, model, opt, gens):
-    """--resume: restore model, optimizer and data streams from `path` if it exists, and drop the metrics that a
-    killed run logged after that checkpoint. Returns the saved state ({"step": 0} if there is none)."""
-    state = {"step": 0}
-    if os.path.exists(path):
-        state = common.load_checkpoint(path, args.device)
-        model.load_state_dict(state["model"])
-        for mine, saved in zip(opt.tensors(), state["opt"]):
-            mine.copy_(saved)
-        for g, saved in zip(gens, state["gens"]):
-            g.set_state(saved.cpu())
-        print(f"{phase}: resuming at step {state['step']}")
-    metrics = os.path.join(args.out, "metrics.jsonl")
-    common.rewrite_jsonl(metrics, [r for r in common.read_jsonl(metrics)
-                                   if r["phase"] != phase or r["step"] <= state["step"]])
-    return state
-
-
-# ----------------------------------------------------------------------------------------------------
-# 4. Teacher training: a wide model on labels, checkpointed every --ckpt_every steps (step 0 included), which the
-# students (sections 5-6) and the probe (section 7) read, here or via --teacher_dir.
-
-def teacher_ckpt(run_dir, step=None):  # a run's teacher checkpoint at `step`, or the folder that holds them
-    folder = os.path.join(run_dir, "ckpt", "teacher")
-    return folder if step is None else os.path.join(folder, f"step_{step:09d}.pt")
-
-
-@lru_cache(maxsize=8)
-def load_teacher(run_dir, step, device):
-    return common.load_checkpoint(teacher_ckpt(run_dir, step), device)
-
-
-def teacher_step(model, opt, x_buf, y_buf, loss_sum):
-    """One optimizer step of the teacher(s) on labels, reading the batch from x_buf, y_buf (S, B, ...)."""
-    def step():
-        loss = F.cross_entropy(model(x_buf).flatten(0, 1), y_buf.flatten(), reduction="none")
-        loss = loss.view(y_buf.shape).mean(-1)  # (S,): one mean loss per stacked teacher
-        loss.sum().backward()
-        opt.step()
-        loss_sum.add_(loss.detach())
-    return step
-
-
-def train_teacher(args, heldout):
-    state_path, metrics = os.path.join(args.out, "ckpt", "teacher_state.pt"), os.path.join(args.out, "metrics.jsonl")
-    model = make_model(args, "teacher", 1, seeds=[args.teacher_seed])
-    opt = Optimizer(model.parameters(), args.teacher_optim, [args.teacher_lr], args.beta_pair)
-    gens = [generator(args.device, args.teacher_seed, 1)]
-    start = load_state(args, state_path, "teacher", model, opt, gens)["step"]
-    if start >= args.teacher_steps:
-        return
-    sched, t0 = (args.teacher_schedule, args.teacher_warmup, args.teacher_floor), time.time()
-    blocks = train_blocks(args, "teacher", start, args.teacher_steps, sched, opt, gens, args.teacher_batch,
-                          partial(teacher_step, model, opt))
-    for step_no, losses in itertools.chain([(0, None)] if start == 0 else [], blocks):  # step 0: the init, untrained
-        acc, loss = evaluate(model, *heldout)
-        train = {"train_loss": losses[0]} if losses else {}
-        common.append_jsonl(metrics, {"phase": "teacher", "step": step_no, "acc": acc[0], "loss": loss[0], **train})
-        if step_no % args.ckpt_every == 0 or step_no == args.teacher_steps:
-            common.save_checkpoint({"model": model.state_dict(), "step": step_no, "acc": acc[0]},
-                                   teacher_ckpt(args.out, step_no))
-            save_state(state_path, step_no, model, opt, gens)
-        if losses and (step_no % (10 * args.eval_every) == 0 or step_no == args.teacher_steps):
-            print(f"teacher step {step_no:>9d}  acc {acc[0]:.3f}  train loss {losses[0]:.4f}  "
-                  f"({time.time() - t0:.0f}s)", flush=True)
-
-
-# ----------------------------------------------------------------------------------------------------
-# 5. Distillation schedule (Sec. 2-3; Alg. 1): which teacher checkpoint each method learns from at each student
-# step. Each distillation method owns a row of a stacked teacher, whose weights are swapped for that checkpoint.
-
-def schedule_ckpt(method, t, steps, args, stage1=None):
-    """Teacher checkpoint step that `method` learns from at student step t; `steps` are the saved ones."""
-    final = steps[-1]
-    if method in ("oneshot", "extract"):  # extract: the final teacher alone, in both of its stages
-        return final
-    if method == "progressive":  # the first saved checkpoint at or after t x speed (the official parity code)
-        return next((s for s in steps if s >= t * args.speed), final)
-    if method.startswith("two_shot"):  # Alg. 1: stage-1 checkpoint for T steps, then the final one
-        return stage1 if t < args.T else final
-    raise ValueError(method)
-
-
 class TeacherSlots:
-    """The teacher checkpoints that the distillation students need at the current step, stacked: one batched forward
-    serves them all. Methods that want the same checkpoint share a row: the final teacher runs once, not per method."""
+    """The teacher checkpoints that the students need at the current step, stacked: one forward
+    serves them all. Methods that want the same checkpoint share a row (oneshot's final teacher
+    runs once, not per method)."""
 
     def __init__(self, args, specs, saved):
         self.args, self.run_dir, self.saved = args, args.teacher_dir or args.out, saved
-        self.methods = list(dict.fromkeys(sp["method"] for sp in specs if sp["method"] != "ce"))
-        self.size = max(1, len(self.methods) - ({"oneshot", "extract"} <= set(self.methods)))  # they share the final
-        self.stage1 = {sp["method"]: sp["stage1"] for sp in specs}
+        self.stage1 = {sp["method"]: sp["stage1"] for sp in specs if sp["method"] != "ce"}
+        shared = {"oneshot", "extract"} <= set(self.stage1)  # both want the final teacher
+        self.size = max(1, len(self.stage1) - shared)
         self.student_method = [sp["method"] for sp in specs]
-        self.model = make_model(args, "teacher", self.size).eval()
-        self.rows, self.active = [], self.size  # the checkpoint step held by each row; the rows in use
-        self.fixed_rows = args.cuda_graph and args.device.startswith("cuda")  # a CUDA graph: static shapes, all rows
+        self.model = make_model(args, "teacher").eval()
+        self.params = stack([self.model] * self.size, args)
+        self.rows, self.active = [], self.size  # the checkpoint step held by each row; rows in use
+        self.fixed_rows = args.cuda_graph and args.device.startswith("cuda")  # a graph: all rows
         self.row_of_student = torch.zeros(len(specs), dtype=torch.long, device=args.device)
-        self.extract = Extraction(args, self.run_dir, saved[-1]) if "extract" in self.methods else None
 
     def refresh(self, t):
-        want = {m: schedule_ckpt(m, t, self.saved, self.args, self.stage1[m]) for m in self.methods}
+        want = {m: schedule_ckpt(m, t, self.saved, self.args, stage1) if m != "extract"
+                else self.saved[-1] for m, stage1 in self.stage1.items()}  # extract: the final
         rows = sorted(set(want.values()))
         if self.fixed_rows:
             rows += [rows[-1]] * (self.size - len(rows))
@@ -536,50 +619,20 @@ class TeacherSlots:
             return
         for i, step in enumerate(rows):
             if i >= len(self.rows) or self.rows[i] != step:
-                load_into(self.model, i, load_teacher(self.run_dir, step, self.args.device)["model"])
+                state = load_teacher(self.run_dir, step, self.args.device)["model"]
+                with torch.no_grad():
+                    for k, p in self.params.items():
+                        p[i].copy_(state[k].view(p[i].shape))
         self.rows, self.active = rows, len(rows)
-        self.row_of_student.copy_(torch.tensor([rows.index(want[m]) if m in want else 0 for m in self.student_method]))
+        row = [rows.index(want[m]) if m in want else 0 for m in self.student_method]
+        self.row_of_student.copy_(torch.tensor(row))
 
     @torch.no_grad()
-    def logits(self, x, hidden=False):
-        """x: (N, n) -> teacher logits (active rows, N, 2); hidden: and the hidden representations (the model's)."""
-        params = {k: v[:self.active] for k, v in self.model.named_parameters()}
-        return torch.func.functional_call(self.model, params, (x.expand(self.active, -1, -1), hidden))
+    def logits(self, x):
+        """x (N, n) -> the active rows' logits (rows, N, 2)."""
+        params = {k: p[:self.active] for k, p in self.params.items()}
+        return run_stacked(self.model, params, x.expand(self.active, -1, -1))
 
-
-class Extraction:
-    """Curriculum extraction (Gupta & Karmalkar 2025, arXiv 2503.17494) from the final teacher alone. The paper: stage 1
-    fits the student's hidden representation to a fixed random projection of the teacher's, layer by layer; stage 2
-    distils on its outputs (as one-shot). Its exact loss and sizes we did not find; ours, measured on the cpu MLP: P
-    (d_teacher x d_student) ~ N(0, 1/d_teacher), one per layer and seed; targets standardised per unit on STATS_SAMPLES
-    fresh samples; loss mean((h - target)^2) / mean(target^2); post-ReLU; 500 steps (90% by step 1000; 250-500 are the
-    fastest, docs/parity.md). Transformer: `layers` equal sub-stages, the l-th on block l's output."""
-
-    def __init__(self, args, run_dir, final_step):
-        teacher = make_model(args, "teacher", 1).eval()
-        load_into(teacher, 0, load_teacher(run_dir, final_step, args.device)["model"])
-        x, _ = sample(generator(args.device, args.teacher_seed, 5), (STATS_SAMPLES,), args.n, args.support)
-        with torch.no_grad():
-            hidden = [h[0] for h in teacher(x[None], hidden=True)[1]]  # per layer: (N, [n,] d_teacher)
-        d = args.student_width if args.arch == "mlp" else args.student_heads * args.student_head_dim
-        gens, self.steps = [torch.Generator().manual_seed(999 + s) for s in args.seed_list], args.extract_steps
-        self.P = [torch.stack([torch.randn(h.shape[-1], d, generator=g) / math.sqrt(h.shape[-1]) for g in gens])
-                  .to(args.device) for h in hidden]  # per layer: (seeds, d_teacher, d)
-        z = [torch.einsum("...i,sio->s...o", h, P) for h, P in zip(hidden, self.P)]  # (seeds, N, [n,] d)
-        self.mu, self.sd = [t.mean(1) for t in z], [t.std(1) for t in z]  # per unit and position
-
-    def loss(self, t_hidden, s_hidden, seed_idx, t):
-        """(S,) normalised MSEs at layer l = floor(t x layers / --extract_steps); the last teacher row is the final."""
-        now, out = torch.div(t * len(self.P), max(1, self.steps), rounding_mode="floor"), 0
-        for l, (th, sh, P) in enumerate(zip(t_hidden, s_hidden, self.P)):
-            z = blinear(th[-1].view(len(P), -1, *th.shape[2:]), P)  # (seeds, B, [n,] d)
-            z = ((z - self.mu[l][:, None]) / self.sd[l][:, None])[seed_idx]
-            out = out + torch.where(now == l, ((sh - z) ** 2).flatten(1).mean(-1) / (z ** 2).flatten(1).mean(-1), 0.0)
-        return out
-
-
-# ----------------------------------------------------------------------------------------------------
-# 6. Students (Sec. 3, Fig. 1): every method, learning rate and seed is one slice of one stacked model.
 
 def student_specs(args, methods, stage1):
     """One spec per stacked student: method x lr x seed (same seed => same init and data)."""
@@ -587,94 +640,108 @@ def student_specs(args, methods, stage1):
             for m in methods for lr in args.lrs for seed in args.seed_list]
 
 
-def student_step(args, specs, model, opt, slots, x_buf, y_buf, loss_sum):
-    """One optimizer step of all stacked students on the batch in x_buf (seeds, B, n): CE students on
-    labels, the others on softmax(teacher / temperature) of their current checkpoint (Sec. 2)."""
+def stacked_step(args, specs, model, params, opt, slots, extraction=None):
+    """step(x_buf, y_buf) for train_blocks: one optimizer step of every student on its seed's batch
+    (x_buf: (seeds, B, n)): section 5's student_loss, against labels ("ce") or against the outputs
+    of each student's scheduled checkpoint ("distill"); extract's students add section 8's."""
     seed_idx = torch.tensor([args.seed_list.index(sp["seed"]) for sp in specs], device=args.device)
-    is_distill = torch.tensor([sp["method"] != "ce" for sp in specs], device=args.device)
-    is_extract = torch.tensor([sp["method"] == "extract" for sp in specs], device=args.device)
-    nS, B = x_buf.shape[:2]
+    kinds = [sp["method"] if sp["method"] in ("ce", "extract") else "distill" for sp in specs]
+    starts = [i for i in range(len(kinds)) if i == 0 or kinds[i] != kinds[i - 1]]
+    groups = [(kinds[a], slice(a, b)) for a, b in zip(starts, starts[1:] + [len(kinds)])]
 
-    def step():
-        targets = F.one_hot(y_buf, 2).float()[seed_idx]  # (S, B, 2): labels for CE students
-        if slots is not None:
-            t_logits, t_hidden = slots.logits(x_buf.reshape(nS * B, -1), hidden=True)
-            q = common.distill_targets(t_logits.view(-1, nS, B, 2), args.temperature)[slots.row_of_student, seed_idx]
-            targets = torch.where(is_distill[:, None, None], q, targets)
-        logits, hidden = model(x_buf[seed_idx], hidden=True)
-        loss = common.soft_cross_entropy(logits, targets).mean(-1)  # (S,)
-        if slots is not None and slots.extract is not None:  # extract's stage 1 (opt.t, a tensor, counts the steps)
-            loss = torch.where(is_extract & (opt.t < args.extract_steps),
-                               slots.extract.loss(t_hidden, hidden, seed_idx, opt.t), loss)
+    def step(x_buf, y_buf):
+        x, y = x_buf[seed_idx], y_buf[seed_idx]  # (S, B, n), (S, B)
+        if slots is not None:  # (rows, seeds, B, 2): every active checkpoint on every seed's batch
+            t_all = slots.logits(x_buf.flatten(0, 1)).view(-1, *y_buf.shape, 2)
+            t_logits = t_all[slots.row_of_student, seed_idx]  # (S, B, 2): each student's teacher
+        targets = torch.cat([student_targets(y[s], None if kind == "ce" else t_logits[s],
+                                             args.temperature) for kind, s in groups])
+        loss = student_loss(run_stacked(model, params, x), targets)  # (S,)
+        if extraction is not None:  # its students (the last group) have a loss of their own
+            s = next(s for kind, s in groups if kind == "extract")
+            loss = torch.cat([loss[:s.start], extraction.loss(s, loss[s], seed_idx[s], opt.t)])
         loss.sum().backward()  # students are independent: the sum gives each its own gradient
         opt.step()
-        loss_sum.add_(loss.detach())
+        return loss.detach()
     return step
 
 
 def train_students(args, specs, heldout):
-    """Train all students together; return their eval history. Resumable from ckpt/students_state.pt."""
-    state_path, metrics = os.path.join(args.out, "ckpt", "students_state.pt"), os.path.join(args.out, "metrics.jsonl")
+    """Train all students together; return their eval history. Resumable (students_state.pt)."""
+    state_path = os.path.join(args.out, "ckpt", "students_state.pt")
     methods = list(dict.fromkeys(sp["method"] for sp in specs))
     saved = common.saved_steps(teacher_ckpt(args.teacher_dir or args.out))
     slots = TeacherSlots(args, specs, saved) if methods != ["ce"] else None
-    model = make_model(args, "student", len(specs), seeds=[sp["seed"] for sp in specs])
-    opt = Optimizer(model.parameters(), args.optim, [sp["lr"] for sp in specs], args.beta_pair)
+    models = [make_model(args, "student", sp["seed"]) for sp in specs]
+    model, params = models[0], stack(models, args)
+    extraction = None
+    if "extract" in methods:
+        extraction = Extraction(args, args.teacher_dir or args.out, saved[-1])
+        extraction.student_hidden = record_hidden(model)
+        extraction.teacher_hidden = record_hidden(slots.model)
+    opt = Optimizer(params.values(), args.optim, [sp["lr"] for sp in specs], args.beta_pair)
     gens = [generator(args.device, s, 2) for s in args.seed_list]
-    state = load_state(args, state_path, "students", model, opt, gens)
+    state = resume_students(args, state_path, opt, gens)
     start, history = state["step"], state.get("history", {"steps": [], "acc": []})
     names = [f"{sp['method']}/lr={sp['lr']:g}/seed={sp['seed']}" for sp in specs]
     if slots is not None:
-        slots.refresh(start)  # the teachers of the first step, loaded before a CUDA graph captures the step
+        slots.refresh(start)  # the first step's teachers, loaded before a CUDA graph captures it
     sched, t0 = (args.schedule, args.warmup, args.floor), time.time()
-    blocks = train_blocks(args, "students", start, args.steps, sched, opt, gens, args.batch,
-                          partial(student_step, args, specs, model, opt, slots), slots.refresh if slots else None)
-    for step_no, losses in itertools.chain([(0, None)] if start == 0 else [], blocks):  # step 0: the init, untrained
-        acc, _ = evaluate(model, *heldout)
+    step = stacked_step(args, specs, model, params, opt, slots, extraction)
+    blocks = train_blocks(args, "students", start, args.steps, sched, opt, gens, args.batch, step,
+                          slots.refresh if slots else None)
+    first = [(0, None)] if start == 0 else []  # step 0: the init, untrained
+    for step_no, losses in itertools.chain(first, blocks):
+        model.eval()
+        acc, _ = evaluate(lambda x: run_stacked(model, params, x.expand(len(specs), -1, -1)),
+                          *heldout)
+        model.train()
         history["steps"].append(step_no)
         history["acc"].append(acc)
-        train = {"train_loss": dict(zip(names, losses))} if losses else {}
-        common.append_jsonl(metrics, {"phase": "students", "step": step_no, "acc": dict(zip(names, acc)), **train})
+        record = {"role": "student", "step": step_no, "acc": dict(zip(names, acc))}
+        if losses:
+            record["train_loss"] = dict(zip(names, losses))
+        common.append_jsonl(os.path.join(args.out, "metrics.jsonl"), record)
         if losses and (step_no % args.save_every == 0 or step_no == args.steps):
-            save_state(state_path, step_no, model, opt, gens, history=history)
+            tensors = opt.params + opt.tensors()  # the students' parameters, the optimizer's state
+            common.save_checkpoint({"tensors": tensors, "step": step_no, "history": history,
+                                    "gens": [g.get_state() for g in gens]}, state_path)
         if losses and (step_no % (10 * args.eval_every) == 0 or step_no == args.steps):
-            best = "  ".join(f"{m} {max(a for a, sp in zip(acc, specs) if sp['method'] == m):.3f}" for m in methods)
-            print(f"students step {step_no:>9d}  best acc: {best}  ({time.time() - t0:.0f}s)", flush=True)
+            best = "  ".join(f"{m} {max(a for a, sp in zip(acc, specs) if sp['method'] == m):.3f}"
+                             for m in methods)
+            print(f"students step {step_no:>9d}  best acc: {best}  ({time.time() - t0:.0f}s)",
+                  flush=True)
     return history
 
 
-def summarize_students(args, specs, history):
-    """Per method: per-lr results, and the best lr (fewest mean steps to 90%, unreached counted as the
-    budget; ties broken by final accuracy), the paper's protocol of reporting each method tuned."""
-    steps, out = history["steps"], {}
-    budget = lambda r: sum(args.steps if s is None else s for s in r["steps_to"]["0.9"])
-    for method in dict.fromkeys(sp["method"] for sp in specs):
-        by_lr = {}
-        for lr in args.lrs:
-            idx = [i for i, sp in enumerate(specs) if sp["method"] == method and sp["lr"] == lr]
-            curves = [[row[i] for row in history["acc"]] for i in idx]
-            by_lr[f"{lr:g}"] = {
-                "lr": lr, "seeds": [specs[i]["seed"] for i in idx], "final_acc": [c[-1] for c in curves],
-                "steps_to": {str(th): [common.steps_to(steps, c, th) for c in curves] for th in THRESHOLDS},
-                "acc": curves}
-        best = min(by_lr.values(), key=lambda r: (budget(r), -sum(r["final_acc"])))
-        by_lr = {k: {key: v for key, v in r.items() if key != "acc"} for k, r in by_lr.items()}  # curves: best lr's
-        out[method] = {**best, "by_lr": by_lr, "stage1": next(sp["stage1"] for sp in specs if sp["method"] == method)}
-    return out
+def resume_students(args, path, opt, gens):
+    """--resume: the students' parameters, optimizer and data streams from `path`, if it exists.
+    Returns the saved state ({"step": 0} if there is none)."""
+    state = {"step": 0}
+    if os.path.exists(path):
+        state = common.load_checkpoint(path, args.device)
+        with torch.no_grad():
+            for mine, saved in zip(opt.params + opt.tensors(), state["tensors"]):
+                mine.copy_(saved)
+        for g, saved in zip(gens, state["gens"]):
+            g.set_state(saved.cpu())
+        print(f"students: resuming at step {state['step']}")
+    forget_metrics_after(args, "student", state["step"])
+    return state
 
 
-# ----------------------------------------------------------------------------------------------------
-# 7. The probe (Sec. 3.2, Fig. 3 middle): |E[chi_A(x) p(class 1 | x)]| for every in-support monomial A
-# of degree 1..k-1 and for random off-support monomials. A checkpoint inside the teacher's phase
+# --------------------------------------------------------------------------------------------------
+# 7. The probe (Sec. 3.2, Fig. 3 middle): |E[chi_A(x) p(class 1 | x)]| for every in-support monomial
+# A of degree 1..k-1 and for random off-support monomials. A checkpoint inside the teacher's phase
 # transition correlates with in-support monomials far above the off-support level: the curriculum.
 
 def monomials(args):
-    """{degree: (in-support index lists, off-support index lists)}; off-support ones are fixed by seed."""
+    """{degree: (in-support index lists, off-support ones)}; the off-support ones fixed by seed."""
     rng, support, out = random.Random(1234), set(args.support), {}
     for d in range(1, args.k):
         inside = [list(a) for a in itertools.combinations(args.support, d)]
         outside, tries = [], 0
-        while len(outside) < args.probe_off and tries < 100 * args.probe_off:  # degree 1 has only n - k of them
+        while len(outside) < args.probe_off and tries < 100 * args.probe_off:  # n - k at degree 1
             a = sorted(rng.sample(range(args.n), d))
             tries += 1
             if not set(a) <= support and a not in outside:
@@ -695,31 +762,37 @@ def correlations(p, x, sets, chunk=2048):
 
 @torch.no_grad()
 def run_probe(args):
-    """The probe at every saved teacher checkpoint (kept in probe.json for --resume). auto_ckpt, the stage-1
-    checkpoint of --ckpt auto, is the one whose in-support correlations stand highest above the off-support ones."""
+    """The probe at every saved teacher checkpoint (kept in probe.json for --resume). auto_ckpt, the
+    stage-1 checkpoint of --ckpt auto, is the one whose in-support correlations stand highest above
+    the off-support ones."""
     path = os.path.join(args.out, "probe.json")
     if args.resume and os.path.exists(path):
         return common.read_json(path)
-    steps = common.saved_steps(teacher_ckpt(args.teacher_dir or args.out))
-    x, y = sample(generator(args.device, args.teacher_seed, 4), (args.probe_samples,), args.n, args.support)
+    run = args.teacher_dir or args.out
+    steps = common.saved_steps(teacher_ckpt(run))
+    x, y = sample(generator(args.device, args.teacher_seed, 4), (args.probe_samples,), args.n,
+                  args.support)
     mons, name = monomials(args), lambda a: ",".join(map(str, a))
-    model = make_model(args, "teacher", 1).eval()
+    model = make_model(args, "teacher").eval()
     res = {"steps": steps, "acc": [], "score": [], "degrees": {
         str(d): {"in_support": {name(a): [] for a in inside}, "off_mean": [], "off_std": []}
         for d, (inside, _) in mons.items()}}
     for step in steps:
-        load_into(model, 0, load_teacher(args.teacher_dir or args.out, step, args.device)["model"])
-        p = torch.cat([torch.softmax(model(x[None, i:i + 4096]).float(), -1)[0, :, 1] for i in range(0, len(x), 4096)])
+        model.load_state_dict(load_teacher(run, step, args.device)["model"])
+        p = torch.cat([torch.softmax(model(x[i:i + 4096]).float(), -1)[:, 1]
+                       for i in range(0, len(x), 4096)])
         res["acc"].append(((p > 0.5).long() == y).float().mean().item())
         for d, (inside, outside) in mons.items():
             entry = res["degrees"][str(d)]
             for a, c in zip(inside, correlations(p, x, inside)):
                 entry["in_support"][name(a)].append(c)
-            for key, v in zip(("off_mean", "off_std"), common.mean_std(correlations(p, x, outside))):
-                entry[key].append(v)
+            off = common.mean_std(correlations(p, x, outside))
+            entry["off_mean"].append(off[0])
+            entry["off_std"].append(off[1])
         res["score"].append(max(in_over_off(res, d, -1) for d in mons))  # at the best degree
     best = max(range(len(steps)), key=lambda i: res["score"][i])
-    res["auto_ckpt"], res["auto_degree"] = steps[best], max(mons, key=lambda d: in_over_off(res, d, best))
+    res["auto_ckpt"] = steps[best]
+    res["auto_degree"] = max(mons, key=lambda d: in_over_off(res, d, best))
     common.write_json(res, path)
     return res
 
@@ -732,15 +805,104 @@ def in_over_off(probe, d, i):
 
 
 def fig3_checkpoints(probe, inside):
-    """Stage-1 checkpoints before, inside and after the transition (Fig. 3 right): inside is two_shot's (--ckpt);
-    before is half its step; after is halfway from the teacher's first 99% to its final step."""
+    """Stage-1 checkpoints before, inside and after the transition (Fig. 3 right): inside is
+    two_shot's (--ckpt); before is half its step; after is halfway from the teacher's first 99% to
+    its final step."""
     steps, t99 = probe["steps"], common.steps_to(probe["steps"], probe["acc"], 0.99)
     nearest = lambda t: min(steps, key=lambda s: abs(s - t))
-    return [nearest(inside / 2), inside, nearest(((t99 if t99 is not None else steps[-1]) + steps[-1]) / 2)]
+    after = ((t99 if t99 is not None else steps[-1]) + steps[-1]) / 2
+    return [nearest(inside / 2), inside, nearest(after)]
 
 
-# ----------------------------------------------------------------------------------------------------
-# 8. Results: table, claim checks (results.json), figures (Fig. 1, Fig. 3; docs/parity_extra.py draws the rest).
+# --------------------------------------------------------------------------------------------------
+# 8. Curriculum extraction (beyond the paper: Gupta & Karmalkar 2025, arXiv 2503.17494): a
+# curriculum from the final teacher alone. Its students are a group of the engine's stack with
+# their own loss: stage 1 fits their hidden layers to a random projection of the teacher's.
+
+def keep(store, i, module, inputs, output):  # a forward hook: store[i] = the module's output
+    store[i] = output
+
+
+def record_hidden(model):
+    """A list that holds the hidden representations of model's latest forward (forward hooks): the
+    MLP's hidden layer (post-ReLU); each Transformer block's output (the last: last position)."""
+    layers = [model.act] if isinstance(model, MLP) else list(model.blocks)
+    store = [None] * len(layers)
+    for i, layer in enumerate(layers):
+        layer.register_forward_hook(partial(keep, store, i))
+    return store
+
+
+class Extraction:
+    """Stage 1 fits the student's hidden representation to a fixed random projection of the final
+    teacher's, layer by layer; stage 2 distils on its outputs (as one-shot). Its exact loss and
+    sizes we did not find; ours, measured on the cpu MLP: P (d_teacher x d_student) ~ N(0,
+    1/d_teacher), one per layer and seed; targets standardised per unit on STATS_SAMPLES fresh
+    samples; loss mean((h - target)^2) / mean(target^2); post-ReLU; 500 steps (docs/parity.md).
+    Transformer: `layers` equal sub-stages, the l-th on block l's output."""
+
+    def __init__(self, args, run_dir, final_step):
+        teacher = make_model(args, "teacher").eval()
+        teacher.load_state_dict(load_teacher(run_dir, final_step, args.device)["model"])
+        hidden = record_hidden(teacher)
+        x, _ = sample(generator(args.device, args.teacher_seed, 5), (STATS_SAMPLES,), args.n,
+                      args.support)
+        with torch.no_grad():
+            teacher(x)  # hidden: per layer (N, [n,] d_teacher)
+        d = args.student_width if args.arch == "mlp" else args.student_heads * args.student_head_dim
+        gens = [torch.Generator().manual_seed(999 + s) for s in args.seed_list]
+        self.P = [torch.stack([torch.randn(h.shape[-1], d, generator=g) / math.sqrt(h.shape[-1])
+                               for g in gens]).to(args.device)
+                  for h in hidden]  # per layer: (seeds, d_teacher, d)
+        z = [torch.einsum("...i,sio->s...o", h, P) for h, P in zip(hidden, self.P)]
+        self.mu, self.sd = [t.mean(1) for t in z], [t.std(1) for t in z]  # per unit and position
+        self.steps = args.extract_steps
+        self.student_hidden = self.teacher_hidden = None  # set by the engine: record_hidden
+
+    def stage1_loss(self, t_hidden, s_hidden, seed_idx, t):
+        """(S,) normalised MSEs at layer l = floor(t x layers / --extract_steps); the teacher's
+        last row (t_hidden: (rows, seeds x B, ...) per layer) is the final one."""
+        now, out = torch.div(t * len(self.P), max(1, self.steps), rounding_mode="floor"), 0
+        for l, (th, sh, P) in enumerate(zip(t_hidden, s_hidden, self.P)):
+            z = torch.einsum("s...i,sio->s...o", th[-1].view(len(P), -1, *th.shape[2:]), P)
+            z = ((z - self.mu[l][:, None]) / self.sd[l][:, None])[seed_idx]  # (S, B, [n,] d)
+            mse = ((sh - z) ** 2).flatten(1).mean(-1) / (z ** 2).flatten(1).mean(-1)
+            out = out + torch.where(now == l, mse, 0.0)
+        return out
+
+    def loss(self, s, oneshot_loss, seed_idx, t):
+        """The extract students' (slice s of the stack) losses: stage 1 for --extract_steps steps
+        (t, the optimizer's step count, is a tensor: one CUDA graph for both), then one-shot's."""
+        s_hidden = [h[s] for h in self.student_hidden]
+        stage1 = self.stage1_loss(self.teacher_hidden, s_hidden, seed_idx, t)
+        return torch.where(t < self.steps, stage1, oneshot_loss)
+
+
+# --------------------------------------------------------------------------------------------------
+# 9. Results: table, claim checks (results.json), figures (Fig. 1, 3; docs/parity_extra.py: more).
+
+def summarize_students(args, specs, history):
+    """Per method: per-lr results, and the best lr (fewest mean steps to 90%, unreached counted as
+    the budget; ties broken by final accuracy): the paper reports each method tuned."""
+    steps, out = history["steps"], {}
+    budget = lambda r: sum(args.steps if s is None else s for s in r["steps_to"]["0.9"])
+    for method in dict.fromkeys(sp["method"] for sp in specs):
+        by_lr = {}
+        for lr in args.lrs:
+            idx = [i for i, sp in enumerate(specs) if sp["method"] == method and sp["lr"] == lr]
+            curves = [[row[i] for row in history["acc"]] for i in idx]
+            by_lr[f"{lr:g}"] = {
+                "lr": lr, "seeds": [specs[i]["seed"] for i in idx],
+                "final_acc": [c[-1] for c in curves],
+                "steps_to": {str(th): [common.steps_to(steps, c, th) for c in curves]
+                             for th in THRESHOLDS},
+                "acc": curves}
+        best = min(by_lr.values(), key=lambda r: (budget(r), -sum(r["final_acc"])))
+        by_lr = {k: {key: v for key, v in r.items() if key != "acc"} for k, r in by_lr.items()}
+        stage1 = next(sp["stage1"] for sp in specs if sp["method"] == method)
+        out[method] = {**best, "by_lr": by_lr, "stage1": stage1}  # curves: the best lr's
+    return out
+
 
 def fmt_steps(values, budget):
     m, sd = common.mean_std([budget if v is None else v for v in values])
@@ -755,17 +917,19 @@ def label(method, r):  # in the table and Fig. 3: two_shot methods name their st
 def print_table(results, args):
     rows, t = [], results.get("teacher")
     if t:
-        rows.append(["teacher", f"{args.teacher_lr:g}", *t["steps_to"].values(), f"{t['final_acc']:.3f}"])
+        steps_to = t["steps_to"].values()
+        rows.append(["teacher", f"{args.teacher_lr:g}", *steps_to, f"{t['final_acc']:.3f}"])
     for method, r in results.get("students", {}).items():
         m, sd = common.mean_std(r["final_acc"])
         rows.append([label(method, r), f"{r['lr']:g}", fmt_steps(r["steps_to"]["0.9"], args.steps),
                      fmt_steps(r["steps_to"]["0.95"], args.steps), f"{m:.3f} ± {sd:.3f}"])
     if rows:
-        print("\n" + common.format_table(["method", "lr", "steps to 90%", "steps to 95%", "final acc"], rows))
+        headers = ["method", "lr", "steps to 90%", "steps to 95%", "final acc"]
+        print("\n" + common.format_table(headers, rows))
 
 
 def claim_checks(results, args):
-    """The acceptance checks of the README, computed from this run (per seed, each method at its best lr)."""
+    """The README's acceptance checks, from this run (per seed, each method at its best lr)."""
     st, checks = results.get("students", {}), {}
     budget = lambda v: args.steps if v is None else v
     fast = [m for m in ("progressive", "two_shot") if m in st]
@@ -781,8 +945,8 @@ def claim_checks(results, args):
         ratios = {d: in_over_off(probe, int(d), i) for d in probe["degrees"]}
         final = {d: in_over_off(probe, int(d), len(probe["steps"]) - 1) for d in probe["degrees"]}
         checks["chosen_ckpt_in_over_off"], checks["final_ckpt_in_over_off"] = ratios, final
-        # with --ckpt auto the chosen checkpoint is the argmax of this ratio: then this says a curriculum checkpoint
-        # exists; the second check says the final teacher has lost it (Fig. 3 middle: the signal is transient)
+        # with --ckpt auto the chosen checkpoint maximises this ratio: then the first check says a
+        # curriculum checkpoint exists, the second that the final teacher lost it (Fig. 3 middle);
         # a checkpoint of the teacher's training (Sec. 3.2): not its untrained step 0, not its last
         inside = 0 < chosen < probe["steps"][-1]
         checks["chosen_ckpt_3x"] = inside and max(ratios.values()) >= 3
@@ -793,24 +957,26 @@ def claim_checks(results, args):
 def make_figures(results, args):
     plt = common.plt()
     st, teacher, probe = results.get("students", {}), results.get("teacher"), results.get("probe")
-    colors = {"teacher": "k", "ce": "tab:blue", "oneshot": "tab:orange", "progressive": "tab:green",
-              "two_shot": "tab:red", "two_shot_before": "tab:purple", "two_shot_after": "tab:brown", "extract": "c"}
+    colors = {"ce": "tab:blue", "oneshot": "tab:orange", "progressive": "tab:green", "extract": "c",
+              "two_shot": "tab:red", "two_shot_before": "tab:purple", "two_shot_after": "tab:brown"}
     if st or teacher:  # Fig. 1 left / middle
         fig, ax = plt.subplots(figsize=(6, 4))
         if teacher:
             ax.plot(teacher["steps"], teacher["acc"], "--", color="k", label="teacher")
         for m in ("ce", "oneshot", "progressive", "two_shot", "extract"):
-            if m in st:  # one-shot dotted: at temperature ~0 it can coincide with CE (the final teacher = labels)
+            if m in st:  # one-shot dotted: at temperature ~0 it can coincide with CE
                 common.plot_band(ax, results["student_steps"], st[m]["acc"],
-                                 f"{m} (lr {st[m]['lr']:g})", colors[m], ":" if m == "oneshot" else "-")
+                                 f"{m} (lr {st[m]['lr']:g})", colors[m],
+                                 ":" if m == "oneshot" else "-")
         ax.set(xlabel="training steps", ylabel="held-out accuracy", ylim=(0.4, 1.02),
                title=f"{args.arch.upper()} on ({args.n},{args.k})-sparse parity")
         ax.legend(fontsize=8)
         save(fig, args.out, "fig1_accuracy.png")
-    if probe:  # Fig. 3: the teacher, the probe at its strongest degree, (2,T)-progressive students if trained
+    if probe:  # Fig. 3: the teacher, the probe at its best degree, (2,T)-progressive students
         chosen = results.get("two_shot_ckpt", probe["auto_ckpt"])
         two_shots = [m for m in ("two_shot_before", "two_shot", "two_shot_after") if m in st]
-        fig, axes = plt.subplots(1, 3 if two_shots else 2, figsize=(15 if two_shots else 10, 4))
+        cols = 3 if two_shots else 2
+        fig, axes = plt.subplots(1, cols, figsize=(5 * cols, 4))
         axes[0].plot(probe["steps"], probe["acc"], "k-")
         for name, s in zip(("before", "inside", "after"), results.get("fig3_ckpts", [chosen])):
             axes[0].plot(s, probe["acc"][probe["steps"].index(s)], "o", label=f"{name}: {s}")
@@ -819,9 +985,11 @@ def make_figures(results, args):
         plot_degree(axes[1], probe, probe["auto_degree"], chosen)
         if two_shots:
             for m in two_shots + (["oneshot"] if "oneshot" in st else []):
-                common.plot_band(axes[2], results["student_steps"], st[m]["acc"], label(m, st[m]), colors[m])
+                common.plot_band(axes[2], results["student_steps"], st[m]["acc"], label(m, st[m]),
+                                 colors[m])
             axes[2].axvline(args.T, color="gray", ls=":", lw=1)
-            axes[2].set(xlabel="student steps", ylabel="accuracy", title=f"(2,{args.T})-progressive", ylim=(0.4, 1.02))
+            axes[2].set(xlabel="student steps", ylabel="accuracy", ylim=(0.4, 1.02),
+                        title=f"(2,{args.T})-progressive")
             axes[2].legend(fontsize=8)
         save(fig, args.out, "fig3_curriculum.png")
 
@@ -836,7 +1004,8 @@ def plot_degree(ax, probe, d, chosen):
     """Fig. 3 middle: the in-support correlations of degree d against the off-support mean ± std."""
     e = probe["degrees"][str(d)]
     for name, vals in e["in_support"].items():
-        ax.plot(probe["steps"], vals, lw=1, label="{" + name + "}" if len(e["in_support"]) <= 6 else None)
+        few = len(e["in_support"]) <= 6
+        ax.plot(probe["steps"], vals, lw=1, label="{" + name + "}" if few else None)
     m, sd = torch.tensor(e["off_mean"]), torch.tensor(e["off_std"])
     ax.plot(probe["steps"], m, "k--", lw=1, label="off-support mean ± std")
     ax.fill_between(probe["steps"], (m - sd).clamp(min=0), m + sd, color="gray", alpha=0.3, lw=0)
@@ -845,15 +1014,16 @@ def plot_degree(ax, probe, d, chosen):
     ax.legend(fontsize=7)
 
 
-# ----------------------------------------------------------------------------------------------------
-# 9. Main: teacher -> probe -> students -> results.
+# --------------------------------------------------------------------------------------------------
+# 10. Main: teacher -> probe -> students -> results.
 
-def config_of(args):  # config.json: every flag but --resume and --halt_at, not the lists validate() parses
-    return {k: v for k, v in vars(args).items() if k not in {"resume", "halt_at", "lrs", "seed_list", "beta_pair"}}
+def config_of(args):  # config.json: every flag but --resume and --halt_at, not validate()'s lists
+    skip = {"resume", "halt_at", "lrs", "seed_list", "beta_pair"}
+    return {k: v for k, v in vars(args).items() if k not in skip}
 
 
 def start_run(args):
-    """Seeds, the run folder (config.json) and the held-out set; docs/parity_sweep.py starts its runs here too."""
+    """Seeds, the run folder (config.json) and the held-out set (docs/parity_sweep.py's too)."""
     torch.manual_seed(args.teacher_seed)  # dropout masks; everything else uses its own generator
     if args.device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -868,20 +1038,24 @@ def main(argv=None):
     if args.mode != "ce" or args.teacher_dir is not None:  # all but CE students need a teacher
         if args.teacher_dir is None:
             train_teacher(args, heldout)
-        run = args.teacher_dir or args.out  # the accuracies from the log: reading every checkpoint file costs GBs
+        run = args.teacher_dir or args.out  # accuracies from the log: every checkpoint costs GBs
         acc_at = {r["step"]: r["acc"] for r in common.read_jsonl(os.path.join(run, "metrics.jsonl"))
-                  if r["phase"] == "teacher"}
+                  if r["role"] == "teacher"}
         steps = common.saved_steps(teacher_ckpt(run))
         accs = [acc_at[s] for s in steps]
         results["teacher"] = {"steps": steps, "acc": accs, "final_acc": accs[-1],
-                              "steps_to": {str(th): common.steps_to(steps, accs, th) for th in THRESHOLDS}}
+                              "steps_to": {str(th): common.steps_to(steps, accs, th)
+                                           for th in THRESHOLDS}}
     if args.mode in ("all", "probe") or (args.mode == "two_shot" and args.ckpt == "auto"):
         results["probe"] = run_probe(args)
     if args.mode in ("all", "two_shot"):
-        results["two_shot_ckpt"] = results["probe"]["auto_ckpt"] if args.ckpt == "auto" else int(args.ckpt)
-        print(f"two_shot: stage-1 checkpoint {results['two_shot_ckpt']} (--ckpt {args.ckpt}); final from T={args.T}")
-    methods = {"all": ["ce", "oneshot", "progressive", "two_shot", "two_shot_before", "two_shot_after", "extract"],
-               "teacher": [], "probe": []}.get(args.mode, [args.mode])
+        auto = args.ckpt == "auto"
+        results["two_shot_ckpt"] = results["probe"]["auto_ckpt"] if auto else int(args.ckpt)
+        print(f"two_shot: stage-1 checkpoint {results['two_shot_ckpt']} (--ckpt {args.ckpt}); "
+              f"final from T={args.T}")
+    every = ["ce", "oneshot", "progressive", "two_shot", "two_shot_before", "two_shot_after",
+             "extract"]
+    methods = {"all": every, "teacher": [], "probe": []}.get(args.mode, [args.mode])
     stage1 = {"two_shot": results.get("two_shot_ckpt")}
     if "two_shot_before" in methods:  # Fig. 3 right's controls
         results["fig3_ckpts"] = fig3_checkpoints(results["probe"], results["two_shot_ckpt"])
@@ -889,7 +1063,8 @@ def main(argv=None):
     if methods:
         specs = student_specs(args, methods, stage1)
         history = train_students(args, specs, heldout)
-        results["student_steps"], results["students"] = history["steps"], summarize_students(args, specs, history)
+        results["student_steps"] = history["steps"]
+        results["students"] = summarize_students(args, specs, history)
     results["checks"], results["measured"] = common.split_checks(claim_checks(results, args))
     common.write_json(results, os.path.join(args.out, "results.json"))
     print_table(results, args)

@@ -2,10 +2,13 @@
 
     python bench/parity_bench.py                                   # the cpu MLP preset
     python bench/parity_bench.py --preset paper --device cuda --bench_steps 2000
+    python bench/parity_bench.py --other /tmp/old-checkout     # and an older commit's, same run
 
-Flags are parity.py's (the preset's sizes), plus --bench_steps. The steps timed are parity.py's own.
+Flags are parity.py's (the preset's sizes), plus --bench_steps and --other. The steps timed are
+parity.py's own; the teacher's beside a plain PyTorch loop of the same MLP.
 """
 import os
+import subprocess
 import sys
 import time
 
@@ -18,9 +21,14 @@ import torch  # noqa: E402
 def parse_args(argv=None):
     parser = parity.build_parser()
     parser.add_argument("--bench_steps", type=int, default=200, help="steps timed")
+    parser.add_argument("--other", type=str, default=None,
+                        help="another checkout (e.g. a clone at an older commit): its "
+                             "bench/parity_bench.py runs after this one, same flags, same machine")
     args = common.parse_with_presets(parser, lambda f: parity.PRESETS[(f.preset, f.arch)], argv)
+    other, args.other = args.other, None
     parity.validate(args)
     common.check_positive(args, ["bench_steps"])
+    args.other = other
     return args
 
 
@@ -51,35 +59,44 @@ def bench(args):
     peak = 2 * size ** 3 * reps / (time.time() - t0) / 1e9
     print(f"device {args.device}: fp32 matmul peak {peak:.0f} GFLOP/s ({size}x{size})")
 
-    # Teacher: the real train step (CUDA graph included), timed over --bench_steps.
-    model = parity.make_model(args, "teacher", 1, seeds=[0])
-    opt = parity.Optimizer(model.parameters(), args.teacher_optim, [args.teacher_lr], args.beta_pair)
-    gen = parity.generator(args.device, 0, 1)
-    xs, ys = parity.sample(gen, (args.bench_steps, 1, args.teacher_batch), args.n, args.support)
-    x_buf, y_buf, loss = xs[0].clone(), ys[0].clone(), torch.zeros(1, device=device)
-    run = parity.compile_step(parity.teacher_step(model, opt, x_buf, y_buf, loss),
-                       list(model.parameters()) + opt.tensors() + [loss], args)
-    rate = time_steps(run, lambda i: (x_buf.copy_(xs[i]), y_buf.copy_(ys[i])), args, sync)
+    # Teacher: parity.py's step (one plain model, torch.optim), and a plain PyTorch loop of the same
+    # MLP beside it (nn.Linear layers, torch.optim.Adam or SGD, the same batches).
+    xs, ys = parity.sample(parity.generator(args.device, 0, 1), (args.bench_steps, args.teacher_batch),
+                           args.n, args.support)
+    model = parity.make_model(args, "teacher", 0)
+    opt = parity.make_optimizer(model.parameters(), args.teacher_optim, args.teacher_lr, args.beta_pair)
+    rate = time_steps(lambda i: parity.teacher_step(model, opt, xs[i], ys[i]), args, sync)
     f = 3 * flops_per_sample(args, "teacher") * args.teacher_batch
     print(f"teacher step: {rate * args.teacher_batch:,.0f} samples/s, {rate:,.0f} steps/s, "
           f"{rate * f / 1e9:.1f} GFLOP/s ({100 * rate * f / 1e9 / peak:.1f}% of peak)")
-    common.check_finite(loss.item(), "benchmark teacher loss")
+    if args.arch == "mlp":
+        plain = torch.nn.Sequential(torch.nn.Linear(args.n, args.teacher_width), torch.nn.ReLU(),
+                                    torch.nn.Linear(args.teacher_width, 2)).to(device)
+        popt = parity.make_optimizer(plain.parameters(), args.teacher_optim, args.teacher_lr,
+                                     args.beta_pair)
+        plain_rate = time_steps(lambda i: plain_step(plain, popt, xs[i], ys[i]), args, sync)
+        print(f"plain PyTorch loop of the same MLP: {plain_rate * args.teacher_batch:,.0f} samples/s; "
+              f"parity.py's teacher step at {rate / plain_rate:.2f}x its speed")
 
     # Students: the four methods x lrs x seeds of a run, in the steady state of progressive
     # distillation: two teacher rows (the current progressive checkpoint and the final one).
     specs = parity.student_specs(args, ["ce", "oneshot", "progressive", "two_shot"], {"two_shot": 0})
     S, nS = len(specs), len(args.seed_list)
-    students = parity.make_model(args, "student", S, seeds=[sp["seed"] for sp in specs])
-    sopt = parity.Optimizer(students.parameters(), args.optim, [sp["lr"] for sp in specs], args.beta_pair)
-    slots = parity.TeacherSlots(args, specs, [])
-    slots.model.reset([torch.Generator().manual_seed(i) for i in range(len(slots.methods))])
+    models = [parity.make_model(args, "student", sp["seed"]) for sp in specs]
+    students, params = models[0], parity.stack(models, args)
+    sopt = parity.Optimizer(params.values(), args.optim, [sp["lr"] for sp in specs], args.beta_pair)
+    slots = parity.TeacherSlots(args, specs, [0])
+    teachers = [parity.make_model(args, "teacher", i) for i in range(slots.size)]
+    slots.params = parity.stack(teachers, args)
     slots.active = 2
     slots.row_of_student.copy_(torch.tensor([int(sp["method"] == "progressive") for sp in specs]))
-    xs, ys = parity.sample(gen, (args.bench_steps, nS, args.batch), args.n, args.support)
+    xs, ys = parity.sample(parity.generator(args.device, 0, 2), (args.bench_steps, nS, args.batch),
+                           args.n, args.support)
     x_buf, y_buf, loss = xs[0].clone(), ys[0].clone(), torch.zeros(S, device=device)
-    run = parity.compile_step(parity.student_step(args, specs, students, sopt, slots, x_buf, y_buf, loss),
-                       list(students.parameters()) + sopt.tensors() + [loss], args)
-    rate = time_steps(run, lambda i: (x_buf.copy_(xs[i]), y_buf.copy_(ys[i])), args, sync)
+    step = parity.stacked_step(args, specs, students, params, sopt, slots)
+    run = parity.compile_step(lambda: loss.add_(step(x_buf, y_buf)),
+                              list(params.values()) + sopt.tensors() + [loss], args)
+    rate = time_steps(lambda i: (x_buf.copy_(xs[i]), y_buf.copy_(ys[i]), run()), args, sync)
     f_student = 3 * flops_per_sample(args, "student") * S * args.batch
     f_teacher = flops_per_sample(args, "teacher") * 2 * nS * args.batch
     print(f"student step ({S} students = 4 methods x {len(args.lrs)} lrs x {nS} seeds; 2 teacher rows): "
@@ -90,15 +107,22 @@ def bench(args):
     common.check_finite(loss.sum().item(), "benchmark student loss")
 
 
-def time_steps(run, feed, args, sync):
+def plain_step(model, opt, x, y):
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss
+
+
+def time_steps(run, args, sync):
+    """Steps per second of run(i), i = 0..--bench_steps-1, after 5 warm-up steps."""
     for i in range(min(5, args.bench_steps)):
-        feed(i)
-        run()
+        run(i)
     sync()
     t0 = time.time()
     for i in range(args.bench_steps):
-        feed(i)
-        run()
+        run(i)
     sync()
     return args.bench_steps / (time.time() - t0)
 
@@ -109,6 +133,13 @@ def main(argv=None):
     if args.device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
     bench(args)
+    if args.other:  # the same flags, minus --other, for the other checkout's bench
+        argv = list(sys.argv[1:] if argv is None else argv)
+        i = argv.index("--other")
+        flags = argv[:i] + argv[i + 2:]
+        script = os.path.join(args.other, "bench", "parity_bench.py")
+        print(f"\n--- {script} ---", flush=True)
+        subprocess.run([sys.executable, script, *flags], check=True)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import argparse
 import os
 import sys
 import time
-from functools import partial
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import parity  # noqa: E402  (first: it pins MKL before torch loads)
@@ -59,14 +58,21 @@ def run_sweep(args, heldout):
     sched = (args.teacher_schedule, args.teacher_warmup, args.teacher_floor)
     for size in [s for s in args.sweep if str(s) not in done]:
         sized = argparse.Namespace(**{**vars(args), f"teacher_{kind}": size})
-        model = parity.make_model(sized, "teacher", S, seeds=args.seed_list)
-        opt = parity.Optimizer(model.parameters(), args.teacher_optim, [args.teacher_lr] * S, args.beta_pair)
+        models = [parity.make_model(sized, "teacher", s) for s in args.seed_list]
+        model, params = models[0], parity.stack(models, args)  # one teacher per seed, stacked
+        opt = parity.Optimizer(params.values(), args.teacher_optim, [args.teacher_lr] * S,
+                               args.beta_pair)
         gens = [parity.generator(args.device, s, 1) for s in args.seed_list]
-        blocks = parity.train_blocks(args, "sweep", 0, args.sweep_steps, sched, opt, gens, args.teacher_batch,
-                                     partial(parity.teacher_step, model, opt))
+        specs = [{"method": "ce", "seed": s} for s in args.seed_list]  # on labels
+        step = parity.stacked_step(args, specs, model, params, opt, None)
+        blocks = parity.train_blocks(args, "sweep", 0, args.sweep_steps, sched, opt, gens,
+                                     args.teacher_batch, step)
+        forward = lambda x: parity.run_stacked(model, params, x.expand(S, -1, -1))
         reached = [None] * S
         for step_no, _ in blocks:
-            acc, _ = parity.evaluate(model, *heldout)
+            model.eval()
+            acc, _ = parity.evaluate(forward, *heldout)
+            model.train()
             reached = [step_no if r is None and a >= 0.95 else r for r, a in zip(reached, acc)]
             if None not in reached:
                 break

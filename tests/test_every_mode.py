@@ -120,7 +120,7 @@ def test_parity_every_mode_with_the_cpu_schedule_flags(tmp_path, monkeypatch, ar
     for mode in ("ce", "oneshot", "progressive", "two_shot", "extract"):
         r = res[mode]["students"]
         assert list(r) == [mode] and set(r[mode]["by_lr"]) == lrs and res[mode]["student_steps"] == steps
-        records = [x for x in common.read_jsonl(tmp_path / mode / "metrics.jsonl") if x["phase"] == "students"]
+        records = [x for x in common.read_jsonl(tmp_path / mode / "metrics.jsonl") if x["role"] == "student"]
         assert [x["step"] for x in records] == steps
         curves = {lr: [x["acc"][f"{mode}/lr={lr}/seed=0"] for x in records] for lr in lrs}
         for lr, row in r[mode]["by_lr"].items():
