@@ -47,8 +47,7 @@ def parse_list(text, kind, flag):
 
 
 def check_finite_flags(args):
-    """Every float flag must be finite: nan or inf (e.g. --lr inf) stops here, at parse time, with
-    exit status 2, instead of training first and stopping on a NaN loss (check_finite, exit 3)."""
+    """nan or inf in a float flag stops at parse time (exit 2), not after training (exit 3)."""
     for name, value in sorted(vars(args).items()):
         if isinstance(value, float) and not math.isfinite(value):
             fail(f"--{name}", f"must be a finite number (no nan or inf), got {value}")
@@ -90,8 +89,7 @@ def check_run_flags(args, eval_every_default):
 
 
 def check_lr_seeds_betas(args):
-    """The optimiser flags every script shares: --lr (overrides --lr_grid), --lr_grid, --seeds,
-    --betas."""
+    """The optimiser flags every script shares: --lr (replaces --lr_grid), --seeds, --betas."""
     if args.lr is not None:
         if not args.lr > 0:
             fail("--lr", f"must be positive, got {args.lr}")
@@ -109,17 +107,13 @@ def check_lr_seeds_betas(args):
 
 def pick_device(name):
     """'auto' picks cuda, then mps, then cpu; anything else must be a valid torch device."""
+    available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        return torch.device(next((d for d, ok in available.items() if ok()), "cpu"))
     try:
         device = torch.device(name)
     except RuntimeError:
         fail("--device", f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
-    available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
     if not available.get(device.type, lambda: True)():
         fail("--device", f"{device.type} was asked for but is not available here")
     return device
@@ -138,9 +132,7 @@ def _atomic(path, write):
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        umask = os.umask(0o022)  # read the umask (os has no getter) to give the usual permissions
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -157,8 +149,6 @@ def load_checkpoint(path, device="cpu", flag="--resume"):
     short) stops the run with exit status 2, naming the file and what to do, not a traceback."""
     try:
         return torch.load(path, map_location=device, weights_only=True)
-    except FileNotFoundError:
-        raise
     except Exception as e:  # RuntimeError, EOFError, pickle errors: whatever a damaged file raises
         fail(flag, f"{path} cannot be read ({type(e).__name__}); delete it to recompute that part, "
                    "or point to an intact run")
@@ -235,10 +225,9 @@ def soft_cross_entropy(logits, targets):
 
 
 def progressive_ckpt(t, saved, speed, refresh):
-    """Progressive distillation's teacher at student step t (Sec. 2; the official refresh-and-speed
-    rule without its lookup bugs): the latest saved checkpoint <= speed x (t // refresh + 1) x
-    refresh. The teacher changes every `refresh` student steps, `speed` times faster, one refresh
-    ahead."""
+    """Progressive distillation's teacher at student step t (Sec. 2; the official rule without its
+    lookup bugs): the latest saved checkpoint <= speed x (t // refresh + 1) x refresh. It changes
+    every `refresh` student steps, runs `speed` times faster, and is one refresh ahead."""
     return max(s for s in saved if s <= speed * (t // refresh + 1) * refresh)
 
 
@@ -288,8 +277,7 @@ def mean_std(values):
 def format_table(headers, rows):
     cols = [[str(h)] + [str(r[i]) for r in rows] for i, h in enumerate(headers)]
     widths = [max(len(c) for c in col) for col in cols]
-    def line(cells):
-        return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
     return "\n".join([line(headers), line("-" * w for w in widths)] + [line(r) for r in rows])
 
 

@@ -788,6 +788,8 @@ def validate(args):
         fail("--data", f"no corpus in {args.cache}/text; run `python data/prepare_lm_corpus.py "
                        f"--cache {args.cache}` (from the repository) first, or give --data")
     args.out = args.out or os.path.join("out", "lm_pretrain", f"{args.preset}-{args.mode}")
+    if os.path.isfile(args.out):  # before the token cache is written
+        fail("--out", f"{args.out} is a file, not a folder; choose another --out")
     if args.teacher_dir is not None:  # a teacher made on the same text and tokens, at the same size
         cfg = os.path.join(args.teacher_dir, "config.json")
         if not (os.path.exists(cfg) and common.saved_steps(teacher_ckpt(args.teacher_dir))):
