@@ -47,18 +47,20 @@ PRESETS = {
     # The paper's setting (Sec. 5; guessed where it is silent, docs/lm_pretrain.md "Presets"), for
     # GPUs and a Wikipedia + books corpus given with --data (8B tokens read; the registry has 4.7M).
     "paper": dict(
-        seq_len=128, vocab_size=30522, min_count=1, heldout_frac=0.01, dropout=0.1,
+        tokenizer="bpe", seq_len=128, vocab_size=30522, min_count=1, heldout_frac=0.01, dropout=0.1,
         teacher_layers=12, teacher_heads=12, student_layers=4, student_heads=4, head_dim=64,
         teacher_lr=5e-4, teacher_schedule="cosine", teacher_warmup=0.06, teacher_steps=128_000,
         batch=512, micro_batch=64, lr_grid="1e-3,5e-4,2.5e-4", schedule="cosine", warmup=0.06,
         ckpt_every=4000, refresh=8000, budgets="24000,60000,120000", T=12_000,
         eval_every=1000, eval_seqs=4096, probe_seqs=1024),
-    # measured: the whole study in under an hour on 2 CPU cores (docs/lm_pretrain.md, "Presets")
+    # the paper's protocol on characters, chosen by pilots (docs/lm_pretrain.md, "Presets"): C1 near
+    # 3000, a width-8 student that sits on its plateau with labels; about 45 minutes on 2 CPU cores
     "cpu": dict(
-        seq_len=64, vocab_size=4096, min_count=5, heldout_frac=0.05, batch=32, micro_batch=32,
-        teacher_layers=2, teacher_heads=4, student_layers=2, student_heads=1, head_dim=32,
-        teacher_lr=1e-3, teacher_steps=3000, ckpt_every=100, lr_grid="1e-3",
-        refresh=200, budgets="500,1250,2500", T=250, eval_every=100, eval_seqs=1024, probe_seqs=64),
+        tokenizer="char", vocab_size=100, min_count=200, seq_len=32, sequences="windows",
+        heldout_frac=0.05, batch=32, micro_batch=32, teacher_layers=2, teacher_heads=16,
+        student_layers=2, student_heads=1, head_dim=8, teacher_lr=3e-3, teacher_steps=8000,
+        ckpt_every=250, lr_grid="3e-3", refresh="auto", budgets="8000,10000,12000", T=4000,
+        eval_every=250, eval_seqs=512, probe_seqs=128, probe_stride=8, workers=2),
     "smoke": dict(  # seconds, for tests (with --data tests/data/...)
         seq_len=32, vocab_size=300, min_count=1, heldout_frac=0.2, batch=8, micro_batch=4,
         teacher_layers=1, teacher_heads=2, student_layers=1, student_heads=1, head_dim=8,

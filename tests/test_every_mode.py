@@ -92,7 +92,7 @@ def test_lm_pretrain_every_mode_with_the_cpu_schedule_flags(tmp_path):
     out = tmp_path / "all"
     assert saved["config"]["preset"] == "smoke"
     t = saved["teacher"]
-    assert t["steps"] == [0, 5, 10, 15, 20] and len(t["val_loss"]) == len(t["val_acc"]) == 5
+    assert t["steps"] == [0, 4, 8, 12, 16, 20] and len(t["val_loss"]) == len(t["val_acc"]) == 6
     assert t["val_loss"][-1] < t["val_loss"][0]  # the teacher learns something in 20 steps
     source = "pride_and_prejudice_ch01-12"
     assert set(t["acc_by_source"]) == {source} and saved["eval_set"]["sequences"] == 16
