@@ -596,13 +596,6 @@ def loss_phases(steps, losses, frac=0.25):
                        "decay": slope(e + 1, n - 1)}}
 
 
-def inflection(results):
-    """C1 for --refresh auto and --ckpt auto: the inflection, or (too few checkpoints to find the
-    phases) the middle checkpoint, as pcfg.py."""
-    steps = results["teacher"]["steps"]
-    return results["phases"].get("inflection", steps[len(steps) // 2])
-
-
 # --------------------------------------------------------------------------------------------------
 # 5. Distillation schedule (pcfg.py's rules). Horizon: at budget B a student learns from the teacher
 # run cut at min(speed x B, last step), trained as long as itself (Fig. 1 right). two_shot: Alg. 1.
@@ -970,8 +963,6 @@ def print_table(results, args):
         seeds = ",".join(map(str, args.seed_list))
         print(f"\nmasked-token accuracy on held-out text (mean ± std over seeds {seeds})\n"
               + common.format_table(["budget"] + METHODS, rows))
-    if "phases" in results:  # steps of C1, of the drop and of the M_robust peak; nats per phase
-        print("\nteacher:", results["phases"])
 
 
 def claim_checks(results, args):
@@ -1048,8 +1039,8 @@ def main(argv=None):
     if rank == 0:
         common.prepare_run_dir(args.out, config_of(args), args.resume)
         shutil.copy(os.path.join(data["tok_dir"], "tokenizer.json"), args.out)
-        print(f"data: {len(data['train'])} train / {data['n_held']} held-out sequences of "
-              f"{args.seq_len} tokens, vocabulary {len(data['vocab'])} tokens ({data['tok_dir']}); "
+        print(f"data: {data['train'].numel()} training tokens ({args.sequences}), {data['n_held']} "
+              f"held-out sequences of {args.seq_len} tokens, vocabulary {len(data['vocab'])} tokens ({data['tok_dir']}); "
               f"eval set {data['eval_set']}", flush=True)
     barrier(args)
     results = {"config": config_of(args), "eval_set": data["eval_set"]}
@@ -1059,8 +1050,10 @@ def main(argv=None):
             train_teacher(args, data, rank)
         t = results["teacher"] = teacher_curve(args)
         results["phases"] = loss_phases(t["steps"], t["val_loss"]) or {}
+        # C1 (--refresh and --ckpt auto); too few checkpoints for phases: the middle one (pcfg.py)
+        c1 = results["phases"].get("inflection", t["steps"][len(t["steps"]) // 2])
         if args.refresh == "auto":  # progressive's first checkpoint is C1 (Sec. 5: 8k steps)
-            args.refresh = results["refresh"] = inflection(results)
+            args.refresh = results["refresh"] = c1
     if args.mode in ("all", "probe"):
         probe_path = os.path.join(args.out, "probe.json")
         if rank == 0 and not (args.resume and os.path.exists(probe_path)):
@@ -1073,8 +1066,7 @@ def main(argv=None):
         results["phases"]["m_robust_peak_step"] = mrobust_peak_step(results["probe"])
     methods = METHODS if args.mode == "all" else [m for m in METHODS if m == args.mode]
     if "two_shot" in methods:  # stage 1: --ckpt, or C1, the loss inflection (Sec. 5)
-        auto = args.ckpt == "auto"
-        results["two_shot_ckpt"] = inflection(results) if auto else int(args.ckpt)
+        results["two_shot_ckpt"] = c1 if args.ckpt == "auto" else int(args.ckpt)
     if methods:
         stage1 = results.get("two_shot_ckpt")
         results["students"], results["lr_search"] = run_students(args, methods, data, stage1, rank)
