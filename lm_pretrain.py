@@ -213,7 +213,7 @@ def learn_merges(counts, n_pieces, min_count):
             where.setdefault(p, set()).add(i)
             changed.add(p)
 
-    def push_changed():  # a new heap entry for each changed count; stale ones are skipped when popped
+    def push_changed():  # a heap entry per changed count; stale ones are skipped when popped
         for p in changed:
             if p in pairs:
                 heapq.heappush(heap, (-pairs[p], first_seen[p], p))
@@ -572,7 +572,8 @@ def teacher_curve(args):
 
 def loss_phases(steps, losses, frac=0.25):
     """Plateau, drop, decay (Sec. 4.2, Fig. 4 left): a piecewise-linear fit on log(1 + step) starts
-    plateau and drop; the drop ends where descent < `frac` x its peak, which ends at C1 (pcfg.py's)."""
+    plateau and drop; the drop ends where descent < `frac` x its peak, whose interval ends at C1.
+    pcfg.py's function and rule, copied: each script stands alone."""
     s, y, n, err = np.asarray(steps, float), np.asarray(losses, float), len(steps), {}
     if n < 6:
         return None
@@ -766,7 +767,8 @@ def run_students(args, methods, data, stage1, rank):
         cut_records(args, job["name"], step)
     pool = None
     if args.workers > 1 and len(jobs) > 1:  # one thread each; every job seeds itself: same numbers
-        pool = mp.get_context("spawn").Pool(min(args.workers, len(jobs)), torch.set_num_threads, (1,))
+        n = min(args.workers, len(jobs))
+        pool = mp.get_context("spawn").Pool(n, torch.set_num_threads, (1,))
     for job, result in zip(jobs, pool.imap(run, jobs) if pool else map(run, jobs)):
         done[job["name"]] = {**{k: job[k] for k in ("method", "lr", "seed", "budgets")},
                              "at_budget": result}
@@ -803,9 +805,9 @@ def validate(args):
         args.student_head_dim = args.head_dim
     common.check_positive(args, [
         "min_doc_tokens", "seq_len", "teacher_layers", "teacher_heads", "student_layers",
-        "student_heads", "head_dim", "student_head_dim", "batch", "micro_batch", "teacher_steps", "ckpt_every",
-        "eval_every", "eval_seqs", "workers", "probe_seqs", "probe_stride", "min_count",
-        "teacher_lr", "temperature", "speed"])
+        "student_heads", "head_dim", "student_head_dim", "batch", "micro_batch", "teacher_steps",
+        "ckpt_every", "eval_every", "eval_seqs", "workers", "probe_seqs", "probe_stride",
+        "min_count", "teacher_lr", "temperature", "speed"])
     common.check_range(args, {  # vocab_size: 5 specials and a word; seq_len: [CLS] and a 3-gram
         "vocab_size": "[6, inf]", "seq_len": "[4, inf]",
         "heldout_frac": "(0, 1)", "mask_rate": "(0, 1)", "dropout": "[0, 1)", "warmup": "[0, 1)",
@@ -1037,11 +1039,12 @@ def main(argv=None):
     args = parse_args(argv)
     rank, data = setup(args)
     if rank == 0:
-        common.prepare_run_dir(args.out, config_of(args), args.resume)
+        common.prepare_run_dir(args.out, config_of(args), args.resume,  # workers: the same numbers
+                               ignore=("resume", "device", "out", "workers"))
         shutil.copy(os.path.join(data["tok_dir"], "tokenizer.json"), args.out)
         print(f"data: {data['train'].numel()} training tokens ({args.sequences}), {data['n_held']} "
-              f"held-out sequences of {args.seq_len} tokens, vocabulary {len(data['vocab'])} tokens ({data['tok_dir']}); "
-              f"eval set {data['eval_set']}", flush=True)
+              f"held-out sequences of {args.seq_len}, vocabulary {len(data['vocab'])} tokens "
+              f"({data['tok_dir']}); eval set {data['eval_set']}", flush=True)
     barrier(args)
     results = {"config": config_of(args), "eval_set": data["eval_set"]}
     t_start = time.time()
