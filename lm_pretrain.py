@@ -1004,11 +1004,11 @@ def make_figures(results, args):
         return
     fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4), layout="tight")
     ph = results.get("phases", {})
-    for ax in (left, middle) if "inflection" in ph else ():
+    for ax in (left, middle) if "inflection" in ph else ():  # no phases: fewer than 6 checkpoints
         ax.axvline(ph["inflection"], color="tab:red", ls="--", lw=1, label="inflection")
         ax.axvspan(ph["drop_start"], ph["drop_end"], color="tab:red", alpha=0.1, label="drop")
     if t:
-        left.plot(t["steps"][1:], t["val_loss"][1:], "k.-", ms=3)
+        left.plot(t["steps"][1:], t["val_loss"][1:], "k.-", ms=3, label="validation")
         left.set(xscale="log", xlabel="teacher steps", ylabel="validation MLM loss",
                  title="teacher's loss")
         left.legend(fontsize=8)
