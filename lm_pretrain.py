@@ -54,12 +54,12 @@ PRESETS = {
         ckpt_every=4000, refresh=8000, budgets="24000,60000,120000", T=12_000,
         eval_every=1000, eval_seqs=4096, probe_seqs=1024),
     # the paper's protocol on characters, chosen by pilots (docs/lm_pretrain.md, "Presets"): C1 near
-    # 3250, a width-8 student on its plateau with labels, soft targets; about 43 minutes on 2 cores
+    # 3250, budgets from 2 x C1, a width-8 student on its plateau with labels; about 43 min on 2 cores
     "cpu": dict(
         tokenizer="char", vocab_size=100, min_count=200, seq_len=32, sequences="windows",
         heldout_frac=0.05, batch=32, micro_batch=32, teacher_layers=2, teacher_heads=16,
-        student_layers=2, student_heads=1, head_dim=8, teacher_lr=3e-3, teacher_steps=8000,
-        ckpt_every=250, lr_grid="3e-3", refresh="auto", budgets="8000,10000,12000", T=4000,
+        student_layers=2, student_heads=1, head_dim=8, teacher_lr=3e-3, teacher_steps=6500,
+        ckpt_every=250, lr_grid="3e-3", refresh="auto", budgets="6500,9750,13000", T=3250,
         temperature=1.0, eval_every=250, eval_seqs=512, probe_seqs=128, probe_stride=8, workers=2),
     "smoke": dict(  # seconds, for tests (with --data tests/data/...)
         seq_len=32, vocab_size=300, min_count=1, heldout_frac=0.2, batch=8, micro_batch=4,

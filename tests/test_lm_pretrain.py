@@ -300,9 +300,9 @@ def test_progressive_and_two_shot_schedules():
 
 def test_every_method_stays_within_the_teachers_horizon():
     """pcfg.py's rule (Fig. 1 right: at budget B every method uses a teacher trained as long as itself): the
-    checkpoints up to min(speed x B, last step), at the cpu preset's 8000 teacher steps, checkpoints every 250."""
-    args = lm.parse_args(["--preset", "cpu", "--data", FIXTURE, "--refresh", "3000"])
-    assert (args.teacher_steps, args.ckpt_every, args.speed, args.T) == (8000, 250, 1, 4000)
+    checkpoints up to min(speed x B, last step), at the cpu preset's checkpoints every 250 (8000 teacher steps here)."""
+    args = lm.parse_args(["--preset", "cpu", "--data", FIXTURE, "--refresh", "3000", "--T", "4000"])
+    assert (args.ckpt_every, args.speed, args.T) == (250, 1, 4000)
     saved = list(range(0, 8001, 250))
     for budget, last in ((4100, 4000), (6000, 6000), (8000, 8000), (12000, 8000)):
         prog = [lm.schedule_ckpt(args, "progressive", t, saved, None, budget) for t in range(budget)]
