@@ -54,7 +54,7 @@ PRESETS = {
         ckpt_every=4000, refresh=8000, budgets="24000,60000,120000", T=12_000,
         eval_every=1000, eval_seqs=4096, probe_seqs=1024),
     # the paper's protocol on characters, chosen by pilots (docs/lm_pretrain.md, "Presets"): C1 near
-    # 3250, budgets from 2 x C1, a width-8 student on its plateau with labels; about 43 min on 2 cores
+    # 3250, budgets from 2 x C1, a width-8 student on its plateau with labels; ~43 min on 2 cores
     "cpu": dict(
         tokenizer="char", vocab_size=100, min_count=200, seq_len=32, sequences="windows",
         heldout_frac=0.05, batch=32, micro_batch=32, teacher_layers=2, teacher_heads=16,
