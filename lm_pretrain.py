@@ -22,15 +22,17 @@ import heapq
 import itertools
 import json
 import math
+import multiprocessing as mp
 import os
 import re
 import shutil
 import time
 from collections import Counter
-from functools import lru_cache
+import functools
 
 os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")  # before torch: same seed, same numbers on CPU
 import common
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
@@ -45,23 +47,25 @@ PRESETS = {
     # The paper's setting (Sec. 5; guessed where it is silent, docs/lm_pretrain.md "Presets"), for
     # GPUs and a Wikipedia + books corpus given with --data (8B tokens read; the registry has 4.7M).
     "paper": dict(
-        seq_len=128, vocab_size=30522, min_count=1, heldout_frac=0.01, dropout=0.1,
+        tokenizer="bpe", seq_len=128, vocab_size=30522, min_count=1, heldout_frac=0.01, dropout=0.1,
         teacher_layers=12, teacher_heads=12, student_layers=4, student_heads=4, head_dim=64,
         teacher_lr=5e-4, teacher_schedule="cosine", teacher_warmup=0.06, teacher_steps=128_000,
         batch=512, micro_batch=64, lr_grid="1e-3,5e-4,2.5e-4", schedule="cosine", warmup=0.06,
         ckpt_every=4000, refresh=8000, budgets="24000,60000,120000", T=12_000,
         eval_every=1000, eval_seqs=4096, probe_seqs=1024),
-    # measured: the whole study in under an hour on 2 CPU cores (docs/lm_pretrain.md, "Presets")
+    # the paper's protocol on characters, chosen by pilots (docs/lm_pretrain.md, "Presets"): C1 near
+    # 3250, budgets from 2 x C1, a width-8 student on its plateau with labels; ~43 min on 2 cores
     "cpu": dict(
-        seq_len=64, vocab_size=4096, min_count=5, heldout_frac=0.05, batch=32, micro_batch=32,
-        teacher_layers=2, teacher_heads=4, student_layers=2, student_heads=1, head_dim=32,
-        teacher_lr=1e-3, teacher_steps=3000, ckpt_every=100, lr_grid="1e-3",
-        refresh=200, budgets="500,1250,2500", T=250, eval_every=100, eval_seqs=1024, probe_seqs=64),
+        tokenizer="char", vocab_size=100, min_count=200, seq_len=32, sequences="windows",
+        heldout_frac=0.05, batch=32, micro_batch=32, teacher_layers=2, teacher_heads=16,
+        student_layers=2, student_heads=1, head_dim=8, teacher_lr=3e-3, teacher_steps=6500,
+        ckpt_every=250, lr_grid="3e-3", refresh="auto", budgets="6500,9750,13000", T=3250,
+        temperature=1.0, eval_every=250, eval_seqs=512, probe_seqs=128, probe_stride=8, workers=2),
     "smoke": dict(  # seconds, for tests (with --data tests/data/...)
         seq_len=32, vocab_size=300, min_count=1, heldout_frac=0.2, batch=8, micro_batch=4,
         teacher_layers=1, teacher_heads=2, student_layers=1, student_heads=1, head_dim=8,
-        teacher_lr=3e-3, teacher_steps=20, ckpt_every=5, lr_grid="3e-3", refresh=10,
-        budgets="10,20", T=5, eval_every=5, eval_seqs=16, probe_seqs=4, probe_stride=8),
+        teacher_lr=3e-3, teacher_steps=20, ckpt_every=4, lr_grid="3e-3", refresh="auto",
+        budgets="10,20", T=5, eval_every=4, eval_seqs=16, probe_seqs=4, probe_stride=8),
 }
 MODES = ["all", "teacher", "probe", "ce", "oneshot", "progressive", "two_shot"]
 METHODS = ["ce", "oneshot", "progressive", "two_shot"]
@@ -88,7 +92,9 @@ def build_parser():
       "punctuation, sub-words learned on the training split, or characters (one space per run)")
     a("--vocab_size", type=int, help="words, pieces or characters, the 5 special tokens included")
     a("--min_count", type=int, help="tokens seen fewer times in the training split become [UNK]")
-    a("--seq_len", type=int, help="tokens per packed sequence, [CLS] included")
+    a("--seq_len", type=int, help="tokens per training and held-out sequence, [CLS] included")
+    a("--sequences", default="packed", choices=["packed", "windows"], help="training sequences: "
+      "the stream cut in order, or windows at random offsets each step (held-out: packed)")
     a("--mask_rate", type=float, default=0.15, help="BERT's (80%% [MASK], 10%% random, 10%% kept)")
     a = p.add_argument_group("models").add_argument
     a("--teacher_layers", type=int, help="teacher encoder layers")
@@ -96,6 +102,7 @@ def build_parser():
     a("--student_layers", type=int, help="student encoder layers")
     a("--student_heads", type=int, help="student attention heads")
     a("--head_dim", type=int, help="attention head dimension (teacher and student)")
+    a("--student_head_dim", type=int, help="the student's, if not --head_dim")
     a("--dropout", type=float, default=0.0, help="dropout (BERT: 0.1)")
     a = p.add_argument_group("teacher").add_argument
     a("--teacher_lr", type=float, help="teacher peak learning rate")
@@ -121,7 +128,7 @@ def build_parser():
     a = p.add_argument_group("distillation (Sec. 2)").add_argument
     a("--temperature", type=float, default=1e-20, help="teacher softmax temperature; 1e-20: argmax")
     a("--speed", type=float, default=1.0, help="teacher steps per student step")
-    a("--refresh", type=int, help="progressive: steps between teacher checkpoint changes")
+    a("--refresh", help="progressive: steps between teacher checkpoints; auto: the inflection C1")
     a("--ckpt", default="auto", help="two_shot stage-1 checkpoint step, or auto: the inflection C1")
     a("--T", type=int, help="two_shot: steps on the stage-1 checkpoint (Alg. 1's (2,T))")
     a = p.add_argument_group("run").add_argument
@@ -132,6 +139,7 @@ def build_parser():
     a("--out", help="run folder (default out/lm_pretrain/<preset>-<mode>)")
     a("--resume", action="store_true", help="continue the run in --out from its last checkpoints")
     a("--save_every", type=int, help="student resume-checkpoint interval (default: 10 evals)")
+    a("--workers", type=int, default=1, help="processes for the students (CPU: 1 thread each)")
     a("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (torchrun: LOCAL_RANK)")
     a("--halt_at", help=argparse.SUPPRESS)  # tests: "teacher:N" or "students:N"
     return p
@@ -205,7 +213,7 @@ def learn_merges(counts, n_pieces, min_count):
             where.setdefault(p, set()).add(i)
             changed.add(p)
 
-    def push_changed():  # a new heap entry for each changed count; stale ones are skipped when popped
+    def push_changed():  # a heap entry per changed count; stale ones are skipped when popped
         for p in changed:
             if p in pairs:
                 heapq.heappush(heap, (-pairs[p], first_seen[p], p))
@@ -327,7 +335,7 @@ def heldout_sets(args, streams):
     return held[eval_ids], src[eval_ids], held[probe_ids], len(held)
 
 
-@lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=2)
 def epoch_perm(n, seed, epoch):
     return torch.randperm(n, generator=torch.Generator().manual_seed(1_000_003 * seed + epoch))
 
@@ -340,6 +348,18 @@ def batch_indices(n, batch, step, seed):
         out.append(epoch_perm(n, seed, epoch)[offset:offset + end - pos])
         pos += len(out[-1])
     return torch.cat(out)
+
+
+def train_batch(args, train, step, seed):
+    """Global batch `step`, the same on every process and on resume: packed sequences in seeded
+    epoch permutations, or (--sequences windows) [CLS] + seq_len - 1 tokens of the training stream
+    from seeded random offsets."""
+    if args.sequences == "packed":
+        return train[batch_indices(len(train), args.batch, step, seed)]
+    gen = torch.Generator().manual_seed(1_000_003 * seed + step)
+    start = torch.randint(len(train) - args.seq_len + 2, (args.batch, 1), generator=gen)
+    body = train[start + torch.arange(args.seq_len - 1)].long()
+    return torch.cat([torch.full((args.batch, 1), CLS), body], 1)
 
 
 def mask_batch(args, ids, seed, step):
@@ -409,7 +429,8 @@ class Encoder(nn.Module):
 def make_model(args, role, seed):
     torch.manual_seed(seed)  # the encoder's init draws from the global generator
     layers, heads = getattr(args, f"{role}_layers"), getattr(args, f"{role}_heads")
-    model = Encoder(args.vocab_actual, args.seq_len, layers, heads, args.head_dim, args.dropout)
+    head_dim = args.student_head_dim if role == "student" else args.head_dim
+    model = Encoder(args.vocab_actual, args.seq_len, layers, heads, head_dim, args.dropout)
     return model.to(args.device)
 
 
@@ -427,7 +448,7 @@ def train_step(args, model, opt, seqs, step, seed, rank, teacher=None):
     (this process's summed loss, the global batch's masked count). Under torchrun each process takes
     its slice of the same batch and masks; the loss is divided by the masked tokens of the global
     batch, so N processes give 1 process's gradient (tested)."""
-    ids = seqs[batch_indices(len(seqs), args.batch, step, seed)]
+    ids = train_batch(args, seqs, step, seed)
     inputs, labels = mask_batch(args, ids, seed, step)
     n_masked = max(1, int((labels != -100).sum()))
     per_rank = args.batch // args.world
@@ -486,7 +507,7 @@ def teacher_ckpt(run, step=None):  # a run's teacher checkpoint at `step`, or th
     return folder if step is None else os.path.join(folder, f"step_{step:09d}.pt")
 
 
-@lru_cache(maxsize=4)  # the schedule revisits checkpoints
+@functools.lru_cache(maxsize=4)  # the schedule revisits checkpoints
 def load_teacher(run, step, device):
     """The teacher's checkpoint at `step`: a dict (model, step, val_loss, val_acc)."""
     return common.load_checkpoint(teacher_ckpt(run, step), device)
@@ -498,7 +519,9 @@ def train_teacher(args, data, rank):
     total = args.teacher_steps
     model = make_model(args, "teacher", 0)
     opt = make_optimizer(args, model, args.teacher_lr)
-    start = restore(args, rank, state_path, model, opt, "teacher")["step"]
+    start = restore(args, state_path, model, opt)["step"]
+    if rank == 0:
+        cut_records(args, "teacher", start)
     ddp = wrap(args, model)
     loss_sum, count, t0 = torch.zeros((), device=args.device), 0, time.time()
     for step in range(start, total + 1):  # step: optimizer steps taken so far
@@ -547,25 +570,31 @@ def teacher_curve(args):
 # --------------------------------------------------------------------------------------------------
 # 4. The teacher's loss phases (Sec. 5, Fig. 5 left): plateau, drop, decay; C1 is the inflection.
 
-def loss_phases(curve):
-    """Sec. 5's three phases on doublings of the step (the paper's log axis: late noise over tiny
-    log gaps cannot win): the drop is the doubling s -> 2s over which the validation loss falls
-    most, the plateau the one before, the decay the one after (saved steps nearest s / 2, 4s); C1,
-    the inflection, is the checkpoint nearest s x sqrt(2)."""
-    steps, loss = curve["steps"], dict(zip(curve["steps"], curve["val_loss"]))
-    starts = [s for s in steps if s > 0 and 2 * s in loss]
-    if not starts:
-        return {"inflection": steps[-1]}
-    s = max(starts, key=lambda s: loss[s] - loss[2 * s])
+def loss_phases(steps, losses, frac=0.25):
+    """Plateau, drop, decay (Sec. 4.2, Fig. 4 left): a piecewise-linear fit on log(1 + step) starts
+    plateau and drop; the drop ends where descent < `frac` x its peak, whose interval ends at C1.
+    pcfg.py's function and rule, copied: each script stands alone."""
+    s, y, n, err = np.asarray(steps, float), np.asarray(losses, float), len(steps), {}
+    if n < 6:
+        return None
+    x = np.log1p(s)
+    for i, j, k in itertools.combinations(range(1, n - 1), 3):  # breakpoints i < j < k
+        X = np.stack([np.ones(n), x] + [np.maximum(x - x[m], 0) for m in (i, j, k)], 1)
+        err[i, j, k] = float(((X @ np.linalg.lstsq(X, y, rcond=None)[0] - y) ** 2).sum())
+    i, j, k = min(err, key=err.get)  # the first of equal fits
+    rate = -np.diff(y) / np.diff(s)  # loss decrease per step on each interval
+    rate = np.convolve(np.pad(rate, 1, mode="edge"), np.ones(3) / 3, "valid")
+    c = e = j + int(np.argmax(rate[j:k]))
+    while e < len(rate) - 1 and rate[e + 1] >= frac * rate[c]:
+        e += 1
 
-    def near(t, lo, hi):  # the saved step in (lo, hi) nearest t, or None
-        return min((x for x in steps if lo < x < hi), key=lambda x: abs(x - t), default=None)
-    before, after = near(s / 2, 0, s), near(4 * s, 2 * s, math.inf)
-    falls = {"plateau": None if before is None else loss[before] - loss[s],
-             "drop": loss[s] - loss[2 * s],
-             "decay": None if after is None else loss[2 * s] - loss[after]}
-    inflection = min(steps, key=lambda x: abs(x - s * math.sqrt(2)))
-    return {"inflection": inflection, "drop_start": s, "drop_end": 2 * s, "falls": falls}
+    def slope(a, b):  # mean loss change per step from checkpoint a to b
+        return float((y[b] - y[a]) / max(s[b] - s[a], 1))
+    return {"plateau_start": int(s[i]), "drop_start": int(s[j]), "drop_end": int(s[e + 1]),
+            "inflection": int(s[c + 1]), "plateau_loss": float(y[i:j + 1].mean()),
+            # the plateau's slope over its second half (its start still carries the fall)
+            "slopes": {"plateau": slope((i + j) // 2, j), "drop": slope(j, e + 1),
+                       "decay": slope(e + 1, n - 1)}}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -601,14 +630,13 @@ def distill_loss(args, model, teacher, inputs, labels):
     return common.soft_cross_entropy(logits, q).sum()
 
 
-def train_student(args, job, data, saved, stage1, rank):
+def train_student(args, data, saved, stage1, rank, job):
     """One student run, resumable: {budget: {"acc", "loss", "acc_by_source", "teacher_last"}}."""
-    state_path = os.path.join(args.out, "ckpt", "students", job["name"] + ".pt")
     method, lr, seed, total = job["method"], job["lr"], job["seed"], max(job["budgets"])
     model = make_model(args, "student", 1000 + seed)
     opt = make_optimizer(args, model, lr)
     teacher = make_model(args, "teacher", 0).eval() if method != "ce" else None
-    state = restore(args, rank, state_path, model, opt, job["name"])
+    state = restore(args, job["state"], model, opt)
     start, at_budget = state["step"], state.get("at_budget", {})
     ddp = wrap(args, model)
     loss_sum, count, in_teacher, t0 = torch.zeros((), device=args.device), 0, None, time.time()
@@ -628,7 +656,7 @@ def train_student(args, job, data, saved, stage1, rank):
             if rank == 0 and step % args.save_every == 0 and step < total:
                 common.save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(),
                                         "step": step, "at_budget": at_budget,
-                                        "config": config_of(args)}, state_path)
+                                        "config": config_of(args)}, job["state"])
         if step == total:
             break
         if teacher is not None:  # the scheduled checkpoint, loaded when it changes
@@ -689,30 +717,40 @@ def halt_if_asked(args, role, step):  # tests: die as a killed job would; --resu
         os._exit(1)
 
 
-def restore(args, rank, path, model, opt, run):
-    """--resume: the state at `path` (or step 0); `run`'s records in metrics.jsonl cut there."""
+def restore(args, path, model, opt):
+    """--resume: the state at `path` (or step 0)."""
     state = {"step": 0}
     if os.path.exists(path):
         state = common.load_checkpoint(path, args.device)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-    if rank == 0:
-        metrics = os.path.join(args.out, "metrics.jsonl")
-        kept = [r for r in common.read_jsonl(metrics)
-                if r.get("run", r["role"]) != run or r["step"] <= state["step"]]
-        common.rewrite_jsonl(metrics, kept)
     return state
 
 
-def student_jobs(args, methods):
-    """One job per (method, seed, lr, budget); CE at a constant lr without warmup does not depend on
-    its budget, so its budgets share one run (a distilled student's teacher does: its horizon)."""
+def cut_records(args, run, step):
+    """`run`'s records in metrics.jsonl after `step` dropped (rewritten only if there are any)."""
+    metrics = os.path.join(args.out, "metrics.jsonl")
+    records = common.read_jsonl(metrics)
+    kept = [r for r in records if r.get("run", r["role"]) != run or r["step"] <= step]
+    if len(kept) < len(records):
+        common.rewrite_jsonl(metrics, kept)
+
+
+def student_jobs(args, methods, saved):
+    """One job per (method, seed, lr, budget). At a constant lr without warmup a run to a budget is
+    the start of a run to a larger one if both see the same teacher (CE: none; distillation: the
+    same horizon, section 5), so such budgets share one run."""
     jobs = []
     for method, lr, seed in itertools.product(methods, args.lrs, args.seed_list):
-        shared = method == "ce" and args.schedule == "constant" and args.warmup == 0
-        for budgets in [args.budget_list] if shared else [[b] for b in args.budget_list]:
-            jobs.append({"method": method, "lr": lr, "seed": seed, "budgets": budgets,
-                         "name": f"{method}-lr{lr:g}-seed{seed}-b{max(budgets)}"})
+        groups = {}
+        for b in args.budget_list:
+            horizon = None if method == "ce" else horizon_steps(saved, args, b)[-1]
+            shared = args.schedule == "constant" and args.warmup == 0
+            groups.setdefault(horizon if shared else b, []).append(b)
+        for budgets in groups.values():
+            name = f"{method}-lr{lr:g}-seed{seed}-b{max(budgets)}"
+            jobs.append({"method": method, "lr": lr, "seed": seed, "budgets": budgets, "name": name,
+                         "state": os.path.join(args.out, "ckpt", "students", name + ".pt")})
     return jobs
 
 
@@ -722,17 +760,25 @@ def run_students(args, methods, data, stage1, rank):
     done_path = os.path.join(args.out, "students.json")
     done = common.read_json(done_path) if os.path.exists(done_path) else {}
     saved = common.saved_steps(teacher_ckpt(args.teacher_dir or args.out))
-    for job in student_jobs(args, methods):
-        if job["name"] in done:
-            continue
-        result = train_student(args, job, data, saved, stage1, rank)
+    jobs = [job for job in student_jobs(args, methods, saved) if job["name"] not in done]
+    run = functools.partial(train_student, args, data, saved, stage1, rank)
+    for job in jobs if rank == 0 else ():  # a resumed job's late records: cut before any appends
+        step = common.load_checkpoint(job["state"])["step"] if os.path.exists(job["state"]) else 0
+        cut_records(args, job["name"], step)
+    pool = None
+    if args.workers > 1 and len(jobs) > 1:  # one thread each; every job seeds itself: same numbers
+        n = min(args.workers, len(jobs))
+        pool = mp.get_context("spawn").Pool(n, torch.set_num_threads, (1,))
+    for job, result in zip(jobs, pool.imap(run, jobs) if pool else map(run, jobs)):
         done[job["name"]] = {**{k: job[k] for k in ("method", "lr", "seed", "budgets")},
                              "at_budget": result}
         if rank == 0:
             common.write_json(done, done_path)
             with contextlib.suppress(FileNotFoundError):  # its resume state, no longer needed
-                os.remove(os.path.join(args.out, "ckpt", "students", job["name"] + ".pt"))
+                os.remove(job["state"])
         barrier(args)
+    if pool:
+        pool.close()
     students, search = {}, {}
     for method in methods:
         rows = [{"budget": b, "seed": r["seed"], "lr": r["lr"], **r["at_budget"][str(b)]}
@@ -755,11 +801,13 @@ def parse_args(argv=None):
 def validate(args):
     """Every check on the flags, before anything is written (the text's: in load_data)."""
     common.check_finite_flags(args)  # nan or inf in any float flag: exit 2 before anything else
+    if args.student_head_dim is None:
+        args.student_head_dim = args.head_dim
     common.check_positive(args, [
         "min_doc_tokens", "seq_len", "teacher_layers", "teacher_heads", "student_layers",
-        "student_heads", "head_dim", "batch", "micro_batch", "teacher_steps", "ckpt_every",
-        "refresh", "eval_every", "eval_seqs", "probe_seqs", "probe_stride", "min_count",
-        "teacher_lr", "temperature", "speed"])
+        "student_heads", "head_dim", "student_head_dim", "batch", "micro_batch", "teacher_steps",
+        "ckpt_every", "eval_every", "eval_seqs", "workers", "probe_seqs", "probe_stride",
+        "min_count", "teacher_lr", "temperature", "speed"])
     common.check_range(args, {  # vocab_size: 5 specials and a word; seq_len: [CLS] and a 3-gram
         "vocab_size": "[6, inf]", "seq_len": "[4, inf]",
         "heldout_frac": "(0, 1)", "mask_rate": "(0, 1)", "dropout": "[0, 1)", "warmup": "[0, 1)",
@@ -767,9 +815,11 @@ def validate(args):
         "weight_decay": "[0, inf]", "clip": "[0, inf]", "T": "[0, inf]"})
     if args.ckpt_every % args.eval_every:
         fail("--eval_every", f"must divide --ckpt_every ({args.ckpt_every}), got {args.eval_every}")
-    if args.refresh % args.ckpt_every:
-        fail("--refresh", f"must be a multiple of --ckpt_every ({args.ckpt_every}), "
-                          f"got {args.refresh}")
+    if args.refresh != "auto":
+        args.refresh = common.parse_list(args.refresh, int, "--refresh")[0]
+        if args.refresh < 1 or args.refresh % args.ckpt_every:
+            fail("--refresh", f"must be auto or a multiple of --ckpt_every ({args.ckpt_every}), "
+                              f"got {args.refresh}")
     common.check_lr_seeds_betas(args)  # sets args.lrs, args.seed_list, args.beta_pair
     common.check_run_flags(args, eval_every_default=10)
     args.budget_list = sorted(set(common.parse_list(args.budgets, int, "--budgets")))
@@ -781,6 +831,8 @@ def validate(args):
     args.device = str(common.pick_device(args.device))
     args.world = int(os.environ.get("WORLD_SIZE", "1"))
     args.micro_batch = max(1, min(args.micro_batch, args.batch // args.world))  # a process's share
+    if args.workers > 1 and args.world > 1:
+        fail("--workers", "student processes run without torchrun; use --workers 1 under torchrun")
     if args.batch % (args.world * args.micro_batch):
         fail("--micro_batch", f"--batch ({args.batch}) must be a multiple of processes x "
                               f"--micro_batch ({args.world} x {args.micro_batch})")
@@ -832,7 +884,8 @@ def setup(args):
     heldout = (*mask_batch(args, eval_seqs, 12345, 0), eval_src)  # the fixed masked held-out set
     masked = eval_src[heldout[1] != -100].long().bincount(minlength=len(sources)).tolist()
     eval_set = {"sequences": len(eval_seqs), "masked_tokens_by_source": dict(zip(sources, masked))}
-    return rank, {"train": pack(streams["train"], args.seq_len), "sources": sources,
+    train = pack(streams["train"], args.seq_len) if args.sequences == "packed" else streams["train"]
+    return rank, {"train": train, "sources": sources,
                   "heldout": heldout, "eval_set": eval_set, "probe": probe_seqs, "n_held": n_held,
                   "vocab": vocab, "tok_dir": tok_dir}
 
@@ -914,8 +967,6 @@ def print_table(results, args):
         seeds = ",".join(map(str, args.seed_list))
         print(f"\nmasked-token accuracy on held-out text (mean ± std over seeds {seeds})\n"
               + common.format_table(["budget"] + METHODS, rows))
-    if "phases" in results:  # steps of C1, of the drop and of the M_robust peak; nats per phase
-        print("\nteacher:", results["phases"])
 
 
 def claim_checks(results, args):
@@ -924,13 +975,13 @@ def claim_checks(results, args):
     b, checks = args.budget_list[0], {}
     at = lambda m: [r["acc"] for r in sorted(st[m], key=lambda r: r["seed"]) if r["budget"] == b]
     gap = lambda m, other: common.mean_std(at(m))[0] - common.mean_std(at(other))[0]
-    if "falls" in ph:  # (1) a plateau, a drop of at least 1 nat, then a slower decay (as pcfg.py)
-        f = ph["falls"]
-        checks["drop_nats"] = f["drop"]
-        # a plateau: the loss neither falls nor rises by a third of the drop (pcfg.py: abs too)
-        plateau = f["plateau"] is not None and abs(f["plateau"]) <= f["drop"] / 3
-        decay = f["decay"] is not None and 0 < f["decay"] <= f["drop"] / 3
-        checks["three_phases"] = bool(f["drop"] >= 1 and plateau and decay)
+    if "slopes" in ph:  # (1) pcfg.py's check on the same numbers: mean loss change per step
+        sl, last_steps = ph["slopes"], results["teacher"]["steps"][-2:]
+        checks["drop_nats"] = -sl["drop"] * (ph["drop_end"] - ph["drop_start"])
+        # a plateau and a decay each under a third of the drop's rate, two checkpoints past the drop
+        checks["three_phases"] = bool(sl["drop"] < 0 and abs(sl["plateau"]) < abs(sl["drop"]) / 3
+                                      and ph["drop_end"] < last_steps[0] and sl["decay"] < 0
+                                      and abs(sl["decay"]) < abs(sl["drop"]) / 3)
     if probe and "drop_start" in ph:  # (2) the median 3-gram M_robust peaks in the drop, then falls
         steps, series = [p["step"] for p in probe], probe_series(probe)
         peak = steps.index(mrobust_peak_step(probe))
@@ -940,14 +991,11 @@ def claim_checks(results, args):
         # and a real peak: at least 0.01 (L1), above the paper's level once its teacher moved on
         # (2e-3 to 6e-3; peak 0.25, Sec. 5 Fig. 5 middle); a BPE teacher with no context: below 1e-5
         checks["mrobust_falls_3x"] = series[peak] >= 0.01 and checks["mrobust_peak_over_final"] >= 3
-    if "progressive" in st and "ce" in st:  # (3) Fig. 5 right
-        checks["progressive_minus_ce_smallest_budget"] = gap("progressive", "ce")
-        checks["progressive_beats_ce_by_2pts"] = gap("progressive", "ce") >= 0.02
-        pairs = zip(at("progressive"), at("ce"))
-        checks["progressive_beats_ce_every_seed"] = all(p > c for p, c in pairs)
-    if "progressive" in st and "oneshot" in st:
-        checks["progressive_minus_oneshot_smallest_budget"] = gap("progressive", "oneshot")
-        checks["progressive_beats_oneshot_by_1pt"] = gap("progressive", "oneshot") >= 0.01
+    for other in [m for m in ("ce", "oneshot") if m in st and "progressive" in st]:  # (3) Fig. 5
+        checks[f"progressive_minus_{other}_smallest_budget"] = gap("progressive", other)
+        checks[f"progressive_beats_{other}_by_2pts"] = gap("progressive", other) >= 0.02
+        pairs = zip(at("progressive"), at(other))
+        checks[f"progressive_beats_{other}_every_seed"] = all(p > o for p, o in pairs)
     return checks
 
 
@@ -958,12 +1006,11 @@ def make_figures(results, args):
         return
     fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4), layout="tight")
     ph = results.get("phases", {})
-    for ax in (left, middle) if ph else ():
+    for ax in (left, middle) if "inflection" in ph else ():  # no phases: fewer than 6 checkpoints
         ax.axvline(ph["inflection"], color="tab:red", ls="--", lw=1, label="inflection")
-        if "drop_start" in ph:
-            ax.axvspan(ph["drop_start"], ph["drop_end"], color="tab:red", alpha=0.1, label="drop")
+        ax.axvspan(ph["drop_start"], ph["drop_end"], color="tab:red", alpha=0.1, label="drop")
     if t:
-        left.plot(t["steps"][1:], t["val_loss"][1:], "k.-", ms=3)
+        left.plot(t["steps"][1:], t["val_loss"][1:], "k.-", ms=3, label="validation")
         left.set(xscale="log", xlabel="teacher steps", ylabel="validation MLM loss",
                  title="teacher's loss")
         left.legend(fontsize=8)
@@ -994,19 +1041,24 @@ def main(argv=None):
     args = parse_args(argv)
     rank, data = setup(args)
     if rank == 0:
-        common.prepare_run_dir(args.out, config_of(args), args.resume)
+        common.prepare_run_dir(args.out, config_of(args), args.resume,  # workers: the same numbers
+                               ignore=("resume", "device", "out", "workers"))
         shutil.copy(os.path.join(data["tok_dir"], "tokenizer.json"), args.out)
-        print(f"data: {len(data['train'])} train / {data['n_held']} held-out sequences of "
-              f"{args.seq_len} tokens, vocabulary {len(data['vocab'])} tokens ({data['tok_dir']}); "
-              f"eval set {data['eval_set']}", flush=True)
+        print(f"data: {data['train'].numel()} training tokens ({args.sequences}), {data['n_held']} "
+              f"held-out sequences of {args.seq_len}, vocabulary {len(data['vocab'])} tokens "
+              f"({data['tok_dir']}); eval set {data['eval_set']}", flush=True)
     barrier(args)
     results = {"config": config_of(args), "eval_set": data["eval_set"]}
     t_start = time.time()
     if args.mode != "ce":
         if args.teacher_dir is None:
             train_teacher(args, data, rank)
-        results["teacher"] = teacher_curve(args)
-        results["phases"] = loss_phases(results["teacher"])
+        t = results["teacher"] = teacher_curve(args)
+        results["phases"] = loss_phases(t["steps"], t["val_loss"]) or {}
+        # C1 (--refresh and --ckpt auto); too few checkpoints for phases: the middle one (pcfg.py)
+        c1 = results["phases"].get("inflection", t["steps"][len(t["steps"]) // 2])
+        if args.refresh == "auto":  # progressive's first checkpoint is C1 (Sec. 5: 8k steps)
+            args.refresh = results["refresh"] = c1
     if args.mode in ("all", "probe"):
         probe_path = os.path.join(args.out, "probe.json")
         if rank == 0 and not (args.resume and os.path.exists(probe_path)):
@@ -1019,8 +1071,7 @@ def main(argv=None):
         results["phases"]["m_robust_peak_step"] = mrobust_peak_step(results["probe"])
     methods = METHODS if args.mode == "all" else [m for m in METHODS if m == args.mode]
     if "two_shot" in methods:  # stage 1: --ckpt, or C1, the loss inflection (Sec. 5)
-        auto = args.ckpt == "auto"
-        results["two_shot_ckpt"] = results["phases"]["inflection"] if auto else int(args.ckpt)
+        results["two_shot_ckpt"] = c1 if args.ckpt == "auto" else int(args.ckpt)
     if methods:
         stage1 = results.get("two_shot_ckpt")
         results["students"], results["lr_search"] = run_students(args, methods, data, stage1, rank)
