@@ -81,6 +81,7 @@ PRESETS = {
 }
 MODES = ["all", "teacher", "probe", "ce", "oneshot", "progressive", "two_shot", "extract"]
 THRESHOLDS = (0.9, 0.95)
+TEACHER_STATE, STUDENTS_STATE = "ckpt/teacher_state.pt", "ckpt/students_state.pt"  # --resume
 STATS_SAMPLES = 8192  # fresh samples for the statistics of extract's targets (section 8)
 
 
@@ -93,8 +94,7 @@ def build_parser():
     a("--preset", default="cpu", choices=["cpu", "paper", "smoke"], help="defaults for the flags")
     a("--n", type=int, help="input dimension n of (n,k)-sparse parity")
     a("--k", type=int, help="support size k")
-    a("--random_support", type=int, default=0, choices=[0, 1],
-      help="1: draw the support from --teacher_seed")
+    a("--random_support", type=int, default=0, choices=[0, 1], help="1: drawn from --teacher_seed")
     a("--teacher_width", type=int, help="MLP teacher hidden width")
     a("--student_width", type=int, help="MLP student hidden width")
     a("--layers", type=int, help="Transformer layers")
@@ -125,8 +125,7 @@ def build_parser():
     a("--seeds", type=str, default="0,1,2", help="student seeds (the paper averages 3)")
     a("--temperature", type=float, help="teacher softmax temperature; 1e-20 = argmax targets")
     a("--speed", type=float, default=1.0, help="progressive: the teacher runs speed x faster")
-    a("--refresh", type=int, default=None,
-      help="progressive: student steps between teacher changes (default --ckpt_every)")
+    a("--refresh", type=int, help="progressive: steps per teacher change (default --ckpt_every)")
     a("--ckpt", type=str, default="auto", help="two_shot stage-1 checkpoint step, or auto (probe)")
     a("--T", type=int, help="two_shot: student steps on the stage-1 checkpoint, then the final")
     a("--extract_steps", type=int, help="extract: stage-1 steps (hidden layers)")
@@ -171,16 +170,15 @@ def validate(args):
     args.support = list(range(args.k))  # the paper's: the first k
     if args.random_support:
         args.support = sorted(random.Random(args.teacher_seed).sample(range(args.n), args.k))
+    saved = range(0, args.teacher_steps + 1, args.ckpt_every)  # the teacher trained here
     if args.teacher_dir is not None:
-        check_teacher_dir(args)
-    elif args.ckpt != "auto" and (int(args.ckpt) % args.ckpt_every
-                                  or int(args.ckpt) > args.teacher_steps):
-        fail("--ckpt", f"{args.ckpt} is not a saved step (a multiple of --ckpt_every, "
-                       "at most --teacher_steps)")
+        saved = check_teacher_dir(args)
+    if args.ckpt != "auto" and int(args.ckpt) not in saved:
+        fail("--ckpt", f"{args.ckpt} is not a saved teacher step (--ckpt_every, --teacher_dir)")
 
 
 def check_teacher_dir(args):
-    """--teacher_dir must hold a finished teacher for the same task and architecture."""
+    """--teacher_dir must hold a finished teacher for the same task and architecture; its steps."""
     d, saved = args.teacher_dir, common.saved_steps(teacher_ckpt(args.teacher_dir))
     if not os.path.exists(os.path.join(d, "config.json")) or not saved:
         fail("--teacher_dir", f"{d} holds no teacher checkpoints (config.json, ckpt/teacher/)")
@@ -194,8 +192,7 @@ def check_teacher_dir(args):
     if cfg.get("teacher_steps") not in saved:
         fail("--teacher_dir", f"the teacher in {d} is unfinished (no checkpoint at its step "
                               f"{cfg.get('teacher_steps')}); finish it with --resume first")
-    if args.ckpt != "auto" and int(args.ckpt) not in saved:
-        fail("--ckpt", f"{args.ckpt} is not a checkpoint in {d}")
+    return saved
 
 
 # --------------------------------------------------------------------------------------------------
@@ -277,8 +274,7 @@ class Block(nn.Module):
         self.ln1, self.attn, self.proj = LayerNorm(d), Linear(d, 3 * d), Linear(d, d)
         self.ln2, self.fc, self.out = LayerNorm(d), Linear(d, 4 * d), Linear(4 * d, d)
 
-    def forward(self, h, last_only=False):  # h: (B, T, d)
-        """last_only: the output at the last position only (all that the classifier reads)."""
+    def forward(self, h, last_only=False):  # h: (B, T, d); last_only: all the classifier reads
         q, k, v = self.attn(self.ln1(h)).split(h.shape[-1], dim=-1)  # (B, T, d) each
         if last_only:  # the last query sees every key, so no mask is needed
             q, h = q[..., -1:, :], h[..., -1:, :]
@@ -365,10 +361,6 @@ def load_teacher(run_dir, step, device):
     return common.load_checkpoint(teacher_ckpt(run_dir, step), device)
 
 
-def make_optimizer(params, kind, lr, betas):  # no momentum, no weight decay (the paper's code)
-    return torch.optim.SGD(params, lr) if kind == "sgd" else torch.optim.Adam(params, lr, betas)
-
-
 def teacher_step(model, opt, x, y):
     """One optimizer step on labels; returns the batch's mean loss."""
     loss = F.cross_entropy(model(x), y)
@@ -379,60 +371,60 @@ def teacher_step(model, opt, x, y):
 
 
 def train_teacher(args, heldout):
-    """Fresh samples every step; evaluated every --eval_every steps, checkpointed every
-    --ckpt_every, with a resume state (optimizer and data stream) beside the last checkpoint."""
+    """Fresh samples every step; evaluated every --eval_every steps (step 0: the init, untrained),
+    checkpointed every --ckpt_every, with a resume state (optimizer, data stream) beside it."""
     model = make_model(args, "teacher", args.teacher_seed)
-    opt = make_optimizer(model.parameters(), args.teacher_optim, args.teacher_lr, args.beta_pair)
+    if args.teacher_optim == "sgd":  # no momentum, no weight decay (the paper's code)
+        opt = torch.optim.SGD(model.parameters(), args.teacher_lr)
+    else:
+        opt = torch.optim.Adam(model.parameters(), args.teacher_lr, args.beta_pair)
     gen = generator(args.device, args.teacher_seed, 1)
-    start, state_path = 0, os.path.join(args.out, "ckpt", "teacher_state.pt")
-    if os.path.exists(state_path):  # --resume: model, optimizer and data stream
-        state = common.load_checkpoint(state_path, args.device)
+    state = resume(args, "teacher", TEACHER_STATE)
+    if "model" in state:  # model, optimizer and data stream
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         gen.set_state(state["gen"].cpu())
-        start = state["step"]
-        print(f"teacher: resuming at step {start}")
-    forget_metrics_after(args, "teacher", start)
-    if start == 0:
-        teacher_eval(args, model, opt, gen, heldout, 0, None)  # step 0: the init, untrained
-    sched, loss_sum = (args.teacher_schedule, args.teacher_warmup, args.teacher_floor), 0
-    for step in range(start, args.teacher_steps):
+    sched, losses = (args.teacher_schedule, args.teacher_warmup, args.teacher_floor), []
+    for step in range(state["step"], args.teacher_steps + 1):
+        last = step == args.teacher_steps
+        if (step % args.eval_every == 0 or last) and (losses or step == 0):
+            model.eval()
+            acc, loss = evaluate(model, *heldout)
+            model.train()
+            record = {"role": "teacher", "step": step, "acc": acc, "loss": loss}
+            if losses:  # the mean training loss since the last evaluation
+                record["train_loss"] = train_loss = sum(losses).item() / len(losses)
+                common.check_finite(train_loss, f"the teacher training loss at step {step}")
+            common.append_jsonl(os.path.join(args.out, "metrics.jsonl"), record)
+            if step % args.ckpt_every == 0 or last:
+                ckpt = {"model": model.state_dict(), "step": step, "acc": acc}
+                common.save_checkpoint(ckpt, teacher_ckpt(args.out, step))
+                state = {**ckpt, "opt": opt.state_dict(), "gen": gen.get_state()}
+                common.save_checkpoint(state, os.path.join(args.out, TEACHER_STATE))
+            if losses and (step % (10 * args.eval_every) == 0 or last):
+                print(f"teacher step {step:>9d}  acc {acc:.3f}  train loss {train_loss:.4f}",
+                      flush=True)
+            losses = []
+        if last:
+            break
         for group in opt.param_groups:
             group["lr"] = args.teacher_lr * common.lr_factor(step, args.teacher_steps, *sched)
         x, y = sample(gen, (args.teacher_batch,), args.n, args.support)  # (B, n), (B,)
-        loss_sum = loss_sum + teacher_step(model, opt, x, y)
+        losses.append(teacher_step(model, opt, x, y))
         halt_for_tests(args, "teacher", step + 1)
-        if (step + 1) % args.eval_every == 0 or step + 1 == args.teacher_steps:
-            steps_done = step + 1 - step // args.eval_every * args.eval_every
-            teacher_eval(args, model, opt, gen, heldout, step + 1, loss_sum.item() / steps_done)
-            loss_sum = 0
 
 
-def teacher_eval(args, model, opt, gen, heldout, step, train_loss):
-    """Log the held-out accuracy (metrics.jsonl, role "teacher"); save at checkpoint steps."""
-    model.eval()
-    acc, loss = evaluate(model, *heldout)
-    model.train()
-    record = {"role": "teacher", "step": step, "acc": acc, "loss": loss}
-    if train_loss is not None:
-        common.check_finite(train_loss, f"the teacher training loss at step {step}")
-        record["train_loss"] = train_loss
-    common.append_jsonl(os.path.join(args.out, "metrics.jsonl"), record)
-    if step % args.ckpt_every == 0 or step == args.teacher_steps:
-        ckpt = {"model": model.state_dict(), "step": step, "acc": acc}
-        common.save_checkpoint(ckpt, teacher_ckpt(args.out, step))
-        state = {**ckpt, "opt": opt.state_dict(), "gen": gen.get_state()}
-        common.save_checkpoint(state, os.path.join(args.out, "ckpt", "teacher_state.pt"))
-    last = step == args.teacher_steps
-    if train_loss is not None and (step % (10 * args.eval_every) == 0 or last):
-        print(f"teacher step {step:>9d}  acc {acc:.3f}  train loss {train_loss:.4f}", flush=True)
-
-
-def forget_metrics_after(args, role, step):
-    """Drop the metrics of `role` that a killed run logged after `step`, its resume point."""
+def resume(args, role, state_file):
+    """--resume: the state in args.out/state_file ({"step": 0} if none); drops the metrics of `role`
+    that a killed run logged after its step."""
+    state, path = {"step": 0}, os.path.join(args.out, state_file)
+    if os.path.exists(path):
+        state = common.load_checkpoint(path, args.device)
+        print(f"{role}: resuming at step {state['step']}")
     path = os.path.join(args.out, "metrics.jsonl")
     common.rewrite_jsonl(path, [r for r in common.read_jsonl(path)
-                                if r["role"] != role or r["step"] <= step])
+                                if r["role"] != role or r["step"] <= state["step"]])
+    return state
 
 
 # --------------------------------------------------------------------------------------------------
@@ -440,7 +432,7 @@ def forget_metrics_after(args, role, step):
 # student step t; `saved` are the teacher's checkpoint steps.
 
 def schedule_ckpt(method, t, saved, args, stage1=None):
-    if method == "oneshot":
+    if method in ("oneshot", "extract"):  # extract: stage 2 distils from the final teacher
         return saved[-1]
     if method == "progressive":  # every --refresh steps, the checkpoint --speed x further on
         return common.progressive_ckpt(t, saved, args.speed, args.refresh)
@@ -605,15 +597,14 @@ class TeacherSlots:
         self.student_method = [sp["method"] for sp in specs]
         self.model = make_model(args, "teacher").eval()
         self.params = stack([self.model] * self.size, args)
-        self.rows, self.active = [], self.size  # the checkpoint step held by each row; rows in use
-        self.fixed_rows = args.cuda_graph and args.device.startswith("cuda")  # a graph: all rows
+        self.rows = []  # the checkpoint step held by each row, in use
+        self.pad = args.cuda_graph and args.device.startswith("cuda")  # a graph runs all the rows
         self.row_of_student = torch.zeros(len(specs), dtype=torch.long, device=args.device)
 
     def refresh(self, t):
-        want = {m: schedule_ckpt(m, t, self.saved, self.args, stage1) if m != "extract"
-                else self.saved[-1] for m, stage1 in self.stage1.items()}  # extract: the final
+        want = {m: schedule_ckpt(m, t, self.saved, self.args, s) for m, s in self.stage1.items()}
         rows = sorted(set(want.values()))
-        if self.fixed_rows:
+        if self.pad:
             rows += [rows[-1]] * (self.size - len(rows))
         if rows == self.rows:
             return
@@ -623,21 +614,15 @@ class TeacherSlots:
                 with torch.no_grad():
                     for k, p in self.params.items():
                         p[i].copy_(state[k].view(p[i].shape))
-        self.rows, self.active = rows, len(rows)
+        self.rows = rows
         row = [rows.index(want[m]) if m in want else 0 for m in self.student_method]
         self.row_of_student.copy_(torch.tensor(row))
 
     @torch.no_grad()
     def logits(self, x):
-        """x (N, n) -> the active rows' logits (rows, N, 2)."""
-        params = {k: p[:self.active] for k, p in self.params.items()}
-        return run_stacked(self.model, params, x.expand(self.active, -1, -1))
-
-
-def student_specs(args, methods, stage1):
-    """One spec per stacked student: method x lr x seed (same seed => same init and data)."""
-    return [{"method": m, "lr": lr, "seed": seed, "stage1": stage1.get(m)}
-            for m in methods for lr in args.lrs for seed in args.seed_list]
+        """x (N, n) -> the logits of the rows in use (rows, N, 2)."""
+        params = {k: p[:len(self.rows)] for k, p in self.params.items()}
+        return run_stacked(self.model, params, x.expand(len(self.rows), -1, -1))
 
 
 def stacked_step(args, specs, model, params, opt, slots, extraction=None):
@@ -668,7 +653,6 @@ def stacked_step(args, specs, model, params, opt, slots, extraction=None):
 
 def train_students(args, specs, heldout):
     """Train all students together; return their eval history. Resumable (students_state.pt)."""
-    state_path = os.path.join(args.out, "ckpt", "students_state.pt")
     methods = list(dict.fromkeys(sp["method"] for sp in specs))
     saved = common.saved_steps(teacher_ckpt(args.teacher_dir or args.out))
     slots = TeacherSlots(args, specs, saved) if methods != ["ce"] else None
@@ -681,7 +665,13 @@ def train_students(args, specs, heldout):
         extraction.teacher_hidden = record_hidden(slots.model)
     opt = Optimizer(params.values(), args.optim, [sp["lr"] for sp in specs], args.beta_pair)
     gens = [generator(args.device, s, 2) for s in args.seed_list]
-    state = resume_students(args, state_path, opt, gens)
+    state = resume(args, "student", STUDENTS_STATE)
+    if "tensors" in state:  # the students' parameters, optimizer and data streams
+        with torch.no_grad():
+            for mine, saved in zip(opt.params + opt.tensors(), state["tensors"]):
+                mine.copy_(saved)
+        for g, saved in zip(gens, state["gens"]):
+            g.set_state(saved.cpu())
     start, history = state["step"], state.get("history", {"steps": [], "acc": []})
     names = [f"{sp['method']}/lr={sp['lr']:g}/seed={sp['seed']}" for sp in specs]
     if slots is not None:
@@ -705,29 +695,14 @@ def train_students(args, specs, heldout):
         if losses and (step_no % args.save_every == 0 or step_no == args.steps):
             tensors = opt.params + opt.tensors()  # the students' parameters, the optimizer's state
             common.save_checkpoint({"tensors": tensors, "step": step_no, "history": history,
-                                    "gens": [g.get_state() for g in gens]}, state_path)
+                                    "gens": [g.get_state() for g in gens]},
+                                   os.path.join(args.out, STUDENTS_STATE))
         if losses and (step_no % (10 * args.eval_every) == 0 or step_no == args.steps):
-            best = "  ".join(f"{m} {max(a for a, sp in zip(acc, specs) if sp['method'] == m):.3f}"
-                             for m in methods)
-            print(f"students step {step_no:>9d}  best acc: {best}  ({time.time() - t0:.0f}s)",
+            best = {m: round(max(a for a, sp in zip(acc, specs) if sp["method"] == m), 3)
+                    for m in methods}
+            print(f"students step {step_no:>9d}  best acc {best}  ({time.time() - t0:.0f}s)",
                   flush=True)
     return history
-
-
-def resume_students(args, path, opt, gens):
-    """--resume: the students' parameters, optimizer and data streams from `path`, if it exists.
-    Returns the saved state ({"step": 0} if there is none)."""
-    state = {"step": 0}
-    if os.path.exists(path):
-        state = common.load_checkpoint(path, args.device)
-        with torch.no_grad():
-            for mine, saved in zip(opt.params + opt.tensors(), state["tensors"]):
-                mine.copy_(saved)
-        for g, saved in zip(gens, state["gens"]):
-            g.set_state(saved.cpu())
-        print(f"students: resuming at step {state['step']}")
-    forget_metrics_after(args, "student", state["step"])
-    return state
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1061,7 +1036,8 @@ def main(argv=None):
         results["fig3_ckpts"] = fig3_checkpoints(results["probe"], results["two_shot_ckpt"])
         stage1["two_shot_before"], _, stage1["two_shot_after"] = results["fig3_ckpts"]
     if methods:
-        specs = student_specs(args, methods, stage1)
+        specs = [{"method": m, "lr": lr, "seed": seed, "stage1": stage1.get(m)}  # same seed:
+                 for m in methods for lr in args.lrs for seed in args.seed_list]  # same init, data
         history = train_students(args, specs, heldout)
         results["student_steps"] = history["steps"]
         results["students"] = summarize_students(args, specs, history)
