@@ -26,7 +26,7 @@ import os
 import random
 import sys
 import time
-from functools import lru_cache, partial
+from functools import lru_cache
 
 os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")  # before torch: same seed, same numbers on CPU
 import common
@@ -80,6 +80,8 @@ PRESETS = {
         temperature=1e-20, probe_samples=4_000, probe_off=10, eval_size=512),
 }
 MODES = ["all", "teacher", "probe", "ce", "oneshot", "progressive", "two_shot", "extract"]
+STUDENTS = ["ce", "oneshot", "progressive", "two_shot", "two_shot_before", "two_shot_after",
+            "extract"]  # --mode all's; before and after: Fig. 3 right's controls
 THRESHOLDS = (0.9, 0.95)
 TEACHER_STATE, STUDENTS_STATE = "ckpt/teacher_state.pt", "ckpt/students_state.pt"  # --resume
 STATS_SAMPLES = 8192  # fresh samples for the statistics of extract's targets (section 8)
@@ -171,28 +173,21 @@ def validate(args):
     if args.random_support:
         args.support = sorted(random.Random(args.teacher_seed).sample(range(args.n), args.k))
     saved = range(0, args.teacher_steps + 1, args.ckpt_every)  # the teacher trained here
-    if args.teacher_dir is not None:
-        saved = check_teacher_dir(args)
+    if args.teacher_dir is not None:  # a finished teacher for the same task and architecture
+        d, saved = args.teacher_dir, common.saved_steps(teacher_ckpt(args.teacher_dir))
+        if not os.path.exists(os.path.join(d, "config.json")) or not saved:
+            fail("--teacher_dir", f"{d} holds no teacher checkpoints (config.json, ckpt/teacher/)")
+        cfg = common.read_json(os.path.join(d, "config.json"))
+        keys = ["arch", "n", "k", "support"] + [f for f in sizes if not f.startswith("student")]
+        diff = [f"{k}={cfg.get(k)!r} (here {getattr(args, k)!r})" for k in keys
+                if cfg.get(k) != getattr(args, k)]
+        if diff:
+            fail("--teacher_dir", f"{d} was made for another setting: " + ", ".join(diff))
+        if cfg.get("teacher_steps") not in saved:
+            fail("--teacher_dir", f"the teacher in {d} is unfinished (no checkpoint at its step "
+                                  f"{cfg.get('teacher_steps')}); finish it with --resume first")
     if args.ckpt != "auto" and int(args.ckpt) not in saved:
         fail("--ckpt", f"{args.ckpt} is not a saved teacher step (--ckpt_every, --teacher_dir)")
-
-
-def check_teacher_dir(args):
-    """--teacher_dir must hold a finished teacher for the same task and architecture; its steps."""
-    d, saved = args.teacher_dir, common.saved_steps(teacher_ckpt(args.teacher_dir))
-    if not os.path.exists(os.path.join(d, "config.json")) or not saved:
-        fail("--teacher_dir", f"{d} holds no teacher checkpoints (config.json, ckpt/teacher/)")
-    cfg = common.read_json(os.path.join(d, "config.json"))
-    keys = ["arch", "n", "k", "support"] + (["teacher_width"] if args.arch == "mlp" else
-                                            ["layers", "head_dim", "teacher_heads"])
-    diff = [f"{k}={cfg.get(k)!r} (here {getattr(args, k)!r})" for k in keys
-            if cfg.get(k) != getattr(args, k)]
-    if diff:
-        fail("--teacher_dir", f"{d} was made for another setting: " + ", ".join(diff))
-    if cfg.get("teacher_steps") not in saved:
-        fail("--teacher_dir", f"the teacher in {d} is unfinished (no checkpoint at its step "
-                              f"{cfg.get('teacher_steps')}); finish it with --resume first")
-    return saved
 
 
 # --------------------------------------------------------------------------------------------------
@@ -794,17 +789,13 @@ def fig3_checkpoints(probe, inside):
 # curriculum from the final teacher alone. Its students are a group of the engine's stack with
 # their own loss: stage 1 fits their hidden layers to a random projection of the teacher's.
 
-def keep(store, i, module, inputs, output):  # a forward hook: store[i] = the module's output
-    store[i] = output
-
-
 def record_hidden(model):
     """A list that holds the hidden representations of model's latest forward (forward hooks): the
     MLP's hidden layer (post-ReLU); each Transformer block's output (the last: last position)."""
     layers = [model.act] if isinstance(model, MLP) else list(model.blocks)
     store = [None] * len(layers)
     for i, layer in enumerate(layers):
-        layer.register_forward_hook(partial(keep, store, i))
+        layer.register_forward_hook(lambda module, inputs, out, i=i: store.__setitem__(i, out))
     return store
 
 
@@ -859,23 +850,20 @@ class Extraction:
 def summarize_students(args, specs, history):
     """Per method: per-lr results, and the best lr (fewest mean steps to 90%, unreached counted as
     the budget; ties broken by final accuracy): the paper reports each method tuned."""
-    steps, out = history["steps"], {}
+    out = {}
     budget = lambda r: sum(args.steps if s is None else s for s in r["steps_to"]["0.9"])
     for method in dict.fromkeys(sp["method"] for sp in specs):
-        by_lr = {}
+        by_lr, curves = {}, {}
         for lr in args.lrs:
             idx = [i for i, sp in enumerate(specs) if sp["method"] == method and sp["lr"] == lr]
-            curves = [[row[i] for row in history["acc"]] for i in idx]
-            by_lr[f"{lr:g}"] = {
-                "lr": lr, "seeds": [specs[i]["seed"] for i in idx],
-                "final_acc": [c[-1] for c in curves],
-                "steps_to": {str(th): [common.steps_to(steps, c, th) for c in curves]
-                             for th in THRESHOLDS},
-                "acc": curves}
+            curves[lr] = [[row[i] for row in history["acc"]] for i in idx]
+            steps_to = {str(th): [common.steps_to(history["steps"], c, th) for c in curves[lr]]
+                        for th in THRESHOLDS}
+            by_lr[f"{lr:g}"] = {"lr": lr, "seeds": [specs[i]["seed"] for i in idx],
+                                "final_acc": [c[-1] for c in curves[lr]], "steps_to": steps_to}
         best = min(by_lr.values(), key=lambda r: (budget(r), -sum(r["final_acc"])))
-        by_lr = {k: {key: v for key, v in r.items() if key != "acc"} for k, r in by_lr.items()}
         stage1 = next(sp["stage1"] for sp in specs if sp["method"] == method)
-        out[method] = {**best, "by_lr": by_lr, "stage1": stage1}  # curves: the best lr's
+        out[method] = {**best, "acc": curves[best["lr"]], "by_lr": by_lr, "stage1": stage1}
     return out
 
 
@@ -932,8 +920,7 @@ def claim_checks(results, args):
 def make_figures(results, args):
     plt = common.plt()
     st, teacher, probe = results.get("students", {}), results.get("teacher"), results.get("probe")
-    colors = {"ce": "tab:blue", "oneshot": "tab:orange", "progressive": "tab:green", "extract": "c",
-              "two_shot": "tab:red", "two_shot_before": "tab:purple", "two_shot_after": "tab:brown"}
+    colors = {m: f"C{i}" for i, m in enumerate(STUDENTS)}  # the tab: colors, in STUDENTS' order
     if st or teacher:  # Fig. 1 left / middle
         fig, ax = plt.subplots(figsize=(6, 4))
         if teacher:
@@ -1028,9 +1015,7 @@ def main(argv=None):
         results["two_shot_ckpt"] = results["probe"]["auto_ckpt"] if auto else int(args.ckpt)
         print(f"two_shot: stage-1 checkpoint {results['two_shot_ckpt']} (--ckpt {args.ckpt}); "
               f"final from T={args.T}")
-    every = ["ce", "oneshot", "progressive", "two_shot", "two_shot_before", "two_shot_after",
-             "extract"]
-    methods = {"all": every, "teacher": [], "probe": []}.get(args.mode, [args.mode])
+    methods = {"all": STUDENTS, "teacher": [], "probe": []}.get(args.mode, [args.mode])
     stage1 = {"two_shot": results.get("two_shot_ckpt")}
     if "two_shot_before" in methods:  # Fig. 3 right's controls
         results["fig3_ckpts"] = fig3_checkpoints(results["probe"], results["two_shot_ckpt"])
