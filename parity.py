@@ -215,8 +215,7 @@ def generator(device, seed, stream):
 # it, and Linear runs S copies as one batched GEMM).
 
 class Linear(nn.Module):
-    """nn.Linear with w stored (in, out). S stacked copies (the engine's, section 6: w (S, .., in,
-    out), b (S, .., out)) run as one batched GEMM over every row of the batch (B, or B x T)."""
+    """nn.Linear with w (in, out); S stacked copies (section 6) run as one batched GEMM."""
 
     def __init__(self, d_in, d_out, bias=True):
         super().__init__()
@@ -410,8 +409,7 @@ def train_teacher(args, heldout):
 
 
 def resume(args, role, state_file):
-    """--resume: the state in args.out/state_file ({"step": 0} if none); drops the metrics of `role`
-    that a killed run logged after its step."""
+    """--resume: the saved state ({"step": 0} if none); drops `role`'s metrics logged after it."""
     state, path = {"step": 0}, os.path.join(args.out, state_file)
     if os.path.exists(path):
         state = common.load_checkpoint(path, args.device)
@@ -472,14 +470,12 @@ def student_step(student, opt, x, y, teacher, temperature):
 # Students with the same seed share init and batches: the method is the only difference. State lives
 # in tensors, so on a GPU a whole student step is captured as one CUDA graph.
 
-RANK = {"mlp": 2, "transformer": 3}  # of one model's activations: (B, d) or (B, T, d)
-
-
 def stack(models, args):
     """{name: (S, 1, .., *shape)}: the parameters of S models, stacked into new leaf tensors, with
     1s up to the activations' rank, so that they broadcast over the batch in section 2's modules."""
     named = [dict(m.named_parameters()) for m in models]
-    shape = lambda p: (len(models), *[1] * (RANK[args.arch] - p.dim()), *p.shape)
+    rank = 2 if args.arch == "mlp" else 3  # of one model's activations: (B, d) or (B, T, d)
+    shape = lambda p: (len(models), *[1] * (rank - p.dim()), *p.shape)
     return {k: torch.stack([ps[k].detach() for ps in named]).view(shape(p)).requires_grad_()
             for k, p in named[0].items()}
 
@@ -553,9 +549,8 @@ def compile_step(step, state_tensors, args):
 
 
 def train_blocks(args, role, start, total, sched, opt, gens, batch, step, refresh=None):
-    """Run optimizer steps start..total of step() (a CUDA graph where it can), which reads its batch
-    from x_buf, y_buf (row j from stream gens[j]) and adds its losses to loss_sum; yield (step, mean
-    train loss per model) every --eval_every steps. A block's samples are drawn at once."""
+    """Steps start..total of step(x_buf, y_buf) (row j of the batch from gens[j]; a CUDA graph where
+    it can); yields (step, mean train loss per model) every --eval_every steps."""
     x_buf = torch.zeros(len(gens), batch, args.n, device=args.device)  # static, for a graph
     y_buf = torch.zeros(len(gens), batch, dtype=torch.long, device=args.device)
     loss_sum = torch.zeros(len(opt.lr), device=args.device)
@@ -581,8 +576,7 @@ def train_blocks(args, role, start, total, sched, opt, gens, batch, step, refres
 
 class TeacherSlots:
     """The teacher checkpoints that the students need at the current step, stacked: one forward
-    serves them all. Methods that want the same checkpoint share a row (oneshot's final teacher
-    runs once, not per method)."""
+    serves them all. Methods that want the same checkpoint share a row."""
 
     def __init__(self, args, specs, saved):
         self.args, self.run_dir, self.saved = args, args.teacher_dir or args.out, saved
@@ -621,9 +615,8 @@ class TeacherSlots:
 
 
 def stacked_step(args, specs, model, params, opt, slots, extraction=None):
-    """step(x_buf, y_buf) for train_blocks: one optimizer step of every student on its seed's batch
-    (x_buf: (seeds, B, n)): section 5's student_loss, against labels ("ce") or against the outputs
-    of each student's scheduled checkpoint ("distill"); extract's students add section 8's."""
+    """step(x_buf (seeds, B, n), y_buf) for train_blocks: section 5's student_loss for every student
+    on its seed's batch, against labels or its scheduled checkpoint; extract adds section 8's."""
     seed_idx = torch.tensor([args.seed_list.index(sp["seed"]) for sp in specs], device=args.device)
     kinds = [sp["method"] if sp["method"] in ("ce", "extract") else "distill" for sp in specs]
     starts = [i for i in range(len(kinds)) if i == 0 or kinds[i] != kinds[i - 1]]
@@ -663,10 +656,10 @@ def train_students(args, specs, heldout):
     state = resume(args, "student", STUDENTS_STATE)
     if "tensors" in state:  # the students' parameters, optimizer and data streams
         with torch.no_grad():
-            for mine, saved in zip(opt.params + opt.tensors(), state["tensors"]):
-                mine.copy_(saved)
-        for g, saved in zip(gens, state["gens"]):
-            g.set_state(saved.cpu())
+            for mine, value in zip(opt.params + opt.tensors(), state["tensors"]):
+                mine.copy_(value)
+        for g, value in zip(gens, state["gens"]):
+            g.set_state(value.cpu())
     start, history = state["step"], state.get("history", {"steps": [], "acc": []})
     names = [f"{sp['method']}/lr={sp['lr']:g}/seed={sp['seed']}" for sp in specs]
     if slots is not None:
@@ -688,10 +681,9 @@ def train_students(args, specs, heldout):
             record["train_loss"] = dict(zip(names, losses))
         common.append_jsonl(os.path.join(args.out, "metrics.jsonl"), record)
         if losses and (step_no % args.save_every == 0 or step_no == args.steps):
-            tensors = opt.params + opt.tensors()  # the students' parameters, the optimizer's state
-            common.save_checkpoint({"tensors": tensors, "step": step_no, "history": history,
-                                    "gens": [g.get_state() for g in gens]},
-                                   os.path.join(args.out, STUDENTS_STATE))
+            state = {"tensors": opt.params + opt.tensors(), "step": step_no, "history": history,
+                     "gens": [g.get_state() for g in gens]}  # parameters, optimizer, data streams
+            common.save_checkpoint(state, os.path.join(args.out, STUDENTS_STATE))
         if losses and (step_no % (10 * args.eval_every) == 0 or step_no == args.steps):
             best = {m: round(max(a for a, sp in zip(acc, specs) if sp["method"] == m), 3)
                     for m in methods}
@@ -732,9 +724,8 @@ def correlations(p, x, sets, chunk=2048):
 
 @torch.no_grad()
 def run_probe(args):
-    """The probe at every saved teacher checkpoint (kept in probe.json for --resume). auto_ckpt, the
-    stage-1 checkpoint of --ckpt auto, is the one whose in-support correlations stand highest above
-    the off-support ones."""
+    """The probe at every saved teacher checkpoint (probe.json, for --resume); auto_ckpt (--ckpt
+    auto): the one whose in-support correlations stand highest above the off-support ones."""
     path = os.path.join(args.out, "probe.json")
     if args.resume and os.path.exists(path):
         return common.read_json(path)
@@ -775,9 +766,8 @@ def in_over_off(probe, d, i):
 
 
 def fig3_checkpoints(probe, inside):
-    """Stage-1 checkpoints before, inside and after the transition (Fig. 3 right): inside is
-    two_shot's (--ckpt); before is half its step; after is halfway from the teacher's first 99% to
-    its final step."""
+    """Stage-1 checkpoints before, inside (two_shot's) and after the transition (Fig. 3 right): half
+    its step; it; halfway from the teacher's first 99% to its final step."""
     steps, t99 = probe["steps"], common.steps_to(probe["steps"], probe["acc"], 0.99)
     nearest = lambda t: min(steps, key=lambda s: abs(s - t))
     after = ((t99 if t99 is not None else steps[-1]) + steps[-1]) / 2
@@ -920,19 +910,14 @@ def claim_checks(results, args):
 def make_figures(results, args):
     plt = common.plt()
     st, teacher, probe = results.get("students", {}), results.get("teacher"), results.get("probe")
-    colors = {m: f"C{i}" for i, m in enumerate(STUDENTS)}  # the tab: colors, in STUDENTS' order
     if st or teacher:  # Fig. 1 left / middle
         fig, ax = plt.subplots(figsize=(6, 4))
         if teacher:
             ax.plot(teacher["steps"], teacher["acc"], "--", color="k", label="teacher")
-        for m in ("ce", "oneshot", "progressive", "two_shot", "extract"):
-            if m in st:  # one-shot dotted: at temperature ~0 it can coincide with CE
-                common.plot_band(ax, results["student_steps"], st[m]["acc"],
-                                 f"{m} (lr {st[m]['lr']:g})", colors[m],
-                                 ":" if m == "oneshot" else "-")
-        ax.set(xlabel="training steps", ylabel="held-out accuracy", ylim=(0.4, 1.02),
+        plot_students(ax, results, ("ce", "oneshot", "progressive", "two_shot", "extract"),
+                      lambda m, r: f"{m} (lr {r['lr']:g})")
+        ax.set(xlabel="training steps",
                title=f"{args.arch.upper()} on ({args.n},{args.k})-sparse parity")
-        ax.legend(fontsize=8)
         save(fig, args.out, "fig1_accuracy.png")
     if probe:  # Fig. 3: the teacher, the probe at its best degree, (2,T)-progressive students
         chosen = results.get("two_shot_ckpt", probe["auto_ckpt"])
@@ -946,14 +931,19 @@ def make_figures(results, args):
         axes[0].legend(fontsize=8)
         plot_degree(axes[1], probe, probe["auto_degree"], chosen)
         if two_shots:
-            for m in two_shots + (["oneshot"] if "oneshot" in st else []):
-                common.plot_band(axes[2], results["student_steps"], st[m]["acc"], label(m, st[m]),
-                                 colors[m])
+            plot_students(axes[2], results, two_shots + ["oneshot"], label)
             axes[2].axvline(args.T, color="gray", ls=":", lw=1)
-            axes[2].set(xlabel="student steps", ylabel="accuracy", ylim=(0.4, 1.02),
-                        title=f"(2,{args.T})-progressive")
-            axes[2].legend(fontsize=8)
+            axes[2].set(xlabel="student steps", title=f"(2,{args.T})-progressive")
         save(fig, args.out, "fig3_curriculum.png")
+
+
+def plot_students(ax, results, methods, name):  # each method's best lr: mean, min..max over seeds
+    st = results.get("students", {})
+    for m in [m for m in methods if m in st]:  # one-shot dotted: at temperature ~0 it can be CE
+        common.plot_band(ax, results["student_steps"], st[m]["acc"], name(m, st[m]),
+                         f"C{STUDENTS.index(m)}", ":" if m == "oneshot" else "-")  # tab: colors
+    ax.set(ylabel="held-out accuracy", ylim=(0.4, 1.02))
+    ax.legend(fontsize=8)
 
 
 def save(fig, folder, name):
@@ -1005,9 +995,8 @@ def main(argv=None):
                   if r["role"] == "teacher"}
         steps = common.saved_steps(teacher_ckpt(run))
         accs = [acc_at[s] for s in steps]
-        results["teacher"] = {"steps": steps, "acc": accs, "final_acc": accs[-1],
-                              "steps_to": {str(th): common.steps_to(steps, accs, th)
-                                           for th in THRESHOLDS}}
+        steps_to = {str(th): common.steps_to(steps, accs, th) for th in THRESHOLDS}
+        results["teacher"] = dict(steps=steps, acc=accs, final_acc=accs[-1], steps_to=steps_to)
     if args.mode in ("all", "probe") or (args.mode == "two_shot" and args.ckpt == "auto"):
         results["probe"] = run_probe(args)
     if args.mode in ("all", "two_shot"):
