@@ -40,8 +40,9 @@ from common import fail
 # 0. Config: presets (a flag given on the command line overrides them), flags, and their checks.
 
 PAPER_GRID = "1e-2,7.5e-3,5e-3,2.5e-3,1e-3"
-CONSTANT_LR = dict(teacher_schedule="constant", teacher_warmup=0.0, teacher_floor=0.0,
-                   schedule="constant", warmup=0.0, floor=0.0)  # the cpu and smoke presets
+ADAM_CONSTANT_LR = dict(teacher_optim="adam", optim="adam", teacher_schedule="constant",
+                        teacher_warmup=0.0, teacher_floor=0.0, schedule="constant", warmup=0.0,
+                        floor=0.0)  # the cpu and smoke presets
 # extract_steps: 500 measured on the cpu MLP (section 8); paper, cpu Transformer: T / 10, unmeasured
 PRESETS = {
     ("paper", "mlp"): dict(  # the paper's settings (Sec. 3, Fig. 1; the official code), for a GPU
@@ -58,26 +59,25 @@ PRESETS = {
         ckpt_every=3125, eval_every=625, T=31_250, extract_steps=3125, temperature=1.0,
         betas="0.9,0.999"),
     ("cpu", "mlp"): dict(  # shows the claim on 2 CPU cores in minutes (docs/parity.md, "Presets")
-        n=50, k=5, teacher_width=2000, student_width=20, teacher_optim="adam", teacher_lr=1e-3,
-        teacher_batch=32, teacher_steps=10_000, optim="adam", lr_grid=PAPER_GRID, batch=32,
-        steps=30_000, **CONSTANT_LR, ckpt_every=100, eval_every=100, T=5_000, extract_steps=500,
-        temperature=1e-20),
+        n=50, k=5, teacher_width=2000, student_width=20, teacher_lr=1e-3, teacher_batch=32,
+        teacher_steps=10_000, lr_grid=PAPER_GRID, batch=32, steps=30_000, **ADAM_CONSTANT_LR,
+        ckpt_every=100, eval_every=100, T=5_000, extract_steps=500, temperature=1e-20),
     ("cpu", "transformer"): dict(  # tuned on seeds 0-5, confirmed on unseen seeds (docs/parity.md)
         n=20, k=3, layers=2, head_dim=8, teacher_heads=16, student_heads=1, student_head_dim=6,
-        teacher_optim="adam", teacher_lr=1e-2, teacher_batch=32, teacher_steps=800, optim="adam",
-        lr_grid="1.25e-3", batch=32, steps=5_000, **CONSTANT_LR, ckpt_every=50, eval_every=50,
-        T=1_000, ckpt="150", extract_steps=100, temperature=1.0, probe_samples=20_000,
+        teacher_lr=1e-2, teacher_batch=32, teacher_steps=800, lr_grid="1.25e-3", batch=32,
+        steps=5_000, **ADAM_CONSTANT_LR, ckpt_every=50, eval_every=50, T=1_000, ckpt="150",
+        extract_steps=100, temperature=1.0, probe_samples=20_000,
         speed=0.125),  # at lr 1.25e-3 labels fail; at speed 1 it cannot follow the transition
     ("smoke", "mlp"): dict(  # seconds, for tests
-        n=12, k=3, teacher_width=256, student_width=16, teacher_optim="adam", teacher_lr=3e-3,
-        teacher_batch=32, teacher_steps=400, optim="adam", lr_grid="1e-2,3e-3", batch=32,
-        steps=400, **CONSTANT_LR, extract_steps=50, ckpt_every=50, eval_every=50, T=100,
-        temperature=1e-20, probe_samples=20_000, probe_off=20, eval_size=1024),
+        n=12, k=3, teacher_width=256, student_width=16, teacher_lr=3e-3, teacher_batch=32,
+        teacher_steps=400, lr_grid="1e-2,3e-3", batch=32, steps=400, **ADAM_CONSTANT_LR,
+        extract_steps=50, ckpt_every=50, eval_every=50, T=100, temperature=1e-20,
+        probe_samples=20_000, probe_off=20, eval_size=1024),
     ("smoke", "transformer"): dict(
-        n=8, k=2, layers=1, head_dim=4, teacher_heads=4, student_heads=1, teacher_optim="adam",
-        teacher_lr=3e-3, teacher_batch=16, teacher_steps=60, optim="adam", lr_grid="3e-3",
-        batch=16, steps=60, **CONSTANT_LR, T=20, ckpt_every=20, eval_every=20, extract_steps=20,
-        temperature=1e-20, probe_samples=4_000, probe_off=10, eval_size=512),
+        n=8, k=2, layers=1, head_dim=4, teacher_heads=4, student_heads=1, teacher_lr=3e-3,
+        teacher_batch=16, teacher_steps=60, lr_grid="3e-3", batch=16, steps=60, **ADAM_CONSTANT_LR,
+        T=20, ckpt_every=20, eval_every=20, extract_steps=20, temperature=1e-20,
+        probe_samples=4_000, probe_off=10, eval_size=512),
 }
 MODES = ["all", "teacher", "probe", "ce", "oneshot", "progressive", "two_shot", "extract"]
 STUDENTS = ["ce", "oneshot", "progressive", "two_shot", "two_shot_before", "two_shot_after",
@@ -355,15 +355,6 @@ def load_teacher(run_dir, step, device):
     return common.load_checkpoint(teacher_ckpt(run_dir, step), device)
 
 
-def teacher_step(model, opt, x, y):
-    """One optimizer step on labels; returns the batch's mean loss."""
-    loss = F.cross_entropy(model(x), y)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    return loss.detach()
-
-
 def train_teacher(args, heldout):
     """Fresh samples every step; evaluated every --eval_every steps (step 0: the init, untrained),
     checkpointed every --ckpt_every, with a resume state (optimizer, data stream) beside it."""
@@ -404,7 +395,11 @@ def train_teacher(args, heldout):
         for group in opt.param_groups:
             group["lr"] = args.teacher_lr * common.lr_factor(step, args.teacher_steps, *sched)
         x, y = sample(gen, (args.teacher_batch,), args.n, args.support)  # (B, n), (B,)
-        losses.append(teacher_step(model, opt, x, y))
+        loss = F.cross_entropy(model(x), y)  # on labels
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.detach())
         halt_for_tests(args, "teacher", step + 1)
 
 
@@ -582,19 +577,17 @@ class TeacherSlots:
         self.args, self.run_dir, self.saved = args, args.teacher_dir or args.out, saved
         self.stage1 = {sp["method"]: sp["stage1"] for sp in specs if sp["method"] != "ce"}
         shared = {"oneshot", "extract"} <= set(self.stage1)  # both want the final teacher
-        self.size = max(1, len(self.stage1) - shared)
+        self.size = len(self.stage1) - shared  # the most checkpoints wanted at once
         self.student_method = [sp["method"] for sp in specs]
         self.model = make_model(args, "teacher").eval()
         self.params = stack([self.model] * self.size, args)
-        self.rows = []  # the checkpoint step held by each row, in use
-        self.pad = args.cuda_graph and args.device.startswith("cuda")  # a graph runs all the rows
+        self.rows = []  # the checkpoint step held by each row in use
+        self.graph = args.cuda_graph and args.device.startswith("cuda")  # a graph: fixed shapes
         self.row_of_student = torch.zeros(len(specs), dtype=torch.long, device=args.device)
 
     def refresh(self, t):
         want = {m: schedule_ckpt(m, t, self.saved, self.args, s) for m, s in self.stage1.items()}
         rows = sorted(set(want.values()))
-        if self.pad:
-            rows += [rows[-1]] * (self.size - len(rows))
         if rows == self.rows:
             return
         for i, step in enumerate(rows):
@@ -609,9 +602,10 @@ class TeacherSlots:
 
     @torch.no_grad()
     def logits(self, x):
-        """x (N, n) -> the logits of the rows in use (rows, N, 2)."""
-        params = {k: p[:len(self.rows)] for k, p in self.params.items()}
-        return run_stacked(self.model, params, x.expand(len(self.rows), -1, -1))
+        """x (N, n) -> the logits of the rows in use (rows, N, 2); a CUDA graph runs every row."""
+        rows = self.size if self.graph else len(self.rows)
+        params = {k: p[:rows] for k, p in self.params.items()}
+        return run_stacked(self.model, params, x.expand(rows, -1, -1))
 
 
 def stacked_step(args, specs, model, params, opt, slots, extraction=None):
