@@ -9,8 +9,7 @@ regenerates Fig. 1 left / middle and Fig. 3 (docs/parity_sweep.py: Fig. 2).
 Sections 1-5 are the mechanism, written for one model: data, models, the teacher's training loop,
 the distillation schedule, a student's loss and step. Section 6 is the engine: every student of a
 run (methods x lrs x seeds) trains as one stack of the same modules through the same loss. Then the
-study: the probe (7), curriculum extraction (8; beyond the paper: Gupta & Karmalkar 2025, arXiv
-2503.17494, a curriculum from the final teacher alone), results (9) and main (10).
+study: the probe (7), curriculum extraction (8, beyond the paper), results (9) and main (10).
 
     python parity.py                                  # the whole CPU MLP study
     python parity.py --arch transformer               # the same with Transformers
@@ -460,10 +459,9 @@ def student_step(student, opt, x, y, teacher, temperature):
 
 # --------------------------------------------------------------------------------------------------
 # 6. The engine: every student of a run (methods x lrs x seeds), and the teacher checkpoints they
-# read, as stacks of S copies of the section-2 modules: torch.func.functional_call runs a module
-# with parameters stacked along a new leading dim, so each layer is one batched GEMM for all.
-# Students with the same seed share init and batches: the method is the only difference. State lives
-# in tensors, so on a GPU a whole student step is captured as one CUDA graph.
+# read, as stacks of S copies of the section-2 modules (torch.func.functional_call), so each layer
+# is one batched GEMM for all. Students with the same seed share init and batches: the method is
+# the only difference. State lives in tensors: on a GPU a student step is one CUDA graph.
 
 def stack(models, args):
     """{name: (S, 1, .., *shape)}: the parameters of S models, stacked into new leaf tensors, with
@@ -706,14 +704,10 @@ def monomials(args):
     return out
 
 
-def correlations(p, x, sets, chunk=2048):
+def correlations(p, x, sets):
     """|mean_x chi_A(x) p(x)| for each index list A in `sets`; p (N,), x (N, n)."""
-    total = torch.zeros(len(sets), dtype=torch.float64, device=x.device)
-    for i in range(0, len(sets), chunk):
-        idx = torch.tensor(sets[i:i + chunk], device=x.device)  # all of one degree: (m, d)
-        chi = x[:, idx].prod(-1)  # (N, m)
-        total[i:i + chunk] = (p.double() @ chi.double()) / len(x)
-    return total.abs().cpu().tolist()
+    chi = x[:, torch.tensor(sets, device=x.device)].prod(-1)  # all of one degree: (N, m)
+    return ((p.double() @ chi.double()) / len(x)).abs().cpu().tolist()
 
 
 @torch.no_grad()
@@ -870,9 +864,8 @@ def print_table(results, args):
         m, sd = common.mean_std(r["final_acc"])
         rows.append([label(method, r), f"{r['lr']:g}", fmt_steps(r["steps_to"]["0.9"], args.steps),
                      fmt_steps(r["steps_to"]["0.95"], args.steps), f"{m:.3f} ± {sd:.3f}"])
-    if rows:
-        headers = ["method", "lr", "steps to 90%", "steps to 95%", "final acc"]
-        print("\n" + common.format_table(headers, rows))
+    headers = ["method", "lr", "steps to 90%", "steps to 95%", "final acc"]
+    print("\n" + common.format_table(headers, rows))  # rows: every mode has a teacher or students
 
 
 def claim_checks(results, args):
@@ -890,7 +883,7 @@ def claim_checks(results, args):
         chosen = results.get("two_shot_ckpt", probe["auto_ckpt"])
         i = probe["steps"].index(chosen)
         ratios = {d: in_over_off(probe, int(d), i) for d in probe["degrees"]}
-        final = {d: in_over_off(probe, int(d), len(probe["steps"]) - 1) for d in probe["degrees"]}
+        final = {d: in_over_off(probe, int(d), -1) for d in probe["degrees"]}
         checks["chosen_ckpt_in_over_off"], checks["final_ckpt_in_over_off"] = ratios, final
         # with --ckpt auto the chosen checkpoint maximises this ratio: then the first check says a
         # curriculum checkpoint exists, the second that the final teacher lost it (Fig. 3 middle);
@@ -904,15 +897,14 @@ def claim_checks(results, args):
 def make_figures(results, args):
     plt = common.plt()
     st, teacher, probe = results.get("students", {}), results.get("teacher"), results.get("probe")
-    if st or teacher:  # Fig. 1 left / middle
-        fig, ax = plt.subplots(figsize=(6, 4))
-        if teacher:
-            ax.plot(teacher["steps"], teacher["acc"], "--", color="k", label="teacher")
-        plot_students(ax, results, ("ce", "oneshot", "progressive", "two_shot", "extract"),
-                      lambda m, r: f"{m} (lr {r['lr']:g})")
-        ax.set(xlabel="training steps",
-               title=f"{args.arch.upper()} on ({args.n},{args.k})-sparse parity")
-        save(fig, args.out, "fig1_accuracy.png")
+    fig, ax = plt.subplots(figsize=(6, 4))  # Fig. 1 left / middle: every mode has one of them
+    if teacher:
+        ax.plot(teacher["steps"], teacher["acc"], "--", color="k", label="teacher")
+    plot_students(ax, results, ("ce", "oneshot", "progressive", "two_shot", "extract"),
+                  lambda m, r: f"{m} (lr {r['lr']:g})")
+    ax.set(xlabel="training steps",
+           title=f"{args.arch.upper()} on ({args.n},{args.k})-sparse parity")
+    save(fig, args.out, "fig1_accuracy.png")
     if probe:  # Fig. 3: the teacher, the probe at its best degree, (2,T)-progressive students
         chosen = results.get("two_shot_ckpt", probe["auto_ckpt"])
         two_shots = [m for m in ("two_shot_before", "two_shot", "two_shot_after") if m in st]
@@ -996,8 +988,7 @@ def main(argv=None):
     if args.mode in ("all", "two_shot"):
         auto = args.ckpt == "auto"
         results["two_shot_ckpt"] = results["probe"]["auto_ckpt"] if auto else int(args.ckpt)
-        print(f"two_shot: stage-1 checkpoint {results['two_shot_ckpt']} (--ckpt {args.ckpt}); "
-              f"final from T={args.T}")
+        print(f"two_shot: stage-1 checkpoint {results['two_shot_ckpt']}, the final from T={args.T}")
     methods = {"all": STUDENTS, "teacher": [], "probe": []}.get(args.mode, [args.mode])
     stage1 = {"two_shot": results.get("two_shot_ckpt")}
     if "two_shot_before" in methods:  # Fig. 3 right's controls
