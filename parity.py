@@ -33,8 +33,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common import fail
-
 # --------------------------------------------------------------------------------------------------
 # 0. Config: presets (a flag given on the command line overrides them), flags, and their checks.
 
@@ -53,10 +51,9 @@ PRESETS = {
     ("paper", "transformer"): dict(
         n=100, k=6, layers=2, head_dim=8, teacher_heads=32, student_heads=4, dropout=0.1,
         teacher_optim="adam", teacher_lr=3e-4, teacher_batch=32, teacher_steps=250_000,
-        teacher_schedule="cosine", teacher_warmup=0.06, teacher_floor=0.0, optim="adam",
-        lr_grid="1e-4", batch=32, steps=250_000, schedule="cosine", warmup=0.06, floor=0.0,
-        ckpt_every=3125, eval_every=625, T=31_250, extract_steps=3125, temperature=1.0,
-        betas="0.9,0.999"),
+        teacher_schedule="cosine", teacher_warmup=0.06, teacher_floor=0.0, betas="0.9,0.999",
+        optim="adam", lr_grid="1e-4", batch=32, steps=250_000, schedule="cosine", warmup=0.06,
+        floor=0.0, ckpt_every=3125, eval_every=625, T=31_250, extract_steps=3125, temperature=1.0),
     ("cpu", "mlp"): dict(  # shows the claim on 2 CPU cores in minutes (docs/parity.md, "Presets")
         n=50, k=5, teacher_width=2000, student_width=20, teacher_lr=1e-3, teacher_batch=32,
         teacher_steps=10_000, lr_grid=PAPER_GRID, batch=32, steps=30_000, **ADAM_CONSTANT_LR,
@@ -163,7 +160,7 @@ def validate(args):
     own_steps = {f: f"[0, {args.steps}]" for f, m in own if args.mode in ("all", m)}
     common.check_range(args, {"k": f"[1, {args.n}]", "dropout": "[0, 1)"} | own_steps)
     if args.ckpt_every % args.eval_every:
-        fail("--eval_every", f"must divide --ckpt_every ({args.ckpt_every}), got {args.eval_every}")
+        common.fail("--eval_every", f"must divide --ckpt_every={args.ckpt_every}")
     common.check_lr_seeds_betas(args)  # sets args.lrs, args.seed_list, args.beta_pair
     common.check_run_flags(args, eval_every_default=20)
     args.device = str(common.pick_device(args.device))
@@ -175,18 +172,18 @@ def validate(args):
     if args.teacher_dir is not None:  # a finished teacher for the same task and architecture
         d, saved = args.teacher_dir, common.saved_steps(teacher_ckpt(args.teacher_dir))
         if not os.path.exists(os.path.join(d, "config.json")) or not saved:
-            fail("--teacher_dir", f"{d} holds no teacher checkpoints (config.json, ckpt/teacher/)")
+            common.fail("--teacher_dir", f"{d} holds no teacher (config.json, ckpt/teacher/)")
         cfg = common.read_json(os.path.join(d, "config.json"))
         keys = ["arch", "n", "k", "support"] + [f for f in sizes if not f.startswith("student")]
         diff = [f"{k}={cfg.get(k)!r} (here {getattr(args, k)!r})" for k in keys
                 if cfg.get(k) != getattr(args, k)]
         if diff:
-            fail("--teacher_dir", f"{d} was made for another setting: " + ", ".join(diff))
+            common.fail("--teacher_dir", f"{d} was made for another setting: " + ", ".join(diff))
         if cfg.get("teacher_steps") not in saved:
-            fail("--teacher_dir", f"the teacher in {d} is unfinished (no checkpoint at its step "
-                                  f"{cfg.get('teacher_steps')}); finish it with --resume first")
+            common.fail("--teacher_dir", f"the teacher in {d} is unfinished (no checkpoint at "
+                                         f"{cfg.get('teacher_steps')}); finish it with --resume")
     if args.ckpt != "auto" and int(args.ckpt) not in saved:
-        fail("--ckpt", f"{args.ckpt} is not a saved teacher step (--ckpt_every, --teacher_dir)")
+        common.fail("--ckpt", f"{args.ckpt} is not a saved teacher step (see --ckpt_every)")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -209,9 +206,8 @@ def generator(device, seed, stream):
 
 
 # --------------------------------------------------------------------------------------------------
-# 2. Models (Sec. 3.1), one model each, shapes for one model. The engine (section 6) runs S stacked
-# copies through these same modules (each parameter with a leading dim S; every op broadcasts over
-# it, and Linear runs S copies as one batched GEMM).
+# 2. Models (Sec. 3.1), shapes for one model. The engine (section 6) runs S stacked copies through
+# these same modules: each parameter gains a leading dim S, over which every op broadcasts.
 
 class Linear(nn.Module):
     """nn.Linear with w (in, out); S stacked copies (section 6) run as one batched GEMM."""
@@ -284,8 +280,7 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    """GPT-2-style Transformer on tokens (1 - x) / 2 in {0, 1}; the class is read from the logits at
-    the last position, as the paper's code reads HF GPT-2's LM head (Sec. 3.1)."""
+    """GPT-2 on tokens (1 - x) / 2; the class: the last position's logits, as the paper's code."""
 
     def __init__(self, n, layers, heads, head_dim, dropout):
         super().__init__()
@@ -355,8 +350,7 @@ def load_teacher(run_dir, step, device):
 
 
 def train_teacher(args, heldout):
-    """Fresh samples every step; evaluated every --eval_every steps (step 0: the init, untrained),
-    checkpointed every --ckpt_every, with a resume state (optimizer, data stream) beside it."""
+    """Fresh samples every step; step 0, the untrained init, is evaluated and saved too."""
     model = make_model(args, "teacher", args.teacher_seed)
     if args.teacher_optim == "sgd":  # no momentum, no weight decay (the paper's code)
         opt = torch.optim.SGD(model.parameters(), args.teacher_lr)
@@ -446,8 +440,7 @@ def student_loss(logits, targets):
 
 
 def student_step(student, opt, x, y, teacher, temperature):
-    """One step of one student (the engine, section 6, runs it for many at once); teacher: the
-    scheduled checkpoint loaded into a teacher model, or None for CE."""
+    """One step of one student; teacher: a model holding the scheduled checkpoint, or None (CE)."""
     with torch.no_grad():
         targets = student_targets(y, None if teacher is None else teacher(x), temperature)
     loss = student_loss(student(x), targets)
@@ -656,7 +649,7 @@ def train_students(args, specs, heldout):
     names = [f"{sp['method']}/lr={sp['lr']:g}/seed={sp['seed']}" for sp in specs]
     if slots is not None:
         slots.refresh(start)  # the first step's teachers, loaded before a CUDA graph captures it
-    sched, t0 = (args.schedule, args.warmup, args.floor), time.time()
+    sched = (args.schedule, args.warmup, args.floor)
     step = stacked_step(args, specs, model, params, opt, slots, extraction)
     blocks = train_blocks(args, "students", start, args.steps, sched, opt, gens, args.batch, step,
                           slots.refresh if slots else None)
@@ -679,8 +672,7 @@ def train_students(args, specs, heldout):
         if losses and (step_no % (10 * args.eval_every) == 0 or step_no == args.steps):
             best = {m: round(max(a for a, sp in zip(acc, specs) if sp["method"] == m), 3)
                     for m in methods}
-            print(f"students step {step_no:>9d}  best acc {best}  ({time.time() - t0:.0f}s)",
-                  flush=True)
+            print(f"students step {step_no:>9d}  best acc {best}", flush=True)
     return history
 
 
@@ -778,12 +770,11 @@ def record_hidden(model):
 
 
 class Extraction:
-    """Stage 1 fits the student's hidden representation to a fixed random projection of the final
-    teacher's, layer by layer; stage 2 distils on its outputs (as one-shot). Its exact loss and
-    sizes we did not find; ours, measured on the cpu MLP: P (d_teacher x d_student) ~ N(0,
-    1/d_teacher), one per layer and seed; targets standardised per unit on STATS_SAMPLES fresh
-    samples; loss mean((h - target)^2) / mean(target^2); post-ReLU; 500 steps (docs/parity.md).
-    Transformer: `layers` equal sub-stages, the l-th on block l's output."""
+    """Stage 1 layer by layer, then stage 2 distils on the final teacher's outputs (as one-shot).
+    Its exact loss and sizes we did not find; ours, measured on the cpu MLP: P (d_teacher x
+    d_student) ~ N(0, 1/d_teacher), one per layer and seed; targets standardised per unit on
+    STATS_SAMPLES fresh samples; loss mean((h - target)^2) / mean(target^2); post-ReLU; 500 steps
+    (docs/parity.md). Transformer: `layers` equal sub-stages, the l-th on block l's output."""
 
     def __init__(self, args, run_dir, final_step):
         teacher = make_model(args, "teacher").eval()
@@ -941,8 +932,8 @@ def save(fig, folder, name):
 def plot_degree(ax, probe, d, chosen):
     """Fig. 3 middle: the in-support correlations of degree d against the off-support mean ± std."""
     e = probe["degrees"][str(d)]
+    few = len(e["in_support"]) <= 6  # a legend entry each
     for name, vals in e["in_support"].items():
-        few = len(e["in_support"]) <= 6
         ax.plot(probe["steps"], vals, lw=1, label="{" + name + "}" if few else None)
     m, sd = torch.tensor(e["off_mean"]), torch.tensor(e["off_std"])
     ax.plot(probe["steps"], m, "k--", lw=1, label="off-support mean ± std")
@@ -977,10 +968,9 @@ def main(argv=None):
         if args.teacher_dir is None:
             train_teacher(args, heldout)
         run = args.teacher_dir or args.out  # accuracies from the log: every checkpoint costs GBs
-        acc_at = {r["step"]: r["acc"] for r in common.read_jsonl(os.path.join(run, "metrics.jsonl"))
-                  if r["role"] == "teacher"}
         steps = common.saved_steps(teacher_ckpt(run))
-        accs = [acc_at[s] for s in steps]
+        accs = [r["acc"] for r in common.read_jsonl(os.path.join(run, "metrics.jsonl"))
+                if r["role"] == "teacher" and r["step"] in steps]
         steps_to = {str(th): common.steps_to(steps, accs, th) for th in THRESHOLDS}
         results["teacher"] = dict(steps=steps, acc=accs, final_acc=accs[-1], steps_to=steps_to)
     if args.mode in ("all", "probe") or (args.mode == "two_shot" and args.ckpt == "auto"):
