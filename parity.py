@@ -165,9 +165,8 @@ def validate(args):
     common.check_run_flags(args, eval_every_default=20)
     args.device = str(common.pick_device(args.device))
     args.out = args.out or os.path.join("out", "parity", f"{args.preset}-{args.arch}-{args.mode}")
-    args.support = list(range(args.k))  # the paper's: the first k
-    if args.random_support:
-        args.support = sorted(random.Random(args.teacher_seed).sample(range(args.n), args.k))
+    args.support = (sorted(random.Random(args.teacher_seed).sample(range(args.n), args.k))
+                    if args.random_support else list(range(args.k)))  # the paper's: the first k
     saved = range(0, args.teacher_steps + 1, args.ckpt_every)  # the teacher trained here
     if args.teacher_dir is not None:  # a finished teacher for the same task and architecture
         d, saved = args.teacher_dir, common.saved_steps(teacher_ckpt(args.teacher_dir))
@@ -352,10 +351,8 @@ def load_teacher(run_dir, step, device):
 def train_teacher(args, heldout):
     """Fresh samples every step; step 0, the untrained init, is evaluated and saved too."""
     model = make_model(args, "teacher", args.teacher_seed)
-    if args.teacher_optim == "sgd":  # no momentum, no weight decay (the paper's code)
-        opt = torch.optim.SGD(model.parameters(), args.teacher_lr)
-    else:
-        opt = torch.optim.Adam(model.parameters(), args.teacher_lr, args.beta_pair)
+    opt = (torch.optim.SGD(model.parameters(), args.teacher_lr) if args.teacher_optim == "sgd" else
+           torch.optim.Adam(model.parameters(), args.teacher_lr, args.beta_pair))  # as the paper
     gen = generator(args.device, args.teacher_seed, 1)
     state = resume(args, "teacher", TEACHER_STATE)
     if "model" in state:  # model, optimizer and data stream
@@ -534,7 +531,7 @@ def compile_step(step, state_tensors, args):
     return run
 
 
-def train_blocks(args, role, start, total, sched, opt, gens, batch, step, refresh=None):
+def train_blocks(args, role, start, total, sched, opt, gens, batch, step, refresh=lambda t: None):
     """Steps start..total of step(x_buf, y_buf) (row j of the batch from gens[j]; a CUDA graph where
     it can); yields (step, mean train loss per model) every --eval_every steps."""
     x_buf = torch.zeros(len(gens), batch, args.n, device=args.device)  # static, for a graph
@@ -548,8 +545,7 @@ def train_blocks(args, role, start, total, sched, opt, gens, batch, step, refres
         xs, ys = torch.stack([x for x, _ in draws]), torch.stack([y for _, y in draws])
         loss_sum.zero_()
         for i in range(n_steps):
-            if refresh is not None:
-                refresh(s0 + i)
+            refresh(s0 + i)  # the teachers of step s0 + i (TeacherSlots)
             opt.factor.fill_(common.lr_factor(s0 + i, total, *sched))
             x_buf.copy_(xs[:, i])
             y_buf.copy_(ys[:, i])
@@ -652,7 +648,7 @@ def train_students(args, specs, heldout):
     sched = (args.schedule, args.warmup, args.floor)
     step = stacked_step(args, specs, model, params, opt, slots, extraction)
     blocks = train_blocks(args, "students", start, args.steps, sched, opt, gens, args.batch, step,
-                          slots.refresh if slots else None)
+                          slots.refresh if slots else lambda t: None)
     first = [(0, None)] if start == 0 else []  # step 0: the init, untrained
     for step_no, losses in itertools.chain(first, blocks):
         model.eval()
@@ -876,9 +872,8 @@ def claim_checks(results, args):
         ratios = {d: in_over_off(probe, int(d), i) for d in probe["degrees"]}
         final = {d: in_over_off(probe, int(d), -1) for d in probe["degrees"]}
         checks["chosen_ckpt_in_over_off"], checks["final_ckpt_in_over_off"] = ratios, final
-        # with --ckpt auto the chosen checkpoint maximises this ratio: then the first check says a
-        # curriculum checkpoint exists, the second that the final teacher lost it (Fig. 3 middle);
-        # a checkpoint of the teacher's training (Sec. 3.2): not its untrained step 0, not its last
+        # --ckpt auto picks the ratio's maximum; chosen_ckpt_3x: a curriculum checkpoint exists in
+        # training (Sec. 3.2: not step 0, not the last); the next: the final lost it (Fig. 3 middle)
         inside = 0 < chosen < probe["steps"][-1]
         checks["chosen_ckpt_3x"] = inside and max(ratios.values()) >= 3
         checks["final_ckpt_3x_below_chosen"] = max(final.values()) * 3 <= max(ratios.values())
