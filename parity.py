@@ -37,9 +37,8 @@ import torch.nn.functional as F
 # 0. Config: presets (a flag given on the command line overrides them), flags, and their checks.
 
 PAPER_GRID = "1e-2,7.5e-3,5e-3,2.5e-3,1e-3"
-ADAM_CONSTANT_LR = dict(teacher_optim="adam", optim="adam", teacher_schedule="constant",
-                        teacher_warmup=0.0, teacher_floor=0.0, schedule="constant", warmup=0.0,
-                        floor=0.0)  # the cpu and smoke presets
+ADAM_CONSTANT_LR = dict(teacher_optim="adam", optim="adam", teacher_schedule="constant", warmup=0.0,
+                        teacher_warmup=0.0, teacher_floor=0.0, schedule="constant", floor=0.0)
 # extract_steps: 500 measured on the cpu MLP (section 8); paper, cpu Transformer: T / 10, unmeasured
 PRESETS = {
     ("paper", "mlp"): dict(  # the paper's settings (Sec. 3, Fig. 1; the official code), for a GPU
@@ -322,8 +321,7 @@ def make_model(args, role, seed=None):
 
 @torch.no_grad()
 def evaluate(forward, x, y, chunk=2048):
-    """Accuracy and CE loss of forward(x) (..., N, 2) on the held-out set x (N, n), y (N,): floats,
-    or lists with one value per stacked model (section 6). The caller sets model.eval()."""
+    """Accuracy and CE loss of forward (x (N, n) -> (..., N, 2)) on x, y; called in eval() mode."""
     correct, loss = 0, 0
     for i in range(0, len(x), chunk):
         logits = forward(x[i:i + chunk]).float()
@@ -424,8 +422,7 @@ def schedule_ckpt(method, t, saved, args, stage1=None):
 # that the schedule names, and one optimizer step of it.
 
 def student_targets(y, teacher_logits, temperature):
-    """What a student matches on a batch: softmax(teacher_logits / temperature) of the checkpoint
-    that the schedule names (distillation), or the one-hot labels y if there is none (CE)."""
+    """softmax(teacher_logits / temperature) of the scheduled checkpoint, or the labels y (CE)."""
     if teacher_logits is None:
         return F.one_hot(y, 2).float()
     return common.distill_targets(teacher_logits, temperature)
@@ -475,8 +472,7 @@ def halt_for_tests(args, role, step):  # --halt_at role:step dies as a killed jo
 
 
 class Optimizer:
-    """SGD or Adam over stacked parameters with one learning rate per model (the lr grid in one
-    stack); torch.optim.Adam's update. Its state lives in tensors (for a CUDA graph)."""
+    """SGD or Adam over stacked parameters, one lr per model; state in tensors (a CUDA graph)."""
 
     def __init__(self, params, kind, lrs, betas=(0.9, 0.999), eps=1e-8):
         self.params, self.kind, self.betas, self.eps = list(params), kind, betas, eps
@@ -557,8 +553,7 @@ def train_blocks(args, role, start, total, sched, opt, gens, batch, step, refres
 
 
 class TeacherSlots:
-    """The teacher checkpoints that the students need at the current step, stacked: one forward
-    serves them all. Methods that want the same checkpoint share a row."""
+    """The checkpoints that the students need now, stacked for one forward; a row per checkpoint."""
 
     def __init__(self, args, specs, saved):
         self.args, self.run_dir, self.saved = args, args.teacher_dir or args.out, saved
@@ -628,10 +623,9 @@ def train_students(args, specs, heldout):
     models = [make_model(args, "student", sp["seed"]) for sp in specs]
     model, params = models[0], stack(models, args)
     extraction = None
-    if "extract" in methods:
-        extraction = Extraction(args, args.teacher_dir or args.out, saved[-1])
-        extraction.student_hidden = record_hidden(model)
-        extraction.teacher_hidden = record_hidden(slots.model)
+    if "extract" in methods:  # its loss reads the hidden layers of the students and the teachers
+        extraction = Extraction(args, args.teacher_dir or args.out, saved[-1],
+                                record_hidden(model), record_hidden(slots.model))
     opt = Optimizer(params.values(), args.optim, [sp["lr"] for sp in specs], args.beta_pair)
     gens = [generator(args.device, s, 2) for s in args.seed_list]
     state = resume(args, "student", STUDENTS_STATE)
@@ -643,12 +637,12 @@ def train_students(args, specs, heldout):
             g.set_state(value.cpu())
     start, history = state["step"], state.get("history", {"steps": [], "acc": []})
     names = [f"{sp['method']}/lr={sp['lr']:g}/seed={sp['seed']}" for sp in specs]
-    if slots is not None:
-        slots.refresh(start)  # the first step's teachers, loaded before a CUDA graph captures it
+    refresh = slots.refresh if slots else lambda t: None  # CE: no teacher
+    refresh(start)  # the first step's teachers, loaded before a CUDA graph captures it
     sched = (args.schedule, args.warmup, args.floor)
     step = stacked_step(args, specs, model, params, opt, slots, extraction)
     blocks = train_blocks(args, "students", start, args.steps, sched, opt, gens, args.batch, step,
-                          slots.refresh if slots else lambda t: None)
+                          refresh)
     first = [(0, None)] if start == 0 else []  # step 0: the init, untrained
     for step_no, losses in itertools.chain(first, blocks):
         model.eval()
@@ -751,9 +745,8 @@ def fig3_checkpoints(probe, inside):
 
 
 # --------------------------------------------------------------------------------------------------
-# 8. Curriculum extraction (beyond the paper: Gupta & Karmalkar 2025, arXiv 2503.17494): a
-# curriculum from the final teacher alone. Its students are a group of the engine's stack with
-# their own loss: stage 1 fits their hidden layers to a random projection of the teacher's.
+# 8. Curriculum extraction (beyond the paper: Gupta & Karmalkar 2025, arXiv 2503.17494): from the
+# final teacher alone, stage 1 fits the students' hidden layers to a random projection of its.
 
 def record_hidden(model):
     """A list that holds the hidden representations of model's latest forward (forward hooks): the
@@ -772,7 +765,7 @@ class Extraction:
     STATS_SAMPLES fresh samples; loss mean((h - target)^2) / mean(target^2); post-ReLU; 500 steps
     (docs/parity.md). Transformer: `layers` equal sub-stages, the l-th on block l's output."""
 
-    def __init__(self, args, run_dir, final_step):
+    def __init__(self, args, run_dir, final_step, student_hidden=None, teacher_hidden=None):
         teacher = make_model(args, "teacher").eval()
         teacher.load_state_dict(load_teacher(run_dir, final_step, args.device)["model"])
         hidden = record_hidden(teacher)
@@ -788,7 +781,7 @@ class Extraction:
         z = [torch.einsum("...i,sio->s...o", h, P) for h, P in zip(hidden, self.P)]
         self.mu, self.sd = [t.mean(1) for t in z], [t.std(1) for t in z]  # per unit and position
         self.steps = args.extract_steps
-        self.student_hidden = self.teacher_hidden = None  # set by the engine: record_hidden
+        self.student_hidden, self.teacher_hidden = student_hidden, teacher_hidden  # record_hidden
 
     def stage1_loss(self, t_hidden, s_hidden, seed_idx, t):
         """(S,) normalised MSEs at layer l = floor(t x layers / --extract_steps); the teacher's
@@ -865,8 +858,7 @@ def claim_checks(results, args):
         checks["half_the_steps_every_seed"] = all(
             budget(f) <= 0.5 * budget(s) for a in fast for b in slow
             for f, s in zip(st[a]["steps_to"]["0.9"], st[b]["steps_to"]["0.9"]))
-    probe = results.get("probe")
-    if probe:
+    if probe := results.get("probe"):
         chosen = results.get("two_shot_ckpt", probe["auto_ckpt"])
         i = probe["steps"].index(chosen)
         ratios = {d: in_over_off(probe, int(d), i) for d in probe["degrees"]}
@@ -881,9 +873,8 @@ def claim_checks(results, args):
 
 
 def make_figures(results, args):
-    plt = common.plt()
     st, teacher, probe = results.get("students", {}), results.get("teacher"), results.get("probe")
-    fig, ax = plt.subplots(figsize=(6, 4))  # Fig. 1 left / middle: every mode has one of them
+    fig, ax = common.plt().subplots(figsize=(6, 4))  # Fig. 1 left / middle: every mode has one
     if teacher:
         ax.plot(teacher["steps"], teacher["acc"], "--", color="k", label="teacher")
     plot_students(ax, results, ("ce", "oneshot", "progressive", "two_shot", "extract"),
@@ -895,7 +886,7 @@ def make_figures(results, args):
         chosen = results.get("two_shot_ckpt", probe["auto_ckpt"])
         two_shots = [m for m in ("two_shot_before", "two_shot", "two_shot_after") if m in st]
         cols = 3 if two_shots else 2
-        fig, axes = plt.subplots(1, cols, figsize=(5 * cols, 4))
+        fig, axes = common.plt().subplots(1, cols, figsize=(5 * cols, 4))
         axes[0].plot(probe["steps"], probe["acc"], "k-")
         for name, s in zip(("before", "inside", "after"), results.get("fig3_ckpts", [chosen])):
             axes[0].plot(s, probe["acc"][probe["steps"].index(s)], "o", label=f"{name}: {s}")
