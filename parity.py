@@ -170,7 +170,7 @@ def validate(args):
     if args.teacher_dir is not None:  # a finished teacher for the same task and architecture
         d, saved = args.teacher_dir, common.saved_steps(teacher_ckpt(args.teacher_dir))
         if not os.path.exists(os.path.join(d, "config.json")) or not saved:
-            common.fail("--teacher_dir", f"{d} holds no teacher (config.json, ckpt/teacher/)")
+            common.fail("--teacher_dir", f"{d}: no teacher checkpoints (config.json, ckpt/teacher)")
         cfg = common.read_json(os.path.join(d, "config.json"))
         keys = ["arch", "n", "k", "support"] + [f for f in sizes if not f.startswith("student")]
         diff = [f"{k}={cfg.get(k)!r} (here {getattr(args, k)!r})" for k in keys
