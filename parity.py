@@ -9,8 +9,7 @@ regenerates Fig. 1 left / middle and Fig. 3 (docs/parity_sweep.py: Fig. 2).
 Sections 1-5 are the mechanism, written for one model: data, models, the teacher's training loop,
 the distillation schedule, a student's loss and step. Section 6 is the engine: every student of a
 run (methods x lrs x seeds) trains as one stack of the same modules through the same loss. Then the
-study: the probe (7), curriculum extraction (8; beyond the paper: Gupta & Karmalkar 2025, arXiv
-2503.17494, a curriculum from the final teacher alone), results (9) and main (10).
+study: the probe (7), curriculum extraction (8, beyond the paper), results (9) and main (10).
 
     python parity.py                                  # the whole CPU MLP study
     python parity.py --arch transformer               # the same with Transformers
@@ -26,7 +25,7 @@ import os
 import random
 import sys
 import time
-from functools import lru_cache, partial
+from functools import lru_cache
 
 os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")  # before torch: same seed, same numbers on CPU
 import common
@@ -34,14 +33,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common import fail
-
 # --------------------------------------------------------------------------------------------------
 # 0. Config: presets (a flag given on the command line overrides them), flags, and their checks.
 
 PAPER_GRID = "1e-2,7.5e-3,5e-3,2.5e-3,1e-3"
-CONSTANT_LR = dict(teacher_schedule="constant", teacher_warmup=0.0, teacher_floor=0.0,
-                   schedule="constant", warmup=0.0, floor=0.0)  # the cpu and smoke presets
+ADAM_CONSTANT_LR = dict(teacher_optim="adam", optim="adam", teacher_schedule="constant", warmup=0.0,
+                        teacher_warmup=0.0, teacher_floor=0.0, schedule="constant", floor=0.0)
 # extract_steps: 500 measured on the cpu MLP (section 8); paper, cpu Transformer: T / 10, unmeasured
 PRESETS = {
     ("paper", "mlp"): dict(  # the paper's settings (Sec. 3, Fig. 1; the official code), for a GPU
@@ -53,34 +50,35 @@ PRESETS = {
     ("paper", "transformer"): dict(
         n=100, k=6, layers=2, head_dim=8, teacher_heads=32, student_heads=4, dropout=0.1,
         teacher_optim="adam", teacher_lr=3e-4, teacher_batch=32, teacher_steps=250_000,
-        teacher_schedule="cosine", teacher_warmup=0.06, teacher_floor=0.0, optim="adam",
-        lr_grid="1e-4", batch=32, steps=250_000, schedule="cosine", warmup=0.06, floor=0.0,
-        ckpt_every=3125, eval_every=625, T=31_250, extract_steps=3125, temperature=1.0,
-        betas="0.9,0.999"),
+        teacher_schedule="cosine", teacher_warmup=0.06, teacher_floor=0.0, betas="0.9,0.999",
+        optim="adam", lr_grid="1e-4", batch=32, steps=250_000, schedule="cosine", warmup=0.06,
+        floor=0.0, ckpt_every=3125, eval_every=625, T=31_250, extract_steps=3125, temperature=1.0),
     ("cpu", "mlp"): dict(  # shows the claim on 2 CPU cores in minutes (docs/parity.md, "Presets")
-        n=50, k=5, teacher_width=2000, student_width=20, teacher_optim="adam", teacher_lr=1e-3,
-        teacher_batch=32, teacher_steps=10_000, optim="adam", lr_grid=PAPER_GRID, batch=32,
-        steps=30_000, **CONSTANT_LR, ckpt_every=100, eval_every=100, T=5_000, extract_steps=500,
-        temperature=1e-20),
+        n=50, k=5, teacher_width=2000, student_width=20, teacher_lr=1e-3, teacher_batch=32,
+        teacher_steps=10_000, lr_grid=PAPER_GRID, batch=32, steps=30_000, **ADAM_CONSTANT_LR,
+        ckpt_every=100, eval_every=100, T=5_000, extract_steps=500, temperature=1e-20),
     ("cpu", "transformer"): dict(  # tuned on seeds 0-5, confirmed on unseen seeds (docs/parity.md)
         n=20, k=3, layers=2, head_dim=8, teacher_heads=16, student_heads=1, student_head_dim=6,
-        teacher_optim="adam", teacher_lr=1e-2, teacher_batch=32, teacher_steps=800, optim="adam",
-        lr_grid="1.25e-3", batch=32, steps=5_000, **CONSTANT_LR, ckpt_every=50, eval_every=50,
-        T=1_000, ckpt="150", extract_steps=100, temperature=1.0, probe_samples=20_000,
+        teacher_lr=1e-2, teacher_batch=32, teacher_steps=800, lr_grid="1.25e-3", batch=32,
+        steps=5_000, **ADAM_CONSTANT_LR, ckpt_every=50, eval_every=50, T=1_000, ckpt="150",
+        extract_steps=100, temperature=1.0, probe_samples=20_000,
         speed=0.125),  # at lr 1.25e-3 labels fail; at speed 1 it cannot follow the transition
     ("smoke", "mlp"): dict(  # seconds, for tests
-        n=12, k=3, teacher_width=256, student_width=16, teacher_optim="adam", teacher_lr=3e-3,
-        teacher_batch=32, teacher_steps=400, optim="adam", lr_grid="1e-2,3e-3", batch=32,
-        steps=400, **CONSTANT_LR, extract_steps=50, ckpt_every=50, eval_every=50, T=100,
-        temperature=1e-20, probe_samples=20_000, probe_off=20, eval_size=1024),
+        n=12, k=3, teacher_width=256, student_width=16, teacher_lr=3e-3, teacher_batch=32,
+        teacher_steps=400, lr_grid="1e-2,3e-3", batch=32, steps=400, **ADAM_CONSTANT_LR,
+        extract_steps=50, ckpt_every=50, eval_every=50, T=100, temperature=1e-20,
+        probe_samples=20_000, probe_off=20, eval_size=1024),
     ("smoke", "transformer"): dict(
-        n=8, k=2, layers=1, head_dim=4, teacher_heads=4, student_heads=1, teacher_optim="adam",
-        teacher_lr=3e-3, teacher_batch=16, teacher_steps=60, optim="adam", lr_grid="3e-3",
-        batch=16, steps=60, **CONSTANT_LR, T=20, ckpt_every=20, eval_every=20, extract_steps=20,
-        temperature=1e-20, probe_samples=4_000, probe_off=10, eval_size=512),
+        n=8, k=2, layers=1, head_dim=4, teacher_heads=4, student_heads=1, teacher_lr=3e-3,
+        teacher_batch=16, teacher_steps=60, lr_grid="3e-3", batch=16, steps=60, **ADAM_CONSTANT_LR,
+        T=20, ckpt_every=20, eval_every=20, extract_steps=20, temperature=1e-20,
+        probe_samples=4_000, probe_off=10, eval_size=512),
 }
 MODES = ["all", "teacher", "probe", "ce", "oneshot", "progressive", "two_shot", "extract"]
+STUDENTS = ["ce", "oneshot", "progressive", "two_shot", "two_shot_before", "two_shot_after",
+            "extract"]  # --mode all's; before and after: Fig. 3 right's controls
 THRESHOLDS = (0.9, 0.95)
+TEACHER_STATE, STUDENTS_STATE = "ckpt/teacher_state.pt", "ckpt/students_state.pt"  # --resume
 STATS_SAMPLES = 8192  # fresh samples for the statistics of extract's targets (section 8)
 
 
@@ -93,8 +91,7 @@ def build_parser():
     a("--preset", default="cpu", choices=["cpu", "paper", "smoke"], help="defaults for the flags")
     a("--n", type=int, help="input dimension n of (n,k)-sparse parity")
     a("--k", type=int, help="support size k")
-    a("--random_support", type=int, default=0, choices=[0, 1],
-      help="1: draw the support from --teacher_seed")
+    a("--random_support", type=int, default=0, choices=[0, 1], help="1: drawn from --teacher_seed")
     a("--teacher_width", type=int, help="MLP teacher hidden width")
     a("--student_width", type=int, help="MLP student hidden width")
     a("--layers", type=int, help="Transformer layers")
@@ -125,8 +122,7 @@ def build_parser():
     a("--seeds", type=str, default="0,1,2", help="student seeds (the paper averages 3)")
     a("--temperature", type=float, help="teacher softmax temperature; 1e-20 = argmax targets")
     a("--speed", type=float, default=1.0, help="progressive: the teacher runs speed x faster")
-    a("--refresh", type=int, default=None,
-      help="progressive: student steps between teacher changes (default --ckpt_every)")
+    a("--refresh", type=int, help="progressive: steps per teacher change (default --ckpt_every)")
     a("--ckpt", type=str, default="auto", help="two_shot stage-1 checkpoint step, or auto (probe)")
     a("--T", type=int, help="two_shot: student steps on the stage-1 checkpoint, then the final")
     a("--extract_steps", type=int, help="extract: stage-1 steps (hidden layers)")
@@ -163,39 +159,29 @@ def validate(args):
     own_steps = {f: f"[0, {args.steps}]" for f, m in own if args.mode in ("all", m)}
     common.check_range(args, {"k": f"[1, {args.n}]", "dropout": "[0, 1)"} | own_steps)
     if args.ckpt_every % args.eval_every:
-        fail("--eval_every", f"must divide --ckpt_every ({args.ckpt_every}), got {args.eval_every}")
+        common.fail("--eval_every", f"must divide --ckpt_every={args.ckpt_every}")
     common.check_lr_seeds_betas(args)  # sets args.lrs, args.seed_list, args.beta_pair
     common.check_run_flags(args, eval_every_default=20)
     args.device = str(common.pick_device(args.device))
     args.out = args.out or os.path.join("out", "parity", f"{args.preset}-{args.arch}-{args.mode}")
-    args.support = list(range(args.k))  # the paper's: the first k
-    if args.random_support:
-        args.support = sorted(random.Random(args.teacher_seed).sample(range(args.n), args.k))
-    if args.teacher_dir is not None:
-        check_teacher_dir(args)
-    elif args.ckpt != "auto" and (int(args.ckpt) % args.ckpt_every
-                                  or int(args.ckpt) > args.teacher_steps):
-        fail("--ckpt", f"{args.ckpt} is not a saved step (a multiple of --ckpt_every, "
-                       "at most --teacher_steps)")
-
-
-def check_teacher_dir(args):
-    """--teacher_dir must hold a finished teacher for the same task and architecture."""
-    d, saved = args.teacher_dir, common.saved_steps(teacher_ckpt(args.teacher_dir))
-    if not os.path.exists(os.path.join(d, "config.json")) or not saved:
-        fail("--teacher_dir", f"{d} holds no teacher checkpoints (config.json, ckpt/teacher/)")
-    cfg = common.read_json(os.path.join(d, "config.json"))
-    keys = ["arch", "n", "k", "support"] + (["teacher_width"] if args.arch == "mlp" else
-                                            ["layers", "head_dim", "teacher_heads"])
-    diff = [f"{k}={cfg.get(k)!r} (here {getattr(args, k)!r})" for k in keys
-            if cfg.get(k) != getattr(args, k)]
-    if diff:
-        fail("--teacher_dir", f"{d} was made for another setting: " + ", ".join(diff))
-    if cfg.get("teacher_steps") not in saved:
-        fail("--teacher_dir", f"the teacher in {d} is unfinished (no checkpoint at its step "
-                              f"{cfg.get('teacher_steps')}); finish it with --resume first")
+    args.support = (sorted(random.Random(args.teacher_seed).sample(range(args.n), args.k))
+                    if args.random_support else list(range(args.k)))  # the paper's: the first k
+    saved = range(0, args.teacher_steps + 1, args.ckpt_every)  # the teacher trained here
+    if args.teacher_dir is not None:  # a finished teacher for the same task and architecture
+        d, saved = args.teacher_dir, common.saved_steps(teacher_ckpt(args.teacher_dir))
+        if not os.path.exists(os.path.join(d, "config.json")) or not saved:
+            common.fail("--teacher_dir", f"{d}: no teacher checkpoints (config.json, ckpt/teacher)")
+        cfg = common.read_json(os.path.join(d, "config.json"))
+        keys = ["arch", "n", "k", "support"] + [f for f in sizes if not f.startswith("student")]
+        diff = [f"{k}={cfg.get(k)!r} (here {getattr(args, k)!r})" for k in keys
+                if cfg.get(k) != getattr(args, k)]
+        if diff:
+            common.fail("--teacher_dir", f"{d} was made for another setting: " + ", ".join(diff))
+        if cfg.get("teacher_steps") not in saved:
+            common.fail("--teacher_dir", f"the teacher in {d} is unfinished (no checkpoint at "
+                                         f"{cfg.get('teacher_steps')}); finish it with --resume")
     if args.ckpt != "auto" and int(args.ckpt) not in saved:
-        fail("--ckpt", f"{args.ckpt} is not a checkpoint in {d}")
+        common.fail("--ckpt", f"{args.ckpt} is not a saved teacher step (see --ckpt_every)")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -218,13 +204,11 @@ def generator(device, seed, stream):
 
 
 # --------------------------------------------------------------------------------------------------
-# 2. Models (Sec. 3.1), one model each, shapes for one model. The engine (section 6) runs S stacked
-# copies through these same modules (each parameter with a leading dim S; every op broadcasts over
-# it, and Linear runs S copies as one batched GEMM).
+# 2. Models (Sec. 3.1), shapes for one model. The engine (section 6) runs S stacked copies through
+# these same modules: each parameter gains a leading dim S, over which every op broadcasts.
 
 class Linear(nn.Module):
-    """nn.Linear with w stored (in, out). S stacked copies (the engine's, section 6: w (S, .., in,
-    out), b (S, .., out)) run as one batched GEMM over every row of the batch (B, or B x T)."""
+    """nn.Linear with w (in, out); S stacked copies (section 6) run as one batched GEMM."""
 
     def __init__(self, d_in, d_out, bias=True):
         super().__init__()
@@ -277,8 +261,7 @@ class Block(nn.Module):
         self.ln1, self.attn, self.proj = LayerNorm(d), Linear(d, 3 * d), Linear(d, d)
         self.ln2, self.fc, self.out = LayerNorm(d), Linear(d, 4 * d), Linear(4 * d, d)
 
-    def forward(self, h, last_only=False):  # h: (B, T, d)
-        """last_only: the output at the last position only (all that the classifier reads)."""
+    def forward(self, h, last_only=False):  # h: (B, T, d); last_only: all the classifier reads
         q, k, v = self.attn(self.ln1(h)).split(h.shape[-1], dim=-1)  # (B, T, d) each
         if last_only:  # the last query sees every key, so no mask is needed
             q, h = q[..., -1:, :], h[..., -1:, :]
@@ -295,8 +278,7 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    """GPT-2-style Transformer on tokens (1 - x) / 2 in {0, 1}; the class is read from the logits at
-    the last position, as the paper's code reads HF GPT-2's LM head (Sec. 3.1)."""
+    """GPT-2 on tokens (1 - x) / 2; the class: the last position's logits, as the paper's code."""
 
     def __init__(self, n, layers, heads, head_dim, dropout):
         super().__init__()
@@ -339,8 +321,7 @@ def make_model(args, role, seed=None):
 
 @torch.no_grad()
 def evaluate(forward, x, y, chunk=2048):
-    """Accuracy and CE loss of forward(x) (..., N, 2) on the held-out set x (N, n), y (N,): floats,
-    or lists with one value per stacked model (section 6). The caller sets model.eval()."""
+    """Accuracy and CE loss of forward (x (N, n) -> (..., N, 2)) on x, y; called in eval() mode."""
     correct, loss = 0, 0
     for i in range(0, len(x), chunk):
         logits = forward(x[i:i + chunk]).float()
@@ -365,74 +346,61 @@ def load_teacher(run_dir, step, device):
     return common.load_checkpoint(teacher_ckpt(run_dir, step), device)
 
 
-def make_optimizer(params, kind, lr, betas):  # no momentum, no weight decay (the paper's code)
-    return torch.optim.SGD(params, lr) if kind == "sgd" else torch.optim.Adam(params, lr, betas)
-
-
-def teacher_step(model, opt, x, y):
-    """One optimizer step on labels; returns the batch's mean loss."""
-    loss = F.cross_entropy(model(x), y)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    return loss.detach()
-
-
 def train_teacher(args, heldout):
-    """Fresh samples every step; evaluated every --eval_every steps, checkpointed every
-    --ckpt_every, with a resume state (optimizer and data stream) beside the last checkpoint."""
+    """Fresh samples every step; step 0, the untrained init, is evaluated and saved too."""
     model = make_model(args, "teacher", args.teacher_seed)
-    opt = make_optimizer(model.parameters(), args.teacher_optim, args.teacher_lr, args.beta_pair)
+    opt = (torch.optim.SGD(model.parameters(), args.teacher_lr) if args.teacher_optim == "sgd" else
+           torch.optim.Adam(model.parameters(), args.teacher_lr, args.beta_pair))  # as the paper
     gen = generator(args.device, args.teacher_seed, 1)
-    start, state_path = 0, os.path.join(args.out, "ckpt", "teacher_state.pt")
-    if os.path.exists(state_path):  # --resume: model, optimizer and data stream
-        state = common.load_checkpoint(state_path, args.device)
+    state = resume(args, "teacher", TEACHER_STATE)
+    if "model" in state:  # model, optimizer and data stream
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         gen.set_state(state["gen"].cpu())
-        start = state["step"]
-        print(f"teacher: resuming at step {start}")
-    forget_metrics_after(args, "teacher", start)
-    if start == 0:
-        teacher_eval(args, model, opt, gen, heldout, 0, None)  # step 0: the init, untrained
-    sched, loss_sum = (args.teacher_schedule, args.teacher_warmup, args.teacher_floor), 0
-    for step in range(start, args.teacher_steps):
+    sched, losses = (args.teacher_schedule, args.teacher_warmup, args.teacher_floor), []
+    for step in range(state["step"], args.teacher_steps + 1):
+        last = step == args.teacher_steps
+        if (step % args.eval_every == 0 or last) and (losses or step == 0):
+            model.eval()
+            acc, loss = evaluate(model, *heldout)
+            model.train()
+            record = {"role": "teacher", "step": step, "acc": acc, "loss": loss}
+            if losses:  # the mean training loss since the last evaluation
+                record["train_loss"] = train_loss = sum(losses).item() / len(losses)
+                common.check_finite(train_loss, f"the teacher training loss at step {step}")
+            common.append_jsonl(os.path.join(args.out, "metrics.jsonl"), record)
+            if step % args.ckpt_every == 0 or last:
+                ckpt = {"model": model.state_dict(), "step": step, "acc": acc}
+                common.save_checkpoint(ckpt, teacher_ckpt(args.out, step))
+                state = {**ckpt, "opt": opt.state_dict(), "gen": gen.get_state()}
+                common.save_checkpoint(state, os.path.join(args.out, TEACHER_STATE))
+            if losses and (step % (10 * args.eval_every) == 0 or last):
+                print(f"teacher step {step:>9d}  acc {acc:.3f}  train loss {train_loss:.4f}",
+                      flush=True)
+            losses = []
+        if last:
+            break
         for group in opt.param_groups:
             group["lr"] = args.teacher_lr * common.lr_factor(step, args.teacher_steps, *sched)
         x, y = sample(gen, (args.teacher_batch,), args.n, args.support)  # (B, n), (B,)
-        loss_sum = loss_sum + teacher_step(model, opt, x, y)
+        loss = F.cross_entropy(model(x), y)  # on labels
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.detach())
         halt_for_tests(args, "teacher", step + 1)
-        if (step + 1) % args.eval_every == 0 or step + 1 == args.teacher_steps:
-            steps_done = step + 1 - step // args.eval_every * args.eval_every
-            teacher_eval(args, model, opt, gen, heldout, step + 1, loss_sum.item() / steps_done)
-            loss_sum = 0
 
 
-def teacher_eval(args, model, opt, gen, heldout, step, train_loss):
-    """Log the held-out accuracy (metrics.jsonl, role "teacher"); save at checkpoint steps."""
-    model.eval()
-    acc, loss = evaluate(model, *heldout)
-    model.train()
-    record = {"role": "teacher", "step": step, "acc": acc, "loss": loss}
-    if train_loss is not None:
-        common.check_finite(train_loss, f"the teacher training loss at step {step}")
-        record["train_loss"] = train_loss
-    common.append_jsonl(os.path.join(args.out, "metrics.jsonl"), record)
-    if step % args.ckpt_every == 0 or step == args.teacher_steps:
-        ckpt = {"model": model.state_dict(), "step": step, "acc": acc}
-        common.save_checkpoint(ckpt, teacher_ckpt(args.out, step))
-        state = {**ckpt, "opt": opt.state_dict(), "gen": gen.get_state()}
-        common.save_checkpoint(state, os.path.join(args.out, "ckpt", "teacher_state.pt"))
-    last = step == args.teacher_steps
-    if train_loss is not None and (step % (10 * args.eval_every) == 0 or last):
-        print(f"teacher step {step:>9d}  acc {acc:.3f}  train loss {train_loss:.4f}", flush=True)
-
-
-def forget_metrics_after(args, role, step):
-    """Drop the metrics of `role` that a killed run logged after `step`, its resume point."""
+def resume(args, role, state_file):
+    """--resume: the saved state ({"step": 0} if none); drops `role`'s metrics logged after it."""
+    state, path = {"step": 0}, os.path.join(args.out, state_file)
+    if os.path.exists(path):
+        state = common.load_checkpoint(path, args.device)
+        print(f"{role}: resuming at step {state['step']}")
     path = os.path.join(args.out, "metrics.jsonl")
     common.rewrite_jsonl(path, [r for r in common.read_jsonl(path)
-                                if r["role"] != role or r["step"] <= step])
+                                if r["role"] != role or r["step"] <= state["step"]])
+    return state
 
 
 # --------------------------------------------------------------------------------------------------
@@ -440,7 +408,7 @@ def forget_metrics_after(args, role, step):
 # student step t; `saved` are the teacher's checkpoint steps.
 
 def schedule_ckpt(method, t, saved, args, stage1=None):
-    if method == "oneshot":
+    if method in ("oneshot", "extract"):  # extract: stage 2 distils from the final teacher
         return saved[-1]
     if method == "progressive":  # every --refresh steps, the checkpoint --speed x further on
         return common.progressive_ckpt(t, saved, args.speed, args.refresh)
@@ -454,8 +422,7 @@ def schedule_ckpt(method, t, saved, args, stage1=None):
 # that the schedule names, and one optimizer step of it.
 
 def student_targets(y, teacher_logits, temperature):
-    """What a student matches on a batch: softmax(teacher_logits / temperature) of the checkpoint
-    that the schedule names (distillation), or the one-hot labels y if there is none (CE)."""
+    """softmax(teacher_logits / temperature) of the scheduled checkpoint, or the labels y (CE)."""
     if teacher_logits is None:
         return F.one_hot(y, 2).float()
     return common.distill_targets(teacher_logits, temperature)
@@ -467,8 +434,7 @@ def student_loss(logits, targets):
 
 
 def student_step(student, opt, x, y, teacher, temperature):
-    """One step of one student (the engine, section 6, runs it for many at once); teacher: the
-    scheduled checkpoint loaded into a teacher model, or None for CE."""
+    """One step of one student; teacher: a model holding the scheduled checkpoint, or None (CE)."""
     with torch.no_grad():
         targets = student_targets(y, None if teacher is None else teacher(x), temperature)
     loss = student_loss(student(x), targets)
@@ -480,19 +446,16 @@ def student_step(student, opt, x, y, teacher, temperature):
 
 # --------------------------------------------------------------------------------------------------
 # 6. The engine: every student of a run (methods x lrs x seeds), and the teacher checkpoints they
-# read, as stacks of S copies of the section-2 modules: torch.func.functional_call runs a module
-# with parameters stacked along a new leading dim, so each layer is one batched GEMM for all.
-# Students with the same seed share init and batches: the method is the only difference. State lives
-# in tensors, so on a GPU a whole student step is captured as one CUDA graph.
-
-RANK = {"mlp": 2, "transformer": 3}  # of one model's activations: (B, d) or (B, T, d)
-
+# read, as stacks of S copies of the section-2 modules (torch.func.functional_call), so each layer
+# is one batched GEMM for all. Students with the same seed share init and batches: the method is
+# the only difference. State lives in tensors: on a GPU a student step is one CUDA graph.
 
 def stack(models, args):
     """{name: (S, 1, .., *shape)}: the parameters of S models, stacked into new leaf tensors, with
     1s up to the activations' rank, so that they broadcast over the batch in section 2's modules."""
     named = [dict(m.named_parameters()) for m in models]
-    shape = lambda p: (len(models), *[1] * (RANK[args.arch] - p.dim()), *p.shape)
+    rank = 2 if args.arch == "mlp" else 3  # of one model's activations: (B, d) or (B, T, d)
+    shape = lambda p: (len(models), *[1] * (rank - p.dim()), *p.shape)
     return {k: torch.stack([ps[k].detach() for ps in named]).view(shape(p)).requires_grad_()
             for k, p in named[0].items()}
 
@@ -509,8 +472,7 @@ def halt_for_tests(args, role, step):  # --halt_at role:step dies as a killed jo
 
 
 class Optimizer:
-    """SGD or Adam over stacked parameters with one learning rate per model (the lr grid in one
-    stack); torch.optim.Adam's update. Its state lives in tensors (for a CUDA graph)."""
+    """SGD or Adam over stacked parameters, one lr per model; state in tensors (a CUDA graph)."""
 
     def __init__(self, params, kind, lrs, betas=(0.9, 0.999), eps=1e-8):
         self.params, self.kind, self.betas, self.eps = list(params), kind, betas, eps
@@ -565,10 +527,9 @@ def compile_step(step, state_tensors, args):
     return run
 
 
-def train_blocks(args, role, start, total, sched, opt, gens, batch, step, refresh=None):
-    """Run optimizer steps start..total of step() (a CUDA graph where it can), which reads its batch
-    from x_buf, y_buf (row j from stream gens[j]) and adds its losses to loss_sum; yield (step, mean
-    train loss per model) every --eval_every steps. A block's samples are drawn at once."""
+def train_blocks(args, role, start, total, sched, opt, gens, batch, step, refresh=lambda t: None):
+    """Steps start..total of step(x_buf, y_buf) (row j of the batch from gens[j]; a CUDA graph where
+    it can); yields (step, mean train loss per model) every --eval_every steps."""
     x_buf = torch.zeros(len(gens), batch, args.n, device=args.device)  # static, for a graph
     y_buf = torch.zeros(len(gens), batch, dtype=torch.long, device=args.device)
     loss_sum = torch.zeros(len(opt.lr), device=args.device)
@@ -580,8 +541,7 @@ def train_blocks(args, role, start, total, sched, opt, gens, batch, step, refres
         xs, ys = torch.stack([x for x, _ in draws]), torch.stack([y for _, y in draws])
         loss_sum.zero_()
         for i in range(n_steps):
-            if refresh is not None:
-                refresh(s0 + i)
+            refresh(s0 + i)  # the teachers of step s0 + i (TeacherSlots)
             opt.factor.fill_(common.lr_factor(s0 + i, total, *sched))
             x_buf.copy_(xs[:, i])
             y_buf.copy_(ys[:, i])
@@ -593,28 +553,23 @@ def train_blocks(args, role, start, total, sched, opt, gens, batch, step, refres
 
 
 class TeacherSlots:
-    """The teacher checkpoints that the students need at the current step, stacked: one forward
-    serves them all. Methods that want the same checkpoint share a row (oneshot's final teacher
-    runs once, not per method)."""
+    """The checkpoints that the students need now, stacked for one forward; a row per checkpoint."""
 
     def __init__(self, args, specs, saved):
         self.args, self.run_dir, self.saved = args, args.teacher_dir or args.out, saved
         self.stage1 = {sp["method"]: sp["stage1"] for sp in specs if sp["method"] != "ce"}
         shared = {"oneshot", "extract"} <= set(self.stage1)  # both want the final teacher
-        self.size = max(1, len(self.stage1) - shared)
+        self.size = len(self.stage1) - shared  # the most checkpoints wanted at once
         self.student_method = [sp["method"] for sp in specs]
         self.model = make_model(args, "teacher").eval()
         self.params = stack([self.model] * self.size, args)
-        self.rows, self.active = [], self.size  # the checkpoint step held by each row; rows in use
-        self.fixed_rows = args.cuda_graph and args.device.startswith("cuda")  # a graph: all rows
+        self.rows = []  # the checkpoint step held by each row in use
+        self.graph = args.cuda_graph and args.device.startswith("cuda")  # a graph: fixed shapes
         self.row_of_student = torch.zeros(len(specs), dtype=torch.long, device=args.device)
 
     def refresh(self, t):
-        want = {m: schedule_ckpt(m, t, self.saved, self.args, stage1) if m != "extract"
-                else self.saved[-1] for m, stage1 in self.stage1.items()}  # extract: the final
+        want = {m: schedule_ckpt(m, t, self.saved, self.args, s) for m, s in self.stage1.items()}
         rows = sorted(set(want.values()))
-        if self.fixed_rows:
-            rows += [rows[-1]] * (self.size - len(rows))
         if rows == self.rows:
             return
         for i, step in enumerate(rows):
@@ -623,27 +578,21 @@ class TeacherSlots:
                 with torch.no_grad():
                     for k, p in self.params.items():
                         p[i].copy_(state[k].view(p[i].shape))
-        self.rows, self.active = rows, len(rows)
+        self.rows = rows
         row = [rows.index(want[m]) if m in want else 0 for m in self.student_method]
         self.row_of_student.copy_(torch.tensor(row))
 
     @torch.no_grad()
     def logits(self, x):
-        """x (N, n) -> the active rows' logits (rows, N, 2)."""
-        params = {k: p[:self.active] for k, p in self.params.items()}
-        return run_stacked(self.model, params, x.expand(self.active, -1, -1))
-
-
-def student_specs(args, methods, stage1):
-    """One spec per stacked student: method x lr x seed (same seed => same init and data)."""
-    return [{"method": m, "lr": lr, "seed": seed, "stage1": stage1.get(m)}
-            for m in methods for lr in args.lrs for seed in args.seed_list]
+        """x (N, n) -> the logits of the rows in use (rows, N, 2); a CUDA graph runs every row."""
+        rows = self.size if self.graph else len(self.rows)
+        params = {k: p[:rows] for k, p in self.params.items()}
+        return run_stacked(self.model, params, x.expand(rows, -1, -1))
 
 
 def stacked_step(args, specs, model, params, opt, slots, extraction=None):
-    """step(x_buf, y_buf) for train_blocks: one optimizer step of every student on its seed's batch
-    (x_buf: (seeds, B, n)): section 5's student_loss, against labels ("ce") or against the outputs
-    of each student's scheduled checkpoint ("distill"); extract's students add section 8's."""
+    """step(x_buf (seeds, B, n), y_buf) for train_blocks: section 5's student_loss for every student
+    on its seed's batch, against labels or its scheduled checkpoint; extract adds section 8's."""
     seed_idx = torch.tensor([args.seed_list.index(sp["seed"]) for sp in specs], device=args.device)
     kinds = [sp["method"] if sp["method"] in ("ce", "extract") else "distill" for sp in specs]
     starts = [i for i in range(len(kinds)) if i == 0 or kinds[i] != kinds[i - 1]]
@@ -668,28 +617,32 @@ def stacked_step(args, specs, model, params, opt, slots, extraction=None):
 
 def train_students(args, specs, heldout):
     """Train all students together; return their eval history. Resumable (students_state.pt)."""
-    state_path = os.path.join(args.out, "ckpt", "students_state.pt")
     methods = list(dict.fromkeys(sp["method"] for sp in specs))
     saved = common.saved_steps(teacher_ckpt(args.teacher_dir or args.out))
     slots = TeacherSlots(args, specs, saved) if methods != ["ce"] else None
     models = [make_model(args, "student", sp["seed"]) for sp in specs]
     model, params = models[0], stack(models, args)
     extraction = None
-    if "extract" in methods:
-        extraction = Extraction(args, args.teacher_dir or args.out, saved[-1])
-        extraction.student_hidden = record_hidden(model)
-        extraction.teacher_hidden = record_hidden(slots.model)
+    if "extract" in methods:  # its loss reads the hidden layers of the students and the teachers
+        extraction = Extraction(args, args.teacher_dir or args.out, saved[-1],
+                                record_hidden(model), record_hidden(slots.model))
     opt = Optimizer(params.values(), args.optim, [sp["lr"] for sp in specs], args.beta_pair)
     gens = [generator(args.device, s, 2) for s in args.seed_list]
-    state = resume_students(args, state_path, opt, gens)
+    state = resume(args, "student", STUDENTS_STATE)
+    if "tensors" in state:  # the students' parameters, optimizer and data streams
+        with torch.no_grad():
+            for mine, value in zip(opt.params + opt.tensors(), state["tensors"]):
+                mine.copy_(value)
+        for g, value in zip(gens, state["gens"]):
+            g.set_state(value.cpu())
     start, history = state["step"], state.get("history", {"steps": [], "acc": []})
     names = [f"{sp['method']}/lr={sp['lr']:g}/seed={sp['seed']}" for sp in specs]
-    if slots is not None:
-        slots.refresh(start)  # the first step's teachers, loaded before a CUDA graph captures it
-    sched, t0 = (args.schedule, args.warmup, args.floor), time.time()
+    refresh = slots.refresh if slots else lambda t: None  # CE: no teacher
+    refresh(start)  # the first step's teachers, loaded before a CUDA graph captures it
+    sched = (args.schedule, args.warmup, args.floor)
     step = stacked_step(args, specs, model, params, opt, slots, extraction)
     blocks = train_blocks(args, "students", start, args.steps, sched, opt, gens, args.batch, step,
-                          slots.refresh if slots else None)
+                          refresh)
     first = [(0, None)] if start == 0 else []  # step 0: the init, untrained
     for step_no, losses in itertools.chain(first, blocks):
         model.eval()
@@ -703,31 +656,14 @@ def train_students(args, specs, heldout):
             record["train_loss"] = dict(zip(names, losses))
         common.append_jsonl(os.path.join(args.out, "metrics.jsonl"), record)
         if losses and (step_no % args.save_every == 0 or step_no == args.steps):
-            tensors = opt.params + opt.tensors()  # the students' parameters, the optimizer's state
-            common.save_checkpoint({"tensors": tensors, "step": step_no, "history": history,
-                                    "gens": [g.get_state() for g in gens]}, state_path)
+            state = {"tensors": opt.params + opt.tensors(), "step": step_no, "history": history,
+                     "gens": [g.get_state() for g in gens]}  # parameters, optimizer, data streams
+            common.save_checkpoint(state, os.path.join(args.out, STUDENTS_STATE))
         if losses and (step_no % (10 * args.eval_every) == 0 or step_no == args.steps):
-            best = "  ".join(f"{m} {max(a for a, sp in zip(acc, specs) if sp['method'] == m):.3f}"
-                             for m in methods)
-            print(f"students step {step_no:>9d}  best acc: {best}  ({time.time() - t0:.0f}s)",
-                  flush=True)
+            best = {m: round(max(a for a, sp in zip(acc, specs) if sp["method"] == m), 3)
+                    for m in methods}
+            print(f"students step {step_no:>9d}  best acc {best}", flush=True)
     return history
-
-
-def resume_students(args, path, opt, gens):
-    """--resume: the students' parameters, optimizer and data streams from `path`, if it exists.
-    Returns the saved state ({"step": 0} if there is none)."""
-    state = {"step": 0}
-    if os.path.exists(path):
-        state = common.load_checkpoint(path, args.device)
-        with torch.no_grad():
-            for mine, saved in zip(opt.params + opt.tensors(), state["tensors"]):
-                mine.copy_(saved)
-        for g, saved in zip(gens, state["gens"]):
-            g.set_state(saved.cpu())
-        print(f"students: resuming at step {state['step']}")
-    forget_metrics_after(args, "student", state["step"])
-    return state
 
 
 # --------------------------------------------------------------------------------------------------
@@ -750,21 +686,16 @@ def monomials(args):
     return out
 
 
-def correlations(p, x, sets, chunk=2048):
+def correlations(p, x, sets):
     """|mean_x chi_A(x) p(x)| for each index list A in `sets`; p (N,), x (N, n)."""
-    total = torch.zeros(len(sets), dtype=torch.float64, device=x.device)
-    for i in range(0, len(sets), chunk):
-        idx = torch.tensor(sets[i:i + chunk], device=x.device)  # all of one degree: (m, d)
-        chi = x[:, idx].prod(-1)  # (N, m)
-        total[i:i + chunk] = (p.double() @ chi.double()) / len(x)
-    return total.abs().cpu().tolist()
+    chi = x[:, torch.tensor(sets, device=x.device)].prod(-1)  # all of one degree: (N, m)
+    return ((p.double() @ chi.double()) / len(x)).abs().cpu().tolist()
 
 
 @torch.no_grad()
 def run_probe(args):
-    """The probe at every saved teacher checkpoint (kept in probe.json for --resume). auto_ckpt, the
-    stage-1 checkpoint of --ckpt auto, is the one whose in-support correlations stand highest above
-    the off-support ones."""
+    """The probe at every saved teacher checkpoint (probe.json, for --resume); auto_ckpt (--ckpt
+    auto): the one whose in-support correlations stand highest above the off-support ones."""
     path = os.path.join(args.out, "probe.json")
     if args.resume and os.path.exists(path):
         return common.read_json(path)
@@ -805,9 +736,8 @@ def in_over_off(probe, d, i):
 
 
 def fig3_checkpoints(probe, inside):
-    """Stage-1 checkpoints before, inside and after the transition (Fig. 3 right): inside is
-    two_shot's (--ckpt); before is half its step; after is halfway from the teacher's first 99% to
-    its final step."""
+    """Stage-1 checkpoints before, inside (two_shot's) and after the transition (Fig. 3 right): half
+    its step; it; halfway from the teacher's first 99% to its final step."""
     steps, t99 = probe["steps"], common.steps_to(probe["steps"], probe["acc"], 0.99)
     nearest = lambda t: min(steps, key=lambda s: abs(s - t))
     after = ((t99 if t99 is not None else steps[-1]) + steps[-1]) / 2
@@ -815,13 +745,8 @@ def fig3_checkpoints(probe, inside):
 
 
 # --------------------------------------------------------------------------------------------------
-# 8. Curriculum extraction (beyond the paper: Gupta & Karmalkar 2025, arXiv 2503.17494): a
-# curriculum from the final teacher alone. Its students are a group of the engine's stack with
-# their own loss: stage 1 fits their hidden layers to a random projection of the teacher's.
-
-def keep(store, i, module, inputs, output):  # a forward hook: store[i] = the module's output
-    store[i] = output
-
+# 8. Curriculum extraction (beyond the paper: Gupta & Karmalkar 2025, arXiv 2503.17494): from the
+# final teacher alone, stage 1 fits the students' hidden layers to a random projection of its.
 
 def record_hidden(model):
     """A list that holds the hidden representations of model's latest forward (forward hooks): the
@@ -829,19 +754,18 @@ def record_hidden(model):
     layers = [model.act] if isinstance(model, MLP) else list(model.blocks)
     store = [None] * len(layers)
     for i, layer in enumerate(layers):
-        layer.register_forward_hook(partial(keep, store, i))
+        layer.register_forward_hook(lambda module, inputs, out, i=i: store.__setitem__(i, out))
     return store
 
 
 class Extraction:
-    """Stage 1 fits the student's hidden representation to a fixed random projection of the final
-    teacher's, layer by layer; stage 2 distils on its outputs (as one-shot). Its exact loss and
-    sizes we did not find; ours, measured on the cpu MLP: P (d_teacher x d_student) ~ N(0,
-    1/d_teacher), one per layer and seed; targets standardised per unit on STATS_SAMPLES fresh
-    samples; loss mean((h - target)^2) / mean(target^2); post-ReLU; 500 steps (docs/parity.md).
-    Transformer: `layers` equal sub-stages, the l-th on block l's output."""
+    """Stage 1 layer by layer, then stage 2 distils on the final teacher's outputs (as one-shot).
+    Its exact loss and sizes we did not find; ours, measured on the cpu MLP: P (d_teacher x
+    d_student) ~ N(0, 1/d_teacher), one per layer and seed; targets standardised per unit on
+    STATS_SAMPLES fresh samples; loss mean((h - target)^2) / mean(target^2); post-ReLU; 500 steps
+    (docs/parity.md). Transformer: `layers` equal sub-stages, the l-th on block l's output."""
 
-    def __init__(self, args, run_dir, final_step):
+    def __init__(self, args, run_dir, final_step, student_hidden=None, teacher_hidden=None):
         teacher = make_model(args, "teacher").eval()
         teacher.load_state_dict(load_teacher(run_dir, final_step, args.device)["model"])
         hidden = record_hidden(teacher)
@@ -857,7 +781,7 @@ class Extraction:
         z = [torch.einsum("...i,sio->s...o", h, P) for h, P in zip(hidden, self.P)]
         self.mu, self.sd = [t.mean(1) for t in z], [t.std(1) for t in z]  # per unit and position
         self.steps = args.extract_steps
-        self.student_hidden = self.teacher_hidden = None  # set by the engine: record_hidden
+        self.student_hidden, self.teacher_hidden = student_hidden, teacher_hidden  # record_hidden
 
     def stage1_loss(self, t_hidden, s_hidden, seed_idx, t):
         """(S,) normalised MSEs at layer l = floor(t x layers / --extract_steps); the teacher's
@@ -884,23 +808,20 @@ class Extraction:
 def summarize_students(args, specs, history):
     """Per method: per-lr results, and the best lr (fewest mean steps to 90%, unreached counted as
     the budget; ties broken by final accuracy): the paper reports each method tuned."""
-    steps, out = history["steps"], {}
+    out = {}
     budget = lambda r: sum(args.steps if s is None else s for s in r["steps_to"]["0.9"])
     for method in dict.fromkeys(sp["method"] for sp in specs):
-        by_lr = {}
+        by_lr, curves = {}, {}
         for lr in args.lrs:
             idx = [i for i, sp in enumerate(specs) if sp["method"] == method and sp["lr"] == lr]
-            curves = [[row[i] for row in history["acc"]] for i in idx]
-            by_lr[f"{lr:g}"] = {
-                "lr": lr, "seeds": [specs[i]["seed"] for i in idx],
-                "final_acc": [c[-1] for c in curves],
-                "steps_to": {str(th): [common.steps_to(steps, c, th) for c in curves]
-                             for th in THRESHOLDS},
-                "acc": curves}
+            curves[lr] = [[row[i] for row in history["acc"]] for i in idx]
+            steps_to = {str(th): [common.steps_to(history["steps"], c, th) for c in curves[lr]]
+                        for th in THRESHOLDS}
+            by_lr[f"{lr:g}"] = {"lr": lr, "seeds": [specs[i]["seed"] for i in idx],
+                                "final_acc": [c[-1] for c in curves[lr]], "steps_to": steps_to}
         best = min(by_lr.values(), key=lambda r: (budget(r), -sum(r["final_acc"])))
-        by_lr = {k: {key: v for key, v in r.items() if key != "acc"} for k, r in by_lr.items()}
         stage1 = next(sp["stage1"] for sp in specs if sp["method"] == method)
-        out[method] = {**best, "by_lr": by_lr, "stage1": stage1}  # curves: the best lr's
+        out[method] = {**best, "acc": curves[best["lr"]], "by_lr": by_lr, "stage1": stage1}
     return out
 
 
@@ -923,9 +844,8 @@ def print_table(results, args):
         m, sd = common.mean_std(r["final_acc"])
         rows.append([label(method, r), f"{r['lr']:g}", fmt_steps(r["steps_to"]["0.9"], args.steps),
                      fmt_steps(r["steps_to"]["0.95"], args.steps), f"{m:.3f} ± {sd:.3f}"])
-    if rows:
-        headers = ["method", "lr", "steps to 90%", "steps to 95%", "final acc"]
-        print("\n" + common.format_table(headers, rows))
+    headers = ["method", "lr", "steps to 90%", "steps to 95%", "final acc"]
+    print("\n" + common.format_table(headers, rows))  # rows: every mode has a teacher or students
 
 
 def claim_checks(results, args):
@@ -938,16 +858,14 @@ def claim_checks(results, args):
         checks["half_the_steps_every_seed"] = all(
             budget(f) <= 0.5 * budget(s) for a in fast for b in slow
             for f, s in zip(st[a]["steps_to"]["0.9"], st[b]["steps_to"]["0.9"]))
-    probe = results.get("probe")
-    if probe:
+    if probe := results.get("probe"):
         chosen = results.get("two_shot_ckpt", probe["auto_ckpt"])
         i = probe["steps"].index(chosen)
         ratios = {d: in_over_off(probe, int(d), i) for d in probe["degrees"]}
-        final = {d: in_over_off(probe, int(d), len(probe["steps"]) - 1) for d in probe["degrees"]}
+        final = {d: in_over_off(probe, int(d), -1) for d in probe["degrees"]}
         checks["chosen_ckpt_in_over_off"], checks["final_ckpt_in_over_off"] = ratios, final
-        # with --ckpt auto the chosen checkpoint maximises this ratio: then the first check says a
-        # curriculum checkpoint exists, the second that the final teacher lost it (Fig. 3 middle);
-        # a checkpoint of the teacher's training (Sec. 3.2): not its untrained step 0, not its last
+        # --ckpt auto picks the ratio's maximum; chosen_ckpt_3x: a curriculum checkpoint exists in
+        # training (Sec. 3.2: not step 0, not the last); the next: the final lost it (Fig. 3 middle)
         inside = 0 < chosen < probe["steps"][-1]
         checks["chosen_ckpt_3x"] = inside and max(ratios.values()) >= 3
         checks["final_ckpt_3x_below_chosen"] = max(final.values()) * 3 <= max(ratios.values())
@@ -955,28 +873,20 @@ def claim_checks(results, args):
 
 
 def make_figures(results, args):
-    plt = common.plt()
     st, teacher, probe = results.get("students", {}), results.get("teacher"), results.get("probe")
-    colors = {"ce": "tab:blue", "oneshot": "tab:orange", "progressive": "tab:green", "extract": "c",
-              "two_shot": "tab:red", "two_shot_before": "tab:purple", "two_shot_after": "tab:brown"}
-    if st or teacher:  # Fig. 1 left / middle
-        fig, ax = plt.subplots(figsize=(6, 4))
-        if teacher:
-            ax.plot(teacher["steps"], teacher["acc"], "--", color="k", label="teacher")
-        for m in ("ce", "oneshot", "progressive", "two_shot", "extract"):
-            if m in st:  # one-shot dotted: at temperature ~0 it can coincide with CE
-                common.plot_band(ax, results["student_steps"], st[m]["acc"],
-                                 f"{m} (lr {st[m]['lr']:g})", colors[m],
-                                 ":" if m == "oneshot" else "-")
-        ax.set(xlabel="training steps", ylabel="held-out accuracy", ylim=(0.4, 1.02),
-               title=f"{args.arch.upper()} on ({args.n},{args.k})-sparse parity")
-        ax.legend(fontsize=8)
-        save(fig, args.out, "fig1_accuracy.png")
+    fig, ax = common.plt().subplots(figsize=(6, 4))  # Fig. 1 left / middle: every mode has one
+    if teacher:
+        ax.plot(teacher["steps"], teacher["acc"], "--", color="k", label="teacher")
+    plot_students(ax, results, ("ce", "oneshot", "progressive", "two_shot", "extract"),
+                  lambda m, r: f"{m} (lr {r['lr']:g})")
+    ax.set(xlabel="training steps",
+           title=f"{args.arch.upper()} on ({args.n},{args.k})-sparse parity")
+    save(fig, args.out, "fig1_accuracy.png")
     if probe:  # Fig. 3: the teacher, the probe at its best degree, (2,T)-progressive students
         chosen = results.get("two_shot_ckpt", probe["auto_ckpt"])
         two_shots = [m for m in ("two_shot_before", "two_shot", "two_shot_after") if m in st]
         cols = 3 if two_shots else 2
-        fig, axes = plt.subplots(1, cols, figsize=(5 * cols, 4))
+        fig, axes = common.plt().subplots(1, cols, figsize=(5 * cols, 4))
         axes[0].plot(probe["steps"], probe["acc"], "k-")
         for name, s in zip(("before", "inside", "after"), results.get("fig3_ckpts", [chosen])):
             axes[0].plot(s, probe["acc"][probe["steps"].index(s)], "o", label=f"{name}: {s}")
@@ -984,14 +894,19 @@ def make_figures(results, args):
         axes[0].legend(fontsize=8)
         plot_degree(axes[1], probe, probe["auto_degree"], chosen)
         if two_shots:
-            for m in two_shots + (["oneshot"] if "oneshot" in st else []):
-                common.plot_band(axes[2], results["student_steps"], st[m]["acc"], label(m, st[m]),
-                                 colors[m])
+            plot_students(axes[2], results, two_shots + ["oneshot"], label)
             axes[2].axvline(args.T, color="gray", ls=":", lw=1)
-            axes[2].set(xlabel="student steps", ylabel="accuracy", ylim=(0.4, 1.02),
-                        title=f"(2,{args.T})-progressive")
-            axes[2].legend(fontsize=8)
+            axes[2].set(xlabel="student steps", title=f"(2,{args.T})-progressive")
         save(fig, args.out, "fig3_curriculum.png")
+
+
+def plot_students(ax, results, methods, name):  # each method's best lr: mean, min..max over seeds
+    st = results.get("students", {})
+    for m in [m for m in methods if m in st]:  # one-shot dotted: at temperature ~0 it can be CE
+        common.plot_band(ax, results["student_steps"], st[m]["acc"], name(m, st[m]),
+                         f"C{STUDENTS.index(m)}", ":" if m == "oneshot" else "-")  # tab: colors
+    ax.set(ylabel="held-out accuracy", ylim=(0.4, 1.02))
+    ax.legend(fontsize=8)
 
 
 def save(fig, folder, name):
@@ -1003,8 +918,8 @@ def save(fig, folder, name):
 def plot_degree(ax, probe, d, chosen):
     """Fig. 3 middle: the in-support correlations of degree d against the off-support mean ± std."""
     e = probe["degrees"][str(d)]
+    few = len(e["in_support"]) <= 6  # a legend entry each
     for name, vals in e["in_support"].items():
-        few = len(e["in_support"]) <= 6
         ax.plot(probe["steps"], vals, lw=1, label="{" + name + "}" if few else None)
     m, sd = torch.tensor(e["off_mean"]), torch.tensor(e["off_std"])
     ax.plot(probe["steps"], m, "k--", lw=1, label="off-support mean ± std")
@@ -1039,29 +954,25 @@ def main(argv=None):
         if args.teacher_dir is None:
             train_teacher(args, heldout)
         run = args.teacher_dir or args.out  # accuracies from the log: every checkpoint costs GBs
-        acc_at = {r["step"]: r["acc"] for r in common.read_jsonl(os.path.join(run, "metrics.jsonl"))
-                  if r["role"] == "teacher"}
         steps = common.saved_steps(teacher_ckpt(run))
-        accs = [acc_at[s] for s in steps]
-        results["teacher"] = {"steps": steps, "acc": accs, "final_acc": accs[-1],
-                              "steps_to": {str(th): common.steps_to(steps, accs, th)
-                                           for th in THRESHOLDS}}
+        accs = [r["acc"] for r in common.read_jsonl(os.path.join(run, "metrics.jsonl"))
+                if r["role"] == "teacher" and r["step"] in steps]
+        steps_to = {str(th): common.steps_to(steps, accs, th) for th in THRESHOLDS}
+        results["teacher"] = dict(steps=steps, acc=accs, final_acc=accs[-1], steps_to=steps_to)
     if args.mode in ("all", "probe") or (args.mode == "two_shot" and args.ckpt == "auto"):
         results["probe"] = run_probe(args)
     if args.mode in ("all", "two_shot"):
         auto = args.ckpt == "auto"
         results["two_shot_ckpt"] = results["probe"]["auto_ckpt"] if auto else int(args.ckpt)
-        print(f"two_shot: stage-1 checkpoint {results['two_shot_ckpt']} (--ckpt {args.ckpt}); "
-              f"final from T={args.T}")
-    every = ["ce", "oneshot", "progressive", "two_shot", "two_shot_before", "two_shot_after",
-             "extract"]
-    methods = {"all": every, "teacher": [], "probe": []}.get(args.mode, [args.mode])
+        print(f"two_shot: stage-1 checkpoint {results['two_shot_ckpt']}, the final from T={args.T}")
+    methods = {"all": STUDENTS, "teacher": [], "probe": []}.get(args.mode, [args.mode])
     stage1 = {"two_shot": results.get("two_shot_ckpt")}
     if "two_shot_before" in methods:  # Fig. 3 right's controls
         results["fig3_ckpts"] = fig3_checkpoints(results["probe"], results["two_shot_ckpt"])
         stage1["two_shot_before"], _, stage1["two_shot_after"] = results["fig3_ckpts"]
     if methods:
-        specs = student_specs(args, methods, stage1)
+        specs = [{"method": m, "lr": lr, "seed": seed, "stage1": stage1.get(m)}  # same seed:
+                 for m in methods for lr in args.lrs for seed in args.seed_list]  # same init, data
         history = train_students(args, specs, heldout)
         results["student_steps"] = history["steps"]
         results["students"] = summarize_students(args, specs, history)

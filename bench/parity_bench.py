@@ -59,36 +59,36 @@ def bench(args):
     peak = 2 * size ** 3 * reps / (time.time() - t0) / 1e9
     print(f"device {args.device}: fp32 matmul peak {peak:.0f} GFLOP/s ({size}x{size})")
 
-    # Teacher: parity.py's step (one plain model, torch.optim), and a plain PyTorch loop of the same
+    # Teacher: parity.py's model with train_teacher's step (torch.optim), and a plain PyTorch loop of the same
     # MLP beside it (nn.Linear layers, torch.optim.Adam or SGD, the same batches).
     xs, ys = parity.sample(parity.generator(args.device, 0, 1), (args.bench_steps, args.teacher_batch),
                            args.n, args.support)
     model = parity.make_model(args, "teacher", 0)
-    opt = parity.make_optimizer(model.parameters(), args.teacher_optim, args.teacher_lr, args.beta_pair)
-    rate = time_steps(lambda i: parity.teacher_step(model, opt, xs[i], ys[i]), args, sync)
+    opt = teacher_optimizer(model.parameters(), args)
+    rate = time_steps(lambda i: plain_step(model, opt, xs[i], ys[i]), args, sync)
     f = 3 * flops_per_sample(args, "teacher") * args.teacher_batch
     print(f"teacher step: {rate * args.teacher_batch:,.0f} samples/s, {rate:,.0f} steps/s, "
           f"{rate * f / 1e9:.1f} GFLOP/s ({100 * rate * f / 1e9 / peak:.1f}% of peak)")
     if args.arch == "mlp":
         plain = torch.nn.Sequential(torch.nn.Linear(args.n, args.teacher_width), torch.nn.ReLU(),
                                     torch.nn.Linear(args.teacher_width, 2)).to(device)
-        popt = parity.make_optimizer(plain.parameters(), args.teacher_optim, args.teacher_lr,
-                                     args.beta_pair)
+        popt = teacher_optimizer(plain.parameters(), args)
         plain_rate = time_steps(lambda i: plain_step(plain, popt, xs[i], ys[i]), args, sync)
         print(f"plain PyTorch loop of the same MLP: {plain_rate * args.teacher_batch:,.0f} samples/s; "
               f"parity.py's teacher step at {rate / plain_rate:.2f}x its speed")
 
     # Students: the four methods x lrs x seeds of a run, in the steady state of progressive
     # distillation: two teacher rows (the current progressive checkpoint and the final one).
-    specs = parity.student_specs(args, ["ce", "oneshot", "progressive", "two_shot"], {"two_shot": 0})
+    specs = [{"method": m, "lr": lr, "seed": seed, "stage1": 0 if m == "two_shot" else None}
+             for m in ("ce", "oneshot", "progressive", "two_shot") for lr in args.lrs
+             for seed in args.seed_list]  # as parity.main builds them
     S, nS = len(specs), len(args.seed_list)
     models = [parity.make_model(args, "student", sp["seed"]) for sp in specs]
     students, params = models[0], parity.stack(models, args)
     sopt = parity.Optimizer(params.values(), args.optim, [sp["lr"] for sp in specs], args.beta_pair)
     slots = parity.TeacherSlots(args, specs, [0])
-    teachers = [parity.make_model(args, "teacher", i) for i in range(slots.size)]
-    slots.params = parity.stack(teachers, args)
-    slots.active = 2
+    slots.size, slots.rows = 2, [0, 1]  # two rows in use, with a CUDA graph too
+    slots.params = parity.stack([parity.make_model(args, "teacher", i) for i in range(2)], args)
     slots.row_of_student.copy_(torch.tensor([int(sp["method"] == "progressive") for sp in specs]))
     xs, ys = parity.sample(parity.generator(args.device, 0, 2), (args.bench_steps, nS, args.batch),
                            args.n, args.support)
@@ -107,7 +107,13 @@ def bench(args):
     common.check_finite(loss.sum().item(), "benchmark student loss")
 
 
-def plain_step(model, opt, x, y):
+def teacher_optimizer(params, args):  # parity.train_teacher's: no momentum, no weight decay
+    if args.teacher_optim == "sgd":
+        return torch.optim.SGD(params, args.teacher_lr)
+    return torch.optim.Adam(params, args.teacher_lr, args.beta_pair)
+
+
+def plain_step(model, opt, x, y):  # parity.train_teacher's step
     loss = torch.nn.functional.cross_entropy(model(x), y)
     opt.zero_grad(set_to_none=True)
     loss.backward()
