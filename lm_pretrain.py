@@ -206,9 +206,8 @@ def learn_merges(counts, n_pieces, min_count):
 
     def count(i, sign):
         for p in zip(words[i], words[i][1:]):
-            if p not in pairs:
-                pairs[p], first_seen[p] = 0, next(tick)
-            pairs[p] += sign * freq[i]
+            first_seen.setdefault(p, next(tick))  # in pairs and first_seen alike, or in neither
+            pairs[p] = pairs.get(p, 0) + sign * freq[i]
             where.setdefault(p, set()).add(i)
             changed.add(p)
 
@@ -348,8 +347,7 @@ def batch_indices(n, batch, step, seed):
 
 def train_batch(args, train, step, seed):
     """Global batch `step`, the same on every process and on resume: packed sequences in seeded
-    epoch permutations, or (--sequences windows) [CLS] + seq_len - 1 tokens of the training stream
-    from seeded random offsets."""
+    epoch permutations, or (windows) [CLS] + seq_len - 1 tokens from seeded random offsets."""
     if args.sequences == "packed":
         return train[batch_indices(len(train), args.batch, step, seed)]
     gen = torch.Generator().manual_seed(1_000_003 * seed + step)
@@ -793,8 +791,7 @@ def parse_args(argv=None):
     if args.budget_list[0] < 1:
         fail("--budgets", f"budgets must be at least 1 step, got {args.budgets}")
     if args.mode in ("all", "two_shot") and args.T >= args.budget_list[0]:
-        fail("--T", f"two_shot needs T below the smallest budget ({args.budget_list[0]}), "
-                    f"got {args.T}")
+        fail("--T", f"must be below the smallest budget ({args.budget_list[0]}), got {args.T}")
     args.device = str(common.pick_device(args.device))
     args.world = int(os.environ.get("WORLD_SIZE", "1"))
     args.micro_batch = max(1, min(args.micro_batch, args.batch // args.world))  # a process's share
@@ -886,9 +883,8 @@ def ngram_probe(model, ids, positions, windows, chunk=512):
         allx = torch.cat(variants)
         probs = torch.cat([torch.softmax(model(allx[i:i + chunk])[:, p].float(), -1)
                            for i in range(0, len(allx), chunk)]).view(len(variants), len(ids), -1)
-        for w, name in enumerate(windows):
-            l1s[name]["robust"].append((probs[1 + 2 * w] - probs[0]).abs().sum(-1))
-            l1s[name]["close"].append((probs[2 + 2 * w] - probs[0]).abs().sum(-1))
+        for v, (name, kind) in enumerate(itertools.product(windows, ("robust", "close"))):
+            l1s[name][kind].append((probs[1 + v] - probs[0]).abs().sum(-1))  # variant 1 + v
     out = {}
     for name in windows:
         out[name] = {"count": len(ids) * len(positions)}
@@ -935,8 +931,7 @@ def print_table(results, args):
         for b in args.budget_list:
             cells = [[r for r in st.get(m, []) if r["budget"] == b] for m in METHODS]
             rows.append([b] + [cell(c) if c else "-" for c in cells])
-        seeds = ",".join(map(str, args.seed_list))
-        print(f"\nmasked-token accuracy on held-out text (mean ± std over seeds {seeds})\n"
+        print(f"\nmasked-token accuracy on held-out text (mean ± std over seeds {args.seeds})\n"
               + common.format_table(["budget"] + METHODS, rows))
 
 
