@@ -17,6 +17,7 @@ To copy: this file and common.py; needs torch, numpy and matplotlib.
 import argparse
 import contextlib
 import datetime
+import functools
 import hashlib
 import heapq
 import itertools
@@ -28,7 +29,6 @@ import re
 import shutil
 import time
 from collections import Counter
-import functools
 
 os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")  # before torch: same seed, same numbers on CPU
 import common
@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from common import fail
 
 # --------------------------------------------------------------------------------------------------
-# 0. Config: presets and flags (their checks: validate(), in the engine).
+# 0. Config: presets and flags (their checks: parse_args(), in the engine).
 
 PRESETS = {
     # The paper's setting (Sec. 5; guessed where it is silent, docs/lm_pretrain.md "Presets"), for
@@ -176,15 +176,14 @@ def tokenize(text, kind="word"):  # bpe: words here, cut into pieces by split_wo
 
 
 def merge_pair(pieces, pair):
-    """Every occurrence of the adjacent pair merged into one piece, left to right, as BPE does."""
-    out, i = [], 0
-    while i < len(pieces):
-        if i + 1 < len(pieces) and pieces[i] == pair[0] and pieces[i + 1] == pair[1]:
-            out.append(pair[0] + pair[1][2:])  # "##" marks a piece inside a word
-            i += 2
+    """Every occurrence of the adjacent pair merged into one piece, left to right, as BPE does (a
+    merged piece is longer than pair[0], so it never starts another merge)."""
+    out = []
+    for piece in pieces:
+        if out and (out[-1], piece) == pair:
+            out[-1] = pair[0] + pair[1][2:]  # "##" marks a piece inside a word
         else:
-            out.append(pieces[i])
-            i += 1
+            out.append(piece)
     return out
 
 
@@ -207,21 +206,18 @@ def learn_merges(counts, n_pieces, min_count):
 
     def count(i, sign):
         for p in zip(words[i], words[i][1:]):
-            if p not in pairs:
-                pairs[p], first_seen[p] = 0, next(tick)
-            pairs[p] += sign * freq[i]
+            first_seen.setdefault(p, next(tick))  # in pairs and first_seen alike, or in neither
+            pairs[p] = pairs.get(p, 0) + sign * freq[i]
             where.setdefault(p, set()).add(i)
             changed.add(p)
 
-    def push_changed():  # a heap entry per changed count; stale ones are skipped when popped
-        for p in changed:
-            if p in pairs:
-                heapq.heappush(heap, (-pairs[p], first_seen[p], p))
-        changed.clear()
+    def entry(p):  # pair p's heap entry now; an entry that differs is stale, skipped when popped
+        return (-pairs[p], first_seen[p], p) if p in pairs else None
 
-    def is_stale(entry):
-        negative_count, seen, p = entry
-        return p not in pairs or -negative_count != pairs[p] or seen != first_seen[p]
+    def push_changed():  # a heap entry per changed count
+        for p in changed & pairs.keys():
+            heapq.heappush(heap, entry(p))
+        changed.clear()
 
     for i in range(len(words)):
         count(i, 1)
@@ -229,7 +225,7 @@ def learn_merges(counts, n_pieces, min_count):
     push_changed()
     n_letters = sum(c >= min_count for c in letters.values())
     while n_letters + len(merges) < n_pieces:
-        while heap and is_stale(heap[0]):
+        while heap and entry(heap[0][2]) != heap[0]:
             heapq.heappop(heap)
         if not heap or heap[0][0] >= 0:  # no pair left that occurs
             break
@@ -282,9 +278,8 @@ def load_data(args, rank=0):
     n_docs = len(split["train"]) + len(split["heldout"])
     where = args.data or args.cache
     if n_docs == 0:
-        fail("--data", f"{where}: no usable documents "
-                       f"(of at least --min_doc_tokens={args.min_doc_tokens} tokens)")
-    for name in ("train", "heldout"):
+        fail("--data", f"{where}: no usable documents (--min_doc_tokens {args.min_doc_tokens})")
+    for name in split:
         if not split[name]:
             fail("--heldout_frac", f"the {name} split of {where} is empty (of {n_docs} usable)")
     merges = None
@@ -352,8 +347,7 @@ def batch_indices(n, batch, step, seed):
 
 def train_batch(args, train, step, seed):
     """Global batch `step`, the same on every process and on resume: packed sequences in seeded
-    epoch permutations, or (--sequences windows) [CLS] + seq_len - 1 tokens of the training stream
-    from seeded random offsets."""
+    epoch permutations, or (windows) [CLS] + seq_len - 1 tokens from seeded random offsets."""
     if args.sequences == "packed":
         return train[batch_indices(len(train), args.batch, step, seed)]
     gen = torch.Generator().manual_seed(1_000_003 * seed + step)
@@ -443,12 +437,14 @@ def masked_logits(model, inputs, labels):
 # --------------------------------------------------------------------------------------------------
 # 3. Teacher (Sec. 5): MLM with CE, AdamW, a loop that saves a checkpoint every --ckpt_every steps.
 
-def train_step(args, model, opt, seqs, step, seed, rank, teacher=None):
-    """One optimizer step on global batch `step`, CE or distill_loss from `teacher` (section 6):
-    (this process's summed loss, the global batch's masked count). Under torchrun each process takes
-    its slice of the same batch and masks; the loss is divided by the masked tokens of the global
-    batch, so N processes give 1 process's gradient (tested)."""
-    ids = train_batch(args, seqs, step, seed)
+def train_step(args, model, opt, lr, data, step, seed, rank, teacher=None):
+    """One optimizer step at `lr` on global batch `step`, CE or distill_loss from `teacher` (section
+    6): (this process's summed loss, the global batch's masked count). Under torchrun each process
+    takes its slice of the batch; the loss is divided by the global batch's masked tokens, so N
+    processes give 1 process's gradient (tested)."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    ids = train_batch(args, data["train"], step, seed)
     inputs, labels = mask_batch(args, ids, seed, step)
     n_masked = max(1, int((labels != -100).sum()))
     per_rank = args.batch // args.world
@@ -497,11 +493,6 @@ def evaluate(args, model, data, rank):
     return (sums[0] / sums[2]).item(), (sums[1] / sums[2]).item(), acc_by_source
 
 
-def make_optimizer(args, model, lr):
-    return torch.optim.AdamW(model.parameters(), lr=lr, betas=args.beta_pair,
-                             weight_decay=args.weight_decay)
-
-
 def teacher_ckpt(run, step=None):  # a run's teacher checkpoint at `step`, or the folder of them
     folder = os.path.join(run, "ckpt", "teacher")
     return folder if step is None else os.path.join(folder, f"step_{step:09d}.pt")
@@ -518,11 +509,10 @@ def train_teacher(args, data, rank):
     state_path = os.path.join(args.out, "ckpt", "teacher_state.pt")
     total = args.teacher_steps
     model = make_model(args, "teacher", 0)
-    opt = make_optimizer(args, model, args.teacher_lr)
-    start = restore(args, state_path, model, opt)["step"]
+    ddp, opt, state = start_run(args, model, args.teacher_lr, state_path)
+    start = state["step"]
     if rank == 0:
         cut_records(args, "teacher", start)
-    ddp = wrap(args, model)
     loss_sum, count, t0 = torch.zeros((), device=args.device), 0, time.time()
     for step in range(start, total + 1):  # step: optimizer steps taken so far
         # evaluate and save at step 0 too; a resumed run did so at `start` before it stopped
@@ -547,10 +537,8 @@ def train_teacher(args, data, rank):
             break
         factor = common.lr_factor(step, total, args.teacher_schedule, args.teacher_warmup,
                                   args.teacher_floor)
-        for group in opt.param_groups:
-            group["lr"] = args.teacher_lr * factor
         torch.manual_seed(step)  # dropout: the same per step, resumable
-        loss, n = train_step(args, ddp, opt, data["train"], step, 0, rank)
+        loss, n = train_step(args, ddp, opt, args.teacher_lr * factor, data, step, 0, rank)
         loss_sum, count = loss_sum + loss, count + n
         halt_if_asked(args, "teacher", step + 1)
     barrier(args)
@@ -634,11 +622,9 @@ def train_student(args, data, saved, stage1, rank, job):
     """One student run, resumable: {budget: {"acc", "loss", "acc_by_source", "teacher_last"}}."""
     method, lr, seed, total = job["method"], job["lr"], job["seed"], max(job["budgets"])
     model = make_model(args, "student", 1000 + seed)
-    opt = make_optimizer(args, model, lr)
     teacher = make_model(args, "teacher", 0).eval() if method != "ce" else None
-    state = restore(args, job["state"], model, opt)
+    ddp, opt, state = start_run(args, model, lr, job["state"])
     start, at_budget = state["step"], state.get("at_budget", {})
-    ddp = wrap(args, model)
     loss_sum, count, in_teacher, t0 = torch.zeros((), device=args.device), 0, None, time.time()
     for step in range(start, total + 1):  # step: optimizer steps taken so far
         if step > start and (step % args.eval_every == 0 or step in job["budgets"]):
@@ -659,16 +645,14 @@ def train_student(args, data, saved, stage1, rank, job):
                                         "config": config_of(args)}, job["state"])
         if step == total:
             break
-        if teacher is not None:  # the scheduled checkpoint, loaded when it changes
-            want = schedule_ckpt(args, method, step, saved, stage1, total)
-            if want != in_teacher:
-                ckpt = load_teacher(args.teacher_dir or args.out, want, args.device)
-                teacher.load_state_dict(ckpt["model"])
-                in_teacher = want
-        for group in opt.param_groups:
-            group["lr"] = lr * common.lr_factor(step, total, args.schedule, args.warmup, args.floor)
+        want = None if teacher is None else schedule_ckpt(args, method, step, saved, stage1, total)
+        if want != in_teacher:  # the scheduled checkpoint, loaded when it changes
+            ckpt = load_teacher(args.teacher_dir or args.out, want, args.device)
+            teacher.load_state_dict(ckpt["model"])
+            in_teacher = want
+        factor = common.lr_factor(step, total, args.schedule, args.warmup, args.floor)
         torch.manual_seed(1_000_003 * seed + step)  # dropout: the same per step, resumable
-        loss, n = train_step(args, ddp, opt, data["train"], step, 1000 + seed, rank, teacher)
+        loss, n = train_step(args, ddp, opt, lr * factor, data, step, 1000 + seed, rank, teacher)
         loss_sum, count = loss_sum + loss, count + n
         halt_if_asked(args, "students", step + 1)
     if rank == 0:
@@ -680,27 +664,9 @@ def train_student(args, data, saved, stage1, rank, job):
 # --------------------------------------------------------------------------------------------------
 # 7. Engine: data-parallel plumbing (torchrun), many students, resume, the checks on the flags.
 
-def setup_distributed(args):
-    if args.world == 1:
-        return 0
-    backend = "nccl" if args.device.startswith("cuda") else "gloo"
-    dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30))
-    if backend == "nccl":
-        args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-        torch.cuda.set_device(args.device)
-    return dist.get_rank()
-
-
 def barrier(args):
     if args.world > 1:
         dist.barrier()
-
-
-def wrap(args, model):
-    if args.world == 1:
-        return model
-    ids = [torch.device(args.device).index] if args.device.startswith("cuda") else None
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
 def mean_loss(args, loss_sum, count, name, step):  # per masked token since the last, all processes
@@ -717,14 +683,20 @@ def halt_if_asked(args, role, step):  # tests: die as a killed job would; --resu
         os._exit(1)
 
 
-def restore(args, path, model, opt):
-    """--resume: the state at `path` (or step 0)."""
+def start_run(args, model, lr, path):
+    """A run's start, the teacher's or a student's: (the model as torchrun's processes train it,
+    AdamW, the state saved at `path`: --resume; else step 0)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=args.beta_pair,
+                            weight_decay=args.weight_decay)
     state = {"step": 0}
     if os.path.exists(path):
         state = common.load_checkpoint(path, args.device)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-    return state
+    if args.world == 1:
+        return model, opt, state
+    ids = [torch.device(args.device).index] if args.device.startswith("cuda") else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids), opt, state
 
 
 def cut_records(args, run, step):
@@ -765,10 +737,8 @@ def run_students(args, methods, data, stage1, rank):
     for job in jobs if rank == 0 else ():  # a resumed job's late records: cut before any appends
         step = common.load_checkpoint(job["state"])["step"] if os.path.exists(job["state"]) else 0
         cut_records(args, job["name"], step)
-    pool = None
-    if args.workers > 1 and len(jobs) > 1:  # one thread each; every job seeds itself: same numbers
-        n = min(args.workers, len(jobs))
-        pool = mp.get_context("spawn").Pool(n, torch.set_num_threads, (1,))
+    n = min(args.workers, len(jobs))  # one thread each; every job seeds itself: same numbers
+    pool = mp.get_context("spawn").Pool(n, torch.set_num_threads, (1,)) if n > 1 else None
     for job, result in zip(jobs, pool.imap(run, jobs) if pool else map(run, jobs)):
         done[job["name"]] = {**{k: job[k] for k in ("method", "lr", "seed", "budgets")},
                              "at_budget": result}
@@ -793,13 +763,8 @@ def run_students(args, methods, data, stage1, rank):
 
 
 def parse_args(argv=None):
+    """The flags, every check on them before anything is written (the text's: in load_data)."""
     args = common.parse_with_presets(build_parser(), lambda f: PRESETS[f.preset], argv)
-    validate(args)
-    return args
-
-
-def validate(args):
-    """Every check on the flags, before anything is written (the text's: in load_data)."""
     common.check_finite_flags(args)  # nan or inf in any float flag: exit 2 before anything else
     if args.student_head_dim is None:
         args.student_head_dim = args.head_dim
@@ -826,8 +791,7 @@ def validate(args):
     if args.budget_list[0] < 1:
         fail("--budgets", f"budgets must be at least 1 step, got {args.budgets}")
     if args.mode in ("all", "two_shot") and args.T >= args.budget_list[0]:
-        fail("--T", f"two_shot needs T below the smallest budget ({args.budget_list[0]}), "
-                    f"got {args.T}")
+        fail("--T", f"must be below the smallest budget ({args.budget_list[0]}), got {args.T}")
     args.device = str(common.pick_device(args.device))
     args.world = int(os.environ.get("WORLD_SIZE", "1"))
     args.micro_batch = max(1, min(args.micro_batch, args.batch // args.world))  # a process's share
@@ -845,19 +809,18 @@ def validate(args):
     if args.teacher_dir is not None:  # a teacher made on the same text and tokens, at the same size
         cfg = os.path.join(args.teacher_dir, "config.json")
         if not (os.path.exists(cfg) and common.saved_steps(teacher_ckpt(args.teacher_dir))):
-            fail("--teacher_dir", f"{args.teacher_dir} holds no teacher "
-                                  "(expected config.json and ckpt/teacher/)")
+            fail("--teacher_dir", f"{args.teacher_dir} holds no config.json and ckpt/teacher/")
         cfg = common.read_json(cfg)
         diff = [f"{k}={cfg.get(k)!r} (here {getattr(args, k)!r})" for k in TEACHER_KEYS
                 if cfg.get(k) != getattr(args, k)]
         if diff:
-            fail("--teacher_dir", f"{args.teacher_dir} was made with other settings: "
-                                  + ", ".join(diff))
+            fail("--teacher_dir", f"{args.teacher_dir}'s settings differ: " + ", ".join(diff))
     if args.ckpt != "auto":
         steps = list(range(0, args.teacher_steps + 1, args.ckpt_every)) + [args.teacher_steps]
         steps = common.saved_steps(teacher_ckpt(args.teacher_dir)) if args.teacher_dir else steps
         if int(args.ckpt) not in steps:
             fail("--ckpt", f"{args.ckpt} is not a teacher checkpoint step")
+    return args
 
 
 def config_of(args):
@@ -867,13 +830,20 @@ def config_of(args):
 
 
 def setup(args):
-    """Processes, corpus, tokenizer and the fixed held-out sets: (rank, data)."""
-    rank = setup_distributed(args)
+    """Processes (torchrun), corpus, tokenizer and the fixed held-out sets: (rank, data)."""
+    rank = 0
     torch.backends.cuda.matmul.allow_tf32 = True  # as parity.py: TF32 on Ampere+ (no-op on CPU)
-    if rank == 0 and args.world > 1:
+    if args.world > 1:
+        backend = "nccl" if args.device.startswith("cuda") else "gloo"
+        dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30))
+        if backend == "nccl":
+            args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+            torch.cuda.set_device(args.device)
+        rank = dist.get_rank()
         per_step = args.batch // args.world // args.micro_batch
-        print(f"data parallel: {args.world} processes ({dist.get_backend()}), global batch "
-              f"{args.batch} = {args.world} x {per_step} x {args.micro_batch}", flush=True)
+        if rank == 0:
+            print(f"data parallel: {args.world} processes ({backend}), global batch {args.batch} "
+                  f"= {args.world} x {per_step} x {args.micro_batch}", flush=True)
     if rank == 0:  # rank 0 tokenizes and writes the cache, the others then read it
         streams, vocab, sources, tok_dir = load_data(args, rank)
     barrier(args)
@@ -885,9 +855,8 @@ def setup(args):
     masked = eval_src[heldout[1] != -100].long().bincount(minlength=len(sources)).tolist()
     eval_set = {"sequences": len(eval_seqs), "masked_tokens_by_source": dict(zip(sources, masked))}
     train = pack(streams["train"], args.seq_len) if args.sequences == "packed" else streams["train"]
-    return rank, {"train": train, "sources": sources,
-                  "heldout": heldout, "eval_set": eval_set, "probe": probe_seqs, "n_held": n_held,
-                  "vocab": vocab, "tok_dir": tok_dir}
+    return rank, {"train": train, "sources": sources, "heldout": heldout, "eval_set": eval_set,
+                  "probe": probe_seqs, "n_held": n_held, "vocab": vocab, "tok_dir": tok_dir}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -900,14 +869,13 @@ def ngram_probe(model, ids, positions, windows, chunk=512):
     """pcfg.py's probe, every key visible, ids (N, L) clean: {window: {"robust"|"close": {"l1"|"tv":
     stats}, "count"}}; L1 = ||P(.|perturbed)[p] - P(.|p masked)[p]||_1 as the official code's."""
     model.eval()
-    seq_len = ids.shape[1]
     l1s = {name: {"robust": [], "close": []} for name in windows}
     for p in positions:
         base = ids.clone()
         base[:, p] = MASK
         variants = [base]
         for left, right in windows.values():
-            lo, hi = max(0, p - left), min(seq_len, p + right + 1)
+            lo, hi = max(0, p - left), min(ids.shape[1], p + right + 1)
             robust, close = base.clone(), base.clone()
             robust[:, lo:hi] = MASK
             close[:, :lo], close[:, hi:] = MASK, MASK
@@ -915,9 +883,8 @@ def ngram_probe(model, ids, positions, windows, chunk=512):
         allx = torch.cat(variants)
         probs = torch.cat([torch.softmax(model(allx[i:i + chunk])[:, p].float(), -1)
                            for i in range(0, len(allx), chunk)]).view(len(variants), len(ids), -1)
-        for w, name in enumerate(windows):
-            l1s[name]["robust"].append((probs[1 + 2 * w] - probs[0]).abs().sum(-1))
-            l1s[name]["close"].append((probs[2 + 2 * w] - probs[0]).abs().sum(-1))
+        for v, (name, kind) in enumerate(itertools.product(windows, ("robust", "close"))):
+            l1s[name][kind].append((probs[1 + v] - probs[0]).abs().sum(-1))  # variant 1 + v
     out = {}
     for name in windows:
         out[name] = {"count": len(ids) * len(positions)}
@@ -964,8 +931,7 @@ def print_table(results, args):
         for b in args.budget_list:
             cells = [[r for r in st.get(m, []) if r["budget"] == b] for m in METHODS]
             rows.append([b] + [cell(c) if c else "-" for c in cells])
-        seeds = ",".join(map(str, args.seed_list))
-        print(f"\nmasked-token accuracy on held-out text (mean ± std over seeds {seeds})\n"
+        print(f"\nmasked-token accuracy on held-out text (mean ± std over seeds {args.seeds})\n"
               + common.format_table(["budget"] + METHODS, rows))
 
 
@@ -1002,8 +968,6 @@ def claim_checks(results, args):
 def make_figures(results, args):
     plt = common.plt()
     t, probe, st = results.get("teacher"), results.get("probe"), results.get("students", {})
-    if not (t or st):
-        return
     fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4), layout="tight")
     ph = results.get("phases", {})
     for ax in (left, middle) if "inflection" in ph else ():  # no phases: fewer than 6 checkpoints
