@@ -18,10 +18,14 @@ import torch  # noqa: E402
 
 
 def parse_args(argv=None):
-    parser = lm.build_parser()
-    parser.add_argument("--bench_steps", type=int, default=20, help="steps timed")
-    args = common.parse_with_presets(parser, lambda f: lm.PRESETS[f.preset], argv)
-    lm.validate(args)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    bench_steps = 20
+    if "--bench_steps" in argv:  # ours; every other flag is lm_pretrain.py's, checked by it
+        i = argv.index("--bench_steps")
+        bench_steps = common.parse_list(argv[i + 1], int, "--bench_steps")[0]
+        argv = argv[:i] + argv[i + 2:]
+    args = lm.parse_args(argv)
+    args.bench_steps = bench_steps
     common.check_positive(args, ["bench_steps"])
     return args
 
@@ -40,15 +44,13 @@ def bench(args, data, rank):
         sync()
         return (time.time() - t0) / args.bench_steps
 
-    out = {}
+    out, lr, fresh = {}, args.teacher_lr, os.path.join(args.out, "no-state.pt")  # nothing to resume
     for role in ("teacher", "student"):
-        model = lm.make_model(args, role, 0)
-        ddp, opt = lm.wrap(args, model), lm.make_optimizer(args, model, args.teacher_lr)
-        out[role] = timed(lambda i: lm.train_step(args, ddp, opt, data["train"], i, 0, rank))
-    student = lm.make_model(args, "student", 1)
-    ddp, opt = lm.wrap(args, student), lm.make_optimizer(args, student, args.teacher_lr)
+        ddp, opt, _ = lm.start_run(args, lm.make_model(args, role, 0), lr, fresh)
+        out[role] = timed(lambda i: lm.train_step(args, ddp, opt, lr, data, i, 0, rank))
+    ddp, opt, _ = lm.start_run(args, lm.make_model(args, "student", 1), lr, fresh)
     teacher = lm.make_model(args, "teacher", 0).eval()
-    out["distill"] = timed(lambda i: lm.train_step(args, ddp, opt, data["train"], i, 0, rank, teacher))
+    out["distill"] = timed(lambda i: lm.train_step(args, ddp, opt, lr, data, i, 0, rank, teacher))
     if rank == 0:
         print(f"device {args.device}, {args.world} process(es), global batch {args.batch} x {args.seq_len} tokens, "
               f"micro-batch {args.micro_batch}, {torch.get_num_threads()} thread(s) per process")
