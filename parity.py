@@ -828,7 +828,8 @@ def summarize_students(args, specs, history):
 def fmt_steps(values, budget):
     m, sd = common.mean_std([budget if v is None else v for v in values])
     hit = sum(v is not None for v in values)
-    return f"{m:.0f} ± {sd:.0f}" + ("" if hit == len(values) else f" ({hit}/{len(values)} reached)")
+    reached = "" if hit == len(values) else f" ({hit}/{len(values)} reached)"
+    return f"{m:.0f} ± {sd:.0f}" + reached
 
 
 def label(method, r):  # in the table and Fig. 3: two_shot methods name their stage-1 checkpoint
@@ -916,7 +917,7 @@ def save(fig, folder, name):
 
 
 def plot_degree(ax, probe, d, chosen):
-    """Fig. 3 middle: the in-support correlations of degree d against the off-support mean ± std."""
+    """Fig. 3 middle: in-support correlations of degree d against the off-support mean ± std."""
     e = probe["degrees"][str(d)]
     few = len(e["in_support"]) <= 6  # a legend entry each
     for name, vals in e["in_support"].items():

@@ -1031,7 +1031,7 @@ def print_table(levels, args):
             rows.append([m] + cells)
         if rows:
             title = "masked-token accuracy" if lk == "mlm" else f"boundary accuracy, level {lk}"
-            print(f"\n{title} (mean ± std over seeds {args.seed_list}; each method at its best lr)")
+            print(f"\n{title} (mean ± std over seeds {args.seed_list}; each at its best lr)")
             print(common.format_table(["method"] + [f"budget {b}" for b in bs], rows))
 
 
